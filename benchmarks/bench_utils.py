@@ -1,0 +1,75 @@
+"""Shared benchmark helpers: device naming, GPU-aware timing, same-run baselines.
+
+Each case records in ``extra_info``: the device, images/s, the speedup over the eager
+PyTorch baseline of the same case measured in this run, and peak GPU memory.
+"""
+
+import platform
+import statistics
+import time
+
+import pytest
+import torch
+
+_baselines = {}
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def skip_unless_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("GPU case: no CUDA GPU on this machine (torch.cuda.is_available() is False)")
+
+
+def synced(fn, device):
+    """``fn`` followed by a device synchronisation, so that wall time covers the GPU work."""
+    if device != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def _quick_median(fn, repeats=5):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(benchmark, fn, device, key, batch, baseline=None):
+    """Benchmark ``fn`` and record its figures; ``baseline`` is the eager-PyTorch fn of the case.
+
+    The case whose ``baseline`` is None *is* the baseline: its median is kept for the
+    cases measured after it. If the baseline was not run (``-k`` filtering), it is timed here.
+    """
+    run = synced(fn, device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    benchmark(run)
+    median = benchmark.stats.stats.median
+    info = benchmark.extra_info
+    info["device"] = device_name(device)
+    info["images_per_s"] = round(batch / median, 2)
+    if device == "cuda":
+        info["peak_mem_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if baseline is None:
+        _baselines[key] = median
+        info["speedup"] = 1.0
+    else:
+        base = _baselines.get(key)
+        if base is None:
+            base = _baselines[key] = _quick_median(synced(baseline, device))
+        info["speedup"] = round(base / median, 3)
+    info["baseline_median_s"] = _baselines[key]

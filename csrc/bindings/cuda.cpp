@@ -1,0 +1,191 @@
+// istd_kernels._cuda: PyTorch entry points of the CUDA kernels. This file sees PyTorch and
+// the CUDA runtime API but no CUDA kernels; depthwise.cu sees kernels but no PyTorch. The
+// Python caller makes the tensors' device current and passes its current stream as an
+// integer, so no c10/cuda headers are needed here.
+#include <cuda_runtime_api.h>
+#include <torch/extension.h>
+
+#include "istd/depthwise_cuda.h"
+
+#ifndef ISTD_TORCH_VERSION
+#define ISTD_TORCH_VERSION unknown
+#endif
+#define ISTD_STRINGIFY_(x) #x
+#define ISTD_STRINGIFY(x) ISTD_STRINGIFY_(x)
+
+namespace {
+
+using istd::DType;
+using istd::DwGeometry;
+using istd::Strides4;
+
+// Accepts the version defined either as a string literal or as bare tokens (see cpu.cpp).
+std::string torch_version() {
+  std::string v = ISTD_STRINGIFY(ISTD_TORCH_VERSION);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  return v;
+}
+
+Strides4 strides_of(const at::Tensor& t) { return Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+cudaStream_t as_stream(int64_t stream) { return reinterpret_cast<cudaStream_t>(static_cast<intptr_t>(stream)); }
+
+DType dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat:
+      return DType::kFloat32;
+    case at::kDouble:
+      return DType::kFloat64;
+    case at::kHalf:
+      return DType::kFloat16;
+    case at::kBFloat16:
+      return DType::kBFloat16;
+    default:
+      TORCH_CHECK(false, "istd _cuda: unsupported dtype ", t.scalar_type(),
+                  " (expected float16, bfloat16, float32 or float64)");
+  }
+  return DType::kFloat32;  // unreachable
+}
+
+void check_cuda(const at::Tensor& t, const char* name, const at::Tensor& ref) {
+  TORCH_CHECK(t.is_cuda(), "istd _cuda: ", name, " must be a CUDA tensor, got ", t.device());
+  TORCH_CHECK(t.device() == ref.device(), "istd _cuda: ", name, " is on ", t.device(), " but expected ",
+              ref.device());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "istd _cuda: ", name, " dtype ", t.scalar_type(),
+              " differs from ", ref.scalar_type());
+  dtype_of(t);
+}
+
+void check_launch(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, "istd _cuda: ", what, " failed: ", cudaGetErrorString(err));
+}
+
+void check_hparams(int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  TORCH_CHECK(sh >= 1 && sw >= 1, "istd _cuda: stride must be >= 1, got (", sh, ", ", sw, ")");
+  TORCH_CHECK(ph >= 0 && pw >= 0, "istd _cuda: padding must be >= 0, got (", ph, ", ", pw, ")");
+  TORCH_CHECK(dh >= 1 && dw >= 1, "istd _cuda: dilation must be >= 1, got (", dh, ", ", dw, ")");
+  TORCH_CHECK(sh <= INT32_MAX && sw <= INT32_MAX && ph <= INT32_MAX && pw <= INT32_MAX && dh <= INT32_MAX &&
+                  dw <= INT32_MAX,
+              "istd _cuda: stride, padding and dilation must fit in 32 bits");
+}
+
+DwGeometry make_geometry(int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                         int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  // The kernels keep the weights of one channel in shared memory.
+  TORCH_CHECK(kh >= 1 && kw >= 1 && kh <= 64 && kw <= 64, "istd _cuda: bad kernel size (", kh, ", ", kw, ")");
+  DwGeometry g{};
+  g.N = N;
+  g.C = C;
+  g.H = H;
+  g.W = W;
+  g.KH = static_cast<int>(kh);
+  g.KW = static_cast<int>(kw);
+  g.SH = static_cast<int>(sh);
+  g.SW = static_cast<int>(sw);
+  g.PH = static_cast<int>(ph);
+  g.PW = static_cast<int>(pw);
+  g.DH = static_cast<int>(dh);
+  g.DW = static_cast<int>(dw);
+  g.Ho = istd::conv_out_size(H, g.KH, g.SH, g.PH, g.DH);
+  g.Wo = istd::conv_out_size(W, g.KW, g.SW, g.PW, g.DW);
+  return g;
+}
+
+void check_weight(const at::Tensor& weight, const at::Tensor& like, int64_t C) {
+  check_cuda(weight, "weight", like);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1,
+              "istd _cuda: weight must have shape [C, 1, kh, kw] with C = ", C, ", got ", weight.sizes());
+}
+
+at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t stream) {
+  check_cuda(x, "x", x);
+  TORCH_CHECK(x.dim() == 4, "istd _cuda: x must be 4-D [N, C, H, W], got ", x.sizes());
+  check_weight(weight, x, x.size(1));
+  check_hparams(sh, sw, ph, pw, dh, dw);
+  const bool has_bias = bias.has_value() && bias->defined();
+  at::Tensor bc;
+  if (has_bias) {
+    check_cuda(*bias, "bias", x);
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1), "istd _cuda: bias must have shape [C], got ",
+                bias->sizes());
+    bc = bias->contiguous();
+  }
+  const DwGeometry g = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2), weight.size(3), sh,
+                                     sw, ph, pw, dh, dw);
+  const at::Tensor wc = weight.contiguous();
+  at::Tensor y = at::empty({g.N, g.C, g.Ho, g.Wo}, x.options().memory_format(x.suggest_memory_format()));
+  if (y.numel() == 0) return y;
+  check_launch(istd_dw_fwd_cuda(dtype_of(x), x.data_ptr(), strides_of(x), wc.data_ptr(),
+                                has_bias ? bc.data_ptr() : nullptr, y.data_ptr(), strides_of(y), g, as_stream(stream)),
+               "depthwise forward");
+  return y;
+}
+
+at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weight, int64_t H, int64_t W, int64_t sh,
+                               int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t stream) {
+  check_cuda(grad_y, "grad_y", grad_y);
+  TORCH_CHECK(grad_y.dim() == 4, "istd _cuda: grad_y must be 4-D [N, C, Ho, Wo], got ", grad_y.sizes());
+  check_weight(weight, grad_y, grad_y.size(1));
+  check_hparams(sh, sw, ph, pw, dh, dw);
+  TORCH_CHECK(H >= 0 && W >= 0, "istd _cuda: input size must be >= 0, got (", H, ", ", W, ")");
+  const DwGeometry g = make_geometry(grad_y.size(0), grad_y.size(1), H, W, weight.size(2), weight.size(3), sh, sw, ph,
+                                     pw, dh, dw);
+  TORCH_CHECK(grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo, "istd _cuda: grad_y has spatial size (",
+              grad_y.size(2), ", ", grad_y.size(3), ") but the convolution of (", H, ", ", W, ") gives (", g.Ho,
+              ", ", g.Wo, ")");
+  const at::Tensor wc = weight.contiguous();
+  at::Tensor gx = at::empty({g.N, g.C, g.H, g.W}, grad_y.options().memory_format(grad_y.suggest_memory_format()));
+  if (gx.numel() == 0) return gx;
+  check_launch(istd_dw_bwd_input_cuda(dtype_of(grad_y), grad_y.data_ptr(), strides_of(grad_y), wc.data_ptr(),
+                                      gx.data_ptr(), strides_of(gx), g, as_stream(stream)),
+               "depthwise grad-input");
+  return gx;
+}
+
+std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at::Tensor& grad_y, const at::Tensor& x,
+                                                                       int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                                                       int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                                                       bool need_bias, int64_t stream) {
+  check_cuda(x, "x", x);
+  check_cuda(grad_y, "grad_y", x);
+  TORCH_CHECK(x.dim() == 4 && grad_y.dim() == 4, "istd _cuda: x and grad_y must be 4-D, got ", x.sizes(), " and ",
+              grad_y.sizes());
+  check_hparams(sh, sw, ph, pw, dh, dw);
+  const DwGeometry g = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), kh, kw, sh, sw, ph, pw, dh, dw);
+  TORCH_CHECK(grad_y.size(0) == g.N && grad_y.size(1) == g.C && grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo,
+              "istd _cuda: grad_y must have shape [", g.N, ", ", g.C, ", ", g.Ho, ", ", g.Wo, "], got ",
+              grad_y.sizes());
+  at::Tensor gw = at::empty({g.C, 1, kh, kw}, x.options());
+  at::Tensor gb;
+  if (need_bias) gb = at::empty({g.C}, x.options());
+  if (g.C > 0) {
+    const DType dt = dtype_of(x);
+    const size_t bytes = istd_dw_bwd_weight_workspace_bytes(g, dt);
+    // Allocated through PyTorch so that it comes from (and returns to) the caching allocator.
+    at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, x.options().dtype(at::kByte));
+    check_launch(istd_dw_bwd_weight_cuda(dt, grad_y.data_ptr(), strides_of(grad_y), x.data_ptr(), strides_of(x),
+                                         gw.data_ptr(), need_bias ? gb.data_ptr() : nullptr, g,
+                                         workspace.data_ptr(), bytes, as_stream(stream)),
+                 "depthwise grad-weight");
+  }
+  c10::optional<at::Tensor> gb_out;
+  if (need_bias) gb_out = gb;
+  return std::make_tuple(gw, gb_out);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "istd_kernels CUDA kernels (depthwise 2-D convolution)";
+  m.def("torch_version", &torch_version, "The torch version this extension was compiled against.");
+  m.def("depthwise_fwd", &depthwise_fwd, "Depthwise conv2d forward", py::arg("x"), py::arg("weight"),
+        py::arg("bias"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"),
+        py::arg("stream"));
+  m.def("depthwise_bwd_input", &depthwise_bwd_input, "Depthwise conv2d grad w.r.t. the input", py::arg("grad_y"),
+        py::arg("weight"), py::arg("H"), py::arg("W"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+        py::arg("dh"), py::arg("dw"), py::arg("stream"));
+  m.def("depthwise_bwd_weight", &depthwise_bwd_weight, "Depthwise conv2d grads w.r.t. weight and bias",
+        py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
+        py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("need_bias"), py::arg("stream"));
+}

@@ -1,0 +1,169 @@
+"""Backend selection: which implementation of an op runs for a given call.
+
+Backends:
+  ``torch``   plain PyTorch; runs everywhere and is the reference.
+  ``cpp``     the C++ CPU extension (OpenMP); CPU tensors.
+  ``cuda``    the C++/CUDA extension; CUDA tensors.
+  ``triton``  Triton kernels; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
+
+The backend for a call is, in order: the op's ``backend=`` argument, the innermost
+:func:`use_backend` context, the ``ISTD_BACKEND`` environment variable, else ``auto``.
+``auto`` picks cuda > triton > torch for CUDA tensors and cpp > torch for CPU tensors,
+among the backends the op implements, and never fails where ``torch`` can run. A backend
+named explicitly that cannot run raises :class:`BackendUnavailableError` with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+from typing import Dict, Iterable, Iterator, Tuple
+
+import torch
+
+from .extensions import cpu_extension, cuda_extension
+
+NAMES = ("torch", "cpp", "cuda", "triton")
+_CHOICES = NAMES + ("auto",)
+_AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpp", "torch")}
+_TRITON_MODULE = "istd_kernels.triton"
+
+# A plain module-level stack rather than a ContextVar: torch.compile reads it and guards on
+# it (a changed backend recompiles), whereas it cannot trace a ContextVar. The price is that
+# use_backend() is process-wide, not per thread.
+_stack: list = []
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run this call."""
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or name not in _CHOICES:
+        raise ValueError(f"{what} must be one of {', '.join(_CHOICES)}; got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run ops and layers inside the block with backend ``name`` (or ``"auto"``).
+
+    Nested contexts override outer ones; a per-call ``backend=`` overrides both.
+    """
+    _stack.append(_check_name(name, "backend"))
+    try:
+        yield
+    finally:
+        _stack.pop()
+
+
+def requested(backend: str | None = None) -> str:
+    """The backend name in force for a call whose ``backend=`` argument is ``backend``."""
+    if backend is not None:
+        return _check_name(backend, "backend")
+    if _stack:
+        return _stack[-1]
+    env = os.environ.get("ISTD_BACKEND")
+    if env:
+        return _check_name(env, "the ISTD_BACKEND environment variable")
+    return "auto"
+
+
+def triton_interpreting() -> bool:
+    """Whether Triton kernels run in the interpreter (on CPU tensors).
+
+    Triton decides this when a kernel is defined, so once our kernels are imported their
+    mode is fixed; before that it follows ``TRITON_INTERPRET``.
+    """
+    module = sys.modules.get(_TRITON_MODULE + ".depthwise")
+    if module is not None:
+        return bool(module.INTERPRET)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _triton_status() -> Tuple[bool, str]:
+    if importlib.util.find_spec("triton") is None:
+        return False, "triton is not installed (pip install triton)"
+    if triton_interpreting():
+        return True, "interpreter (TRITON_INTERPRET=1): CPU tensors, slow, for testing"
+    if torch.cuda.is_available():
+        major, _ = torch.cuda.get_device_capability()
+        if major < 7:
+            return False, f"GPU compute capability {major}.x is below the 7.0 Triton needs"
+        return True, "compiled for the GPU"
+    return False, "no CUDA GPU, and TRITON_INTERPRET=1 is not set (set it before importing istd_kernels to run Triton kernels on CPU tensors)"
+
+
+def _status(name: str) -> Tuple[bool, str]:
+    if name == "torch":
+        return True, "plain PyTorch reference, always available"
+    if name == "cpp":
+        ext = cpu_extension()
+        return ext.available, ("C++ CPU extension istd_kernels._C" if ext.available else ext.reason)
+    if name == "cuda":
+        ext = cuda_extension()
+        if not ext.available:
+            return False, ext.reason
+        if not torch.cuda.is_available():
+            return False, "the CUDA extension is built but torch sees no CUDA GPU"
+        return True, "C++/CUDA extension istd_kernels._cuda"
+    return _triton_status()
+
+
+def backends() -> Dict[str, Tuple[bool, str]]:
+    """``{name: (available, reason)}`` for every backend, on this machine, now."""
+    return {name: _status(name) for name in NAMES}
+
+
+# Capabilities do not change while a model runs; torch.compile takes the answer as a constant
+# instead of tracing the probes (imports, caches) inside.
+@torch.compiler.assume_constant_result
+def _fits(name: str, device: torch.device, dtype: torch.dtype) -> Tuple[bool, str]:
+    """Whether backend ``name`` can run on tensors of this device and dtype."""
+    ok, reason = _status(name)
+    if not ok:
+        return False, reason
+    if name == "cpp" and device.type != "cpu":
+        return False, f"the cpp backend runs on CPU tensors, got {device.type} tensors"
+    if name == "cuda" and device.type != "cuda":
+        return False, f"the cuda backend runs on CUDA tensors, got {device.type} tensors"
+    if name == "triton":
+        interp = triton_interpreting()
+        if device.type == "cpu" and not interp:
+            return False, "Triton runs on CPU tensors only under TRITON_INTERPRET=1"
+        if device.type == "cuda" and interp:
+            return False, "Triton kernels were loaded in interpreter mode (TRITON_INTERPRET=1); unset it to run them on the GPU"
+        if device.type not in ("cpu", "cuda"):
+            return False, f"Triton runs on CUDA tensors, got {device.type} tensors"
+        if interp and dtype == torch.bfloat16:
+            return False, "the Triton interpreter cannot compute in bfloat16"
+    return True, ""
+
+
+def select(op: str, implemented: Iterable[str], device: torch.device, dtype: torch.dtype,
+           backend: str | None = None) -> str:
+    """The backend that runs ``op`` on tensors of ``device``/``dtype``.
+
+    ``implemented`` lists the backends the op has. Raises :class:`BackendUnavailableError`
+    if the requested backend is named explicitly and cannot run.
+    """
+    implemented = tuple(implemented)
+    name = requested(backend)
+    if name == "auto":
+        for candidate in _AUTO_ORDER.get(device.type, ("torch",)):
+            if candidate in implemented and _fits(candidate, device, dtype)[0]:
+                return candidate
+        return "torch"
+    if name not in implemented:
+        raise BackendUnavailableError(
+            f"{op} has no {name!r} backend; it has {', '.join(implemented)} (or use backend='auto')"
+        )
+    ok, reason = _fits(name, device, dtype)
+    if not ok:
+        raise BackendUnavailableError(
+            f"backend {name!r} cannot run {op} on {device.type} {str(dtype).replace('torch.', '')} tensors: "
+            f"{reason}. Use backend='auto' or 'torch', or fix the cause; `python -m istd_kernels.info` lists every backend's status."
+        )
+    return name

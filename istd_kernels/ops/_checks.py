@@ -1,0 +1,62 @@
+"""Argument checks shared by the ops: each error names the argument and what was expected."""
+
+from __future__ import annotations
+
+from typing import Iterable, Tuple
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def check_tensor(value: object, name: str, ndim: int | None = None, dtypes=FLOAT_DTYPES,
+                 shape_doc: str = "") -> torch.Tensor:
+    """Raise TypeError/ValueError unless ``value`` is a tensor of rank ``ndim`` and one of ``dtypes``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if dtypes is not None and value.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype {_dtype_names(dtypes)}; got {value.dtype}")
+    if ndim is not None and value.dim() != ndim:
+        doc = f" {shape_doc}" if shape_doc else ""
+        raise ValueError(f"{name} must be {ndim}-D{doc}; got shape {tuple(value.shape)}")
+    return value
+
+
+def check_same(value: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
+    """Raise unless ``value`` has ``ref``'s dtype and device."""
+    if value.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}); got {value.dtype}")
+    if value.device != ref.device:
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}); got {value.device}")
+
+
+def as_pair(value: object, name: str, low: int, high: int | None = None) -> Tuple[int, int]:
+    """``value`` as an (int, int) pair, each in [low, high]."""
+    if isinstance(value, (list, tuple)):
+        items = tuple(value)
+        if len(items) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}")
+    else:
+        items = (value, value)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise TypeError(f"{name} must be an int or a pair of ints; got {value!r}")
+        if item < low or (high is not None and item > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ValueError(f"{name} must be {bound}; got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def output_memory_format(t: torch.Tensor) -> torch.memory_format:
+    """Layout for an op's output given its primary input: channels_last stays channels_last.
+
+    Every backend and the fake (meta) implementation allocate with this one rule, so compiled
+    graphs see the strides the kernels produce. (The C++ bindings apply the same test.)
+    """
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

@@ -1,0 +1,247 @@
+"""Depthwise and dilated-depthwise 2-D convolution.
+
+``depthwise_conv2d(x, weight, bias, stride, padding, dilation)`` is equivalent to
+``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)`` with ``weight`` of
+shape ``(C, 1, kh, kw)``. This file holds the public function, its plain-PyTorch
+reference :func:`depthwise_conv2d_ref`, and the ``istd::depthwise_conv2d`` custom op
+(forward, fake, autograd) that dispatches to the cpp, cuda and triton kernels.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import backend as _backend
+from ..extensions import cpu_extension, cuda_extension
+from ._checks import as_pair, check_same, check_tensor, output_memory_format
+
+OP = "istd.depthwise_conv2d"
+BACKENDS = ("torch", "cpp", "cuda", "triton")
+MAX_KERNEL = 31
+MAX_DILATION = 8
+
+IntPair = Union[int, Sequence[int]]
+Pair = Tuple[int, int]
+
+
+def output_size(hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Pair:
+    """Output (H, W) of the convolution, as F.conv2d computes it."""
+    return tuple(  # type: ignore[return-value]
+        (hw[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(2)
+    )
+
+
+def _check(x, weight, bias, stride, padding, dilation) -> Tuple[Pair, Pair, Pair]:
+    check_tensor(x, "x", 4, shape_doc="[N, C, H, W]")
+    check_tensor(weight, "weight", 4, shape_doc="[C, 1, kh, kw]")
+    check_same(weight, "weight", x, "x")
+    channels = x.shape[1]
+    if channels == 0:
+        raise ValueError(f"x must have at least one channel; got shape {tuple(x.shape)}")
+    kh, kw = weight.shape[2], weight.shape[3]
+    if weight.shape[0] != channels or weight.shape[1] != 1:
+        raise ValueError(
+            f"weight must have shape (C, 1, kh, kw) = ({channels}, 1, kh, kw) for x with C={channels} "
+            f"channels; got {tuple(weight.shape)}"
+        )
+    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
+        raise ValueError(f"weight's kernel size (kh, kw) must be between 1 and {MAX_KERNEL}; got ({kh}, {kw})")
+    if bias is not None:
+        check_tensor(bias, "bias", 1, shape_doc=f"[C] = [{channels}]")
+        check_same(bias, "bias", x, "x")
+        if bias.shape[0] != channels:
+            raise ValueError(f"bias must have shape ({channels},) for x with C={channels}; got {tuple(bias.shape)}")
+    stride = as_pair(stride, "stride", 1)
+    dilation = as_pair(dilation, "dilation", 1, MAX_DILATION)
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1; got stride={stride}")
+            total = (dilation[0] * (kh - 1), dilation[1] * (kw - 1))
+            if total[0] % 2 or total[1] % 2:
+                raise ValueError(
+                    "padding='same' needs an even dilation*(kernel-1) on both axes (symmetric padding); "
+                    f"got kernel ({kh}, {kw}) with dilation {dilation}"
+                )
+            padding = (total[0] // 2, total[1] // 2)
+        else:
+            raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid'; got {padding!r}")
+    padding = as_pair(padding, "padding", 0)
+    out = output_size((x.shape[2], x.shape[3]), (kh, kw), stride, padding, dilation)
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(
+            f"x's spatial size {tuple(x.shape[2:])} is smaller than the dilated kernel "
+            f"({dilation[0] * (kh - 1) + 1}, {dilation[1] * (kw - 1) + 1}) with padding {padding}"
+        )
+    return stride, padding, dilation
+
+
+def depthwise_conv2d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntPair = 1,
+                         padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
+    """Reference depthwise convolution: a sum over taps of shifted, strided input slices.
+
+    Deliberately independent of ``F.conv2d`` (the tests compare the two) and differentiable
+    by autograd. Half-precision inputs are accumulated in float32, like the kernels.
+
+    Args and result as :func:`depthwise_conv2d` (no ``backend``).
+    """
+    stride, padding, dilation = _check(x, weight, bias, stride, padding, dilation)
+    kh, kw = weight.shape[2], weight.shape[3]
+    ho, wo = output_size((x.shape[2], x.shape[3]), (kh, kw), stride, padding, dilation)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xp = F.pad(x.to(acc), (padding[1], padding[1], padding[0], padding[0]))
+    w = weight.to(acc)
+    y = xp.new_zeros((x.shape[0], x.shape[1], ho, wo))
+    for i in range(kh):
+        r0 = i * dilation[0]
+        rows = slice(r0, r0 + stride[0] * (ho - 1) + 1, stride[0])
+        for j in range(kw):
+            c0 = j * dilation[1]
+            cols = slice(c0, c0 + stride[1] * (wo - 1) + 1, stride[1])
+            y = y + xp[:, :, rows, cols] * w[:, 0, i, j].view(1, -1, 1, 1)
+    if bias is not None:
+        y = y + bias.to(acc).view(1, -1, 1, 1)
+    return y.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Kernel dispatch. Each backend implements fwd, bwd_input and bwd_weight with the same
+# arguments; tensors may have any strides (channels_last, views, expanded grads).
+
+
+def _cuda_call(fn, *args):
+    device = args[0].device
+    with torch.cuda.device(device):
+        return fn(*args, torch.cuda.current_stream(device).cuda_stream)
+
+
+def _fwd(backend: str, x, weight, bias, stride, padding, dilation) -> Tensor:
+    if backend == "triton":
+        from ..triton import depthwise as tk
+
+        return tk.depthwise_fwd(x, weight, bias, stride, padding, dilation)
+    args = (x, weight.contiguous(), bias, *stride, *padding, *dilation)
+    if backend == "cpp":
+        return cpu_extension().module.depthwise_fwd(*args)
+    return _cuda_call(cuda_extension().module.depthwise_fwd, *args)
+
+
+def _bwd_input(backend: str, grad_y, weight, input_hw, stride, padding, dilation) -> Tensor:
+    if backend == "triton":
+        from ..triton import depthwise as tk
+
+        return tk.depthwise_bwd_input(grad_y, weight, input_hw, stride, padding, dilation)
+    args = (grad_y, weight.contiguous(), *input_hw, *stride, *padding, *dilation)
+    if backend == "cpp":
+        return cpu_extension().module.depthwise_bwd_input(*args)
+    return _cuda_call(cuda_extension().module.depthwise_bwd_input, *args)
+
+
+def _bwd_weight(backend: str, grad_y, x, kernel, stride, padding, dilation, need_bias):
+    if backend == "triton":
+        from ..triton import depthwise as tk
+
+        return tk.depthwise_bwd_weight(grad_y, x, kernel, stride, padding, dilation, need_bias)
+    args = (grad_y, x, *kernel, *stride, *padding, *dilation, need_bias)
+    if backend == "cpp":
+        return cpu_extension().module.depthwise_bwd_weight(*args)
+    return _cuda_call(cuda_extension().module.depthwise_bwd_weight, *args)
+
+
+def _empty_out(like: Tensor, shape) -> Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=output_memory_format(like))
+
+
+@torch.library.custom_op("istd::depthwise_conv2d", mutates_args=())
+def _depthwise_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                  dilation: List[int], backend: str) -> Tensor:
+    return _fwd(backend, x, weight, bias, tuple(stride), tuple(padding), tuple(dilation))
+
+
+@_depthwise_op.register_fake
+def _(x, weight, bias, stride, padding, dilation, backend):
+    ho, wo = output_size((x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]), stride, padding, dilation)
+    return _empty_out(x, (x.shape[0], x.shape[1], ho, wo))
+
+
+@torch.library.custom_op("istd::depthwise_conv2d_backward", mutates_args=())
+def _depthwise_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
+                           dilation: List[int], backend: str, output_mask: List[bool]
+                           ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients (x, weight, bias); a gradient not asked for in ``output_mask`` is an empty tensor."""
+    stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
+    # Outputs of a custom op may not alias one another: one fresh empty tensor per slot.
+    grad_x, grad_w, grad_b = (grad_y.new_empty(0) for _ in range(3))
+    if output_mask[0]:
+        grad_x = _bwd_input(backend, grad_y, weight, (x.shape[2], x.shape[3]), stride, padding, dilation)
+    if output_mask[1] or output_mask[2]:
+        kernel = (weight.shape[2], weight.shape[3])
+        gw, gb = _bwd_weight(backend, grad_y, x, kernel, stride, padding, dilation, bool(output_mask[2]))
+        grad_w = gw if output_mask[1] else grad_w
+        grad_b = gb if output_mask[2] else grad_b
+    return grad_x, grad_w, grad_b
+
+
+@_depthwise_backward_op.register_fake
+def _(grad_y, x, weight, stride, padding, dilation, backend, output_mask):
+    grad_x = _empty_out(grad_y, x.shape) if output_mask[0] else grad_y.new_empty(0)
+    grad_w = weight.new_empty(weight.shape) if output_mask[1] else grad_y.new_empty(0)
+    grad_b = weight.new_empty(weight.shape[0]) if output_mask[2] else grad_y.new_empty(0)
+    return grad_x, grad_w, grad_b
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, backend = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.conf = (stride, padding, dilation, backend)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = [bool(need[0]), bool(need[1]), bool(ctx.has_bias and need[2])]
+    grad_x, grad_w, grad_b = _depthwise_backward_op(grad_y, x, weight, *ctx.conf, mask)
+    return (grad_x if mask[0] else None, grad_w if mask[1] else None, grad_b if mask[2] else None,
+            None, None, None, None)
+
+
+_depthwise_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntPair = 1,
+                     padding: Union[IntPair, str] = 0, dilation: IntPair = 1, backend: Optional[str] = None
+                     ) -> Tensor:
+    """Depthwise 2-D convolution, equivalent to ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)``.
+
+    Args:
+        x: ``[N, C, H, W]``, float16/bfloat16/float32/float64, any memory layout
+            (NCHW, channels_last, strided views). ``N`` may be 0.
+        weight: ``[C, 1, kh, kw]`` with 1 <= kh, kw <= 31, same dtype and device as ``x``.
+        bias: ``[C]`` or None.
+        stride: int or (sh, sw), >= 1.
+        padding: int or (ph, pw) >= 0 (zero padding), ``"valid"``, or ``"same"`` (stride 1,
+            even ``dilation*(k-1)``).
+        dilation: int or (dh, dw), 1 to 8.
+        backend: ``"torch"``, ``"cpp"``, ``"cuda"``, ``"triton"``, ``"auto"`` or None (the
+            :func:`istd_kernels.use_backend` context, then ``ISTD_BACKEND``, then auto).
+
+    Returns:
+        ``[N, C, Ho, Wo]`` in ``x.dtype`` (float32 accumulation for half types), channels_last
+        if ``x`` is. Under autocast the inputs are cast to the autocast dtype first.
+    """
+    stride, padding, dilation = _check(x, weight, bias, stride, padding, dilation)
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+    name = _backend.select(OP, BACKENDS, x.device, x.dtype, backend)
+    if name == "torch":
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups=x.shape[1])
+    return _depthwise_op(x, weight, bias, list(stride), list(padding), list(dilation), name)

@@ -1,0 +1,266 @@
+"""Ahead-of-time compile gate for the Triton kernels.
+
+Compiles every spec from ``istd_kernels.triton.depthwise.aot_specs()`` for
+each requested CUDA arch without a GPU, runs the ptxas bundled with Triton on
+the PTX to read register and spill counts, and takes shared memory from the
+compiled kernel's metadata.
+
+The compiles run in worker subprocesses started with TRITON_INTERPRET removed
+from their environment: a module imported in interpreter mode holds
+InterpretedFunction objects that cannot be compiled, and the caller's process
+may well be in that mode (the CPU tests are).  Workers stream one JSON line per
+row, so a worker that dies still leaves the rows it finished, and the rest are
+reported as errors rather than raised.
+
+Run ``python -m istd_kernels.tools.triton_gate`` for a table; the exit status
+is non-zero when any row has an error or a spill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+SOURCE = "istd_kernels/triton/depthwise.py"
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_WORKER_TIMEOUT_S = 1800
+
+
+def _row(kernel, config, arch, registers=None, smem=None, stores=None, loads=None, error=None):
+    return dict(kind="triton", source=SOURCE, kernel=kernel, config=config, arch=arch,
+                registers=registers, smem_bytes=smem, spill_stores=stores, spill_loads=loads,
+                error=error)
+
+
+# ---------------------------------------------------------------------------
+# Worker side (runs in a subprocess without TRITON_INTERPRET)
+# ---------------------------------------------------------------------------
+
+
+def _ptxas_path(arch: int) -> str:
+    # Triton ships two ptxas builds and picks one per arch (the newer one for
+    # sm_90+, whose PTX .version the older one rejects); use the same one.
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+        return get_ptxas(arch).path
+    except Exception:  # noqa: BLE001 - fall back to the bundled files
+        import triton
+        bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+        newer = os.path.join(bindir, "ptxas-blackwell")
+        if arch >= 90 and os.path.exists(newer):
+            return newer
+        return os.path.join(bindir, "ptxas")
+
+
+def _as_jit(fn):
+    # Accept an autotuner or heuristics wrapper around the kernel.  An
+    # InterpretedFunction means the module was imported in interpreter mode;
+    # its @triton.jit helpers are interpreted too, so re-wrapping the kernel
+    # alone would not compile: report that instead of guessing.
+    from triton.runtime.jit import JITFunction
+    seen = fn
+    while not isinstance(seen, JITFunction):
+        if type(seen).__name__ == "InterpretedFunction":
+            raise TypeError(f"{fn.__name__} was created under TRITON_INTERPRET=1; "
+                            "compile it in a process without it (check() does)")
+        inner = getattr(seen, "fn", None)
+        if inner is None or inner is seen:
+            raise TypeError(f"cannot compile {fn!r}: not a triton.jit function")
+        seen = inner
+    return seen
+
+
+_REG_RE = re.compile(r"Used (\d+) registers")
+_SPILL_RE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def _ptxas_stats(ptx: str, ptxas: str, workdir: str):
+    m = re.search(r"^\s*\.target\s+(sm_\w+)", ptx, re.M)
+    if m is None:
+        raise RuntimeError("no .target line in PTX")
+    gpu = m.group(1)
+    src = os.path.join(workdir, "k.ptx")
+    with open(src, "w") as f:
+        f.write(ptx)
+    # --regAllocOptLevel=2 is what Triton passes when it builds the cubin, so
+    # the counts here are those of the kernel that would actually load.
+    cmd = [ptxas, "-v", "--regAllocOptLevel=2", "--gpu-name", gpu, src, "-o", os.path.join(workdir, "k.cubin")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"ptxas failed ({proc.returncode}): {out.strip()[-2000:]}")
+    regs = [int(x) for x in _REG_RE.findall(out)]
+    spills = [(int(a), int(b)) for a, b in _SPILL_RE.findall(out)]
+    if not regs or not spills:
+        raise RuntimeError(f"could not parse ptxas output: {out.strip()[-2000:]}")
+    # One entry kernel per module; max() keeps it right if helpers show up.
+    return max(regs), max(s for s, _ in spills), max(l for _, l in spills)
+
+
+def _compile_one(spec: dict, arch: int, workdir: str) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    name = spec["name"]
+    row_arch = f"sm_{arch}"
+    try:
+        src = ASTSource(fn=_as_jit(spec["fn"]), signature=spec["signature"], constexprs=spec["constexprs"])
+        options = dict(num_warps=spec["num_warps"], num_stages=spec["num_stages"])
+        if spec.get("maxnreg"):
+            options["maxnreg"] = spec["maxnreg"]
+        kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+        regs, stores, loads = _ptxas_stats(kernel.asm["ptx"], _ptxas_path(arch), workdir)
+        return _row(name, spec["config"], row_arch, regs, int(kernel.metadata.shared), stores, loads)
+    except Exception as e:  # noqa: BLE001 - every failure must become a row
+        msg = f"{type(e).__name__}: {e}"
+        return _row(name, spec["config"], row_arch, error=msg[-4000:])
+
+
+def _worker_main(part: int, nparts: int, archs: list[int]) -> None:
+    import warnings
+    # Triton 3.9 warns once per process that the FP-fusion default will
+    # change; the default (fusion on) is what we ship, so the note is noise.
+    warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION.*")
+    from istd_kernels.triton import depthwise
+
+    specs = depthwise.aot_specs()
+    print(json.dumps({"count": len(specs),
+                      "labels": [[s["name"], s["config"]] for s in specs]}), flush=True)
+    with tempfile.TemporaryDirectory(prefix="triton_gate_") as workdir:
+        for idx, spec in enumerate(specs):
+            if idx % nparts != part:
+                continue
+            for arch in archs:
+                row = _compile_one(spec, arch, workdir)
+                print(json.dumps({"index": idx, "arch": arch, "row": row}), flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Driver side
+# ---------------------------------------------------------------------------
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _REPO_ROOT + (os.pathsep + path if path else "")
+    return env
+
+
+def check(archs=(86, 90), workers: int = 2) -> list[dict]:
+    """Compile every AOT spec for every arch; one row per (spec, arch).
+
+    Never raises for a kernel problem: compile, ptxas and worker failures
+    come back as rows with ``error`` set (and None in the numeric fields).
+    """
+    archs = [int(a) for a in archs]
+    workers = max(1, int(workers))
+    code = ("import sys; from istd_kernels.tools.triton_gate import _worker_main; "
+            "_worker_main(int(sys.argv[1]), int(sys.argv[2]), [int(a) for a in sys.argv[3].split(',')])")
+    arch_arg = ",".join(str(a) for a in archs)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(workers), arch_arg],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_worker_env(), cwd=_REPO_ROOT)
+             for i in range(workers)]
+
+    rows: dict[tuple[int, int], dict] = {}
+    labels = None
+    failures = []
+    for i, proc in enumerate(procs):
+        try:
+            out, err = proc.communicate(timeout=_WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            err = f"timed out after {_WORKER_TIMEOUT_S}s\n{err}"
+        for line in out.splitlines():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue  # stray prints from imported code
+            if not isinstance(msg, dict):
+                continue
+            if "labels" in msg:
+                labels = msg["labels"]
+            elif "row" in msg:
+                rows[(msg["index"], msg["arch"])] = msg["row"]
+        if proc.returncode != 0:
+            failures.append(f"worker {i} exited {proc.returncode}: {err.strip()[-3000:]}")
+
+    result = []
+    if labels is None:
+        # Not even the spec list came back (import error, say): one row per arch.
+        why = "; ".join(failures) or "worker produced no output"
+        return [_row("<all>", "", f"sm_{a}", error=why) for a in archs]
+    for idx, (name, config) in enumerate(labels):
+        for arch in archs:
+            row = rows.get((idx, arch))
+            if row is None:
+                why = "; ".join(failures) or "row missing from worker output"
+                row = _row(name, config, f"sm_{arch}", error=f"not compiled: {why}")
+            result.append(row)
+    return result
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'kernel':<26} {'config':<30} {'arch':<6} {'regs':>5} {'smem':>6} {'st':>4} {'ld':>4}  error"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        def num(v):
+            return "-" if v is None else str(v)
+        err = (r["error"] or "").splitlines()[0][:80] if r["error"] else ""
+        lines.append(f"{r['kernel']:<26} {r['config']:<30} {r['arch']:<6} {num(r['registers']):>5} "
+                     f"{num(r['smem_bytes']):>6} {num(r['spill_stores']):>4} {num(r['spill_loads']):>4}  {err}")
+    return "\n".join(lines)
+
+
+def summarize(rows: list[dict]) -> str:
+    """Max registers / smem and spill totals per (kernel, arch)."""
+    agg: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        a = agg.setdefault((r["kernel"], r["arch"]), dict(n=0, err=0, regs=0, smem=0, spills=0, worst=""))
+        a["n"] += 1
+        if r["error"]:
+            a["err"] += 1
+            continue
+        if r["registers"] > a["regs"]:
+            a["regs"], a["worst"] = r["registers"], r["config"]
+        a["smem"] = max(a["smem"], r["smem_bytes"])
+        a["spills"] += r["spill_stores"] + r["spill_loads"]
+    lines = [f"{'kernel':<26} {'arch':<6} {'specs':>5} {'errors':>6} {'max_regs':>8} {'max_smem':>8} "
+             f"{'spill_B':>7}  worst config"]
+    for (kernel, arch), a in sorted(agg.items()):
+        lines.append(f"{kernel:<26} {arch:<6} {a['n']:>5} {a['err']:>6} {a['regs']:>8} {a['smem']:>8} "
+                     f"{a['spills']:>7}  {a['worst']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", default="86,90")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--full", action="store_true", help="print every row, not only the summary")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    rows = check(tuple(int(a) for a in args.archs.split(",")), workers=args.workers)
+    if args.full:
+        print(format_table(rows))
+        print()
+    print(summarize(rows))
+    bad = [r for r in rows if r["error"] or r["spill_stores"] or r["spill_loads"]]
+    print(f"\n{len(rows)} rows, {len(bad)} with errors or spills, {time.time() - t0:.1f}s")
+    for r in bad[:20]:
+        print(f"  {r['kernel']} {r['config']} {r['arch']}: {r['error'] or 'spills'}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

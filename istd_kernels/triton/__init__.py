@@ -1,0 +1,1 @@
+"""Triton kernels of istd_kernels (imported lazily by the dispatch layer)."""

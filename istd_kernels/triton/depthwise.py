@@ -1,0 +1,636 @@
+"""Triton kernels for depthwise 2-D convolution (groups == channels).
+
+Every tensor is addressed through its element strides (n, c, h, w), so NCHW,
+channels_last, sliced views and stride-0 (expanded) gradients are read in
+place.  Plane base offsets are formed in 64 bits because ``n * stride_n`` can
+pass 2**31 on large batches.
+
+Three tiled direct convolutions share one scheme: a program owns a
+BLOCK_H x BLOCK_W tile of one (n, c) plane, KH is a runtime loop and KW is a
+constexpr so the inner tap loop is unrolled (in chunks of at most
+KW_UNROLL_MAX taps, to bound register use for wide kernels).  Stride, padding
+and dilation are runtime integers, so one compiled kernel serves every
+geometry with the same KW.
+
+The weight gradient is split into a per-tile partial-sum kernel and a second
+reduction kernel that sums the partials over tiles in a fixed order; no
+atomics are used, so a given configuration is bitwise reproducible.
+
+On a GPU the three convolution kernels are autotuned over tile shape and warp
+count.  Under ``TRITON_INTERPRET=1`` (read once, at import) the first config of
+each list is launched directly, because benchmarking inside the interpreter
+would take minutes per shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
+
+__all__ = [
+    "INTERPRET",
+    "FWD_CONFIGS",
+    "BWD_INPUT_CONFIGS",
+    "BWD_WEIGHT_CONFIGS",
+    "WGRAD_REDUCE_CONFIGS",
+    "depthwise_fwd",
+    "depthwise_bwd_input",
+    "depthwise_bwd_weight",
+    "aot_specs",
+]
+
+
+# ---------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------
+
+
+@triton.jit
+def _x_row_taps(acc, row_ptr, row_ok, iw0, w_row, j_first, DW, W, sxw,
+                KW: tl.constexpr, N_TAPS: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    # Taps j_first .. j_first+N_TAPS-1 of one kernel row, forward direction.
+    # Taps at j >= KW pad the last chunk: their loads are masked off and
+    # their weight is zeroed, so they add exactly nothing.
+    for jj in tl.static_range(N_TAPS):
+        j = j_first + jj
+        tap_ok = j < KW
+        iw = iw0 + j * DW
+        # tap_ok is tested in vector form: the interpreter mishandles a
+        # scalar bool broadcast into a mask (the compiler folds either).
+        col_ok = (iw >= 0) & (iw < W) & ((iw0 * 0 + j) < KW)
+        # Out-of-image taps read as zero: this is the zero padding, and it
+        # also keeps the overhanging part of edge tiles in bounds.
+        xv = tl.load(row_ptr + iw.to(tl.int64)[None, :] * sxw,
+                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        wv = tl.load(w_row + tl.minimum(j, KW - 1))
+        wv = tl.where(tap_ok, wv.to(ACC_DTYPE), 0.0)
+        acc += xv.to(ACC_DTYPE) * wv
+    return acc
+
+
+@triton.jit
+def _gy_row_taps(acc, row_ptr, row_ok, nw0, w_row, j_first, DW, SW, Wo, sgw,
+                 KW: tl.constexpr, N_TAPS: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    # Same taps, gathered from grad_y for the input gradient.
+    for jj in tl.static_range(N_TAPS):
+        j = j_first + jj
+        tap_ok = j < KW
+        nw = nw0 - j * DW
+        nw_c = tl.maximum(nw, 0)
+        ow = nw_c // SW
+        col_ok = (nw >= 0) & (ow * SW == nw_c) & (ow < Wo) & ((nw0 * 0 + j) < KW)
+        gv = tl.load(row_ptr + ow.to(tl.int64)[None, :] * sgw,
+                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        wv = tl.load(w_row + tl.minimum(j, KW - 1))
+        wv = tl.where(tap_ok, wv.to(ACC_DTYPE), 0.0)
+        acc += gv.to(ACC_DTYPE) * wv
+    return acc
+
+
+@triton.jit
+def _wgrad_row_taps(g, row_ptr, row_ok, iw0, ws_row, j_first, DW, W, sxw,
+                    N_TAPS: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    # Tile partial of each tap: sum(grad_y * shifted x) over the tile.
+    for jj in tl.static_range(N_TAPS):
+        j = j_first + jj
+        iw = iw0 + j * DW
+        col_ok = (iw >= 0) & (iw < W)
+        xv = tl.load(row_ptr + iw.to(tl.int64)[None, :] * sxw,
+                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+        tl.store(ws_row + j, tl.sum(g * xv.to(ACC_DTYPE)))
+
+
+@triton.jit
+def _dw_fwd_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    C, H, W, Ho, Wo,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    SH, SW, PH, PW, DH, DW, KH,
+    KW: tl.constexpr, KW_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    # One flat grid axis: axes 1/2 are capped at 65535 on CUDA, and N*C alone
+    # can pass that.  Tiles of one plane are adjacent so neighbouring programs
+    # share halo rows in L2.
+    pid = tl.program_id(0)
+    tiles_w = tl.cdiv(Wo, BLOCK_W)
+    tiles = tl.cdiv(Ho, BLOCK_H) * tiles_w
+    nc = pid // tiles
+    t = pid - nc * tiles
+    n = nc // C
+    c = nc - n * C
+    th = t // tiles_w
+    tw = t - th * tiles_w
+
+    oh = th * BLOCK_H + tl.arange(0, BLOCK_H)
+    ow = tw * BLOCK_W + tl.arange(0, BLOCK_W)
+    ih0 = oh * SH - PH
+    iw0 = ow * SW - PW
+
+    x_base = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
+    w_base = w_ptr + c * (KH * KW)
+
+    acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=ACC_DTYPE)
+    for i in range(KH):
+        ih = ih0 + i * DH
+        row_ok = (ih >= 0) & (ih < H)
+        row_ptr = x_base + ih.to(tl.int64)[:, None] * sxh
+        w_row = w_base + i * KW
+        # KW is split into equal chunks of at most KW_UNROLL_MAX taps, the
+        # last one padded: a fully unrolled wide row lets ptxas hoist every
+        # load of the row at once and spill.
+        for j0 in range(0, KW, KW_CHUNK):
+            acc = _x_row_taps(acc, row_ptr, row_ok, iw0, w_row, j0, DW, W, sxw, KW, KW_CHUNK, ACC_DTYPE)
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + c).to(ACC_DTYPE)
+
+    y_base = y_ptr + n.to(tl.int64) * syn + c.to(tl.int64) * syc
+    y_ptrs = y_base + oh.to(tl.int64)[:, None] * syh + ow.to(tl.int64)[None, :] * syw
+    out_ok = (oh < Ho)[:, None] & (ow < Wo)[None, :]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
+
+
+@triton.jit
+def _dw_bwd_input_kernel(
+    gy_ptr, w_ptr, gx_ptr,
+    C, H, W, Ho, Wo,
+    sgn, sgc, sgh, sgw,
+    sxn, sxc, sxh, sxw,
+    SH, SW, PH, PW, DH, DW, KH,
+    KW: tl.constexpr, KW_CHUNK: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    # Gather form: each grad_x element pulls the grad_y elements whose window
+    # covered it, so every output is written exactly once (no atomics).
+    pid = tl.program_id(0)
+    tiles_w = tl.cdiv(W, BLOCK_W)
+    tiles = tl.cdiv(H, BLOCK_H) * tiles_w
+    nc = pid // tiles
+    t = pid - nc * tiles
+    n = nc // C
+    c = nc - n * C
+    th = t // tiles_w
+    tw = t - th * tiles_w
+
+    ih = th * BLOCK_H + tl.arange(0, BLOCK_H)
+    iw = tw * BLOCK_W + tl.arange(0, BLOCK_W)
+    # Numerator of oh = (ih + PH - i*DH) / SH before the tap shift.
+    nh0 = ih + PH
+    nw0 = iw + PW
+
+    g_base = gy_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc
+    w_base = w_ptr + c * (KH * KW)
+
+    acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=ACC_DTYPE)
+    for i in range(KH):
+        nh = nh0 - i * DH
+        # Clamp before dividing: the sign of % and // on negative operands is
+        # not something to depend on, and negatives are rejected anyway.
+        nh_c = tl.maximum(nh, 0)
+        oh = nh_c // SH
+        row_ok = (nh >= 0) & (oh * SH == nh_c) & (oh < Ho)
+        row_ptr = g_base + oh.to(tl.int64)[:, None] * sgh
+        w_row = w_base + i * KW
+        for j0 in range(0, KW, KW_CHUNK):
+            acc = _gy_row_taps(acc, row_ptr, row_ok, nw0, w_row, j0, DW, SW, Wo, sgw, KW, KW_CHUNK,
+                               ACC_DTYPE)
+
+    x_base = gx_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
+    x_ptrs = x_base + ih.to(tl.int64)[:, None] * sxh + iw.to(tl.int64)[None, :] * sxw
+    in_ok = (ih < H)[:, None] & (iw < W)[None, :]
+    tl.store(x_ptrs, acc.to(gx_ptr.dtype.element_ty), mask=in_ok)
+
+
+@triton.jit
+def _dw_bwd_weight_kernel(
+    gy_ptr, x_ptr, ws_ptr,
+    C, H, W, Ho, Wo,
+    sgn, sgc, sgh, sgw,
+    sxn, sxc, sxh, sxw,
+    SH, SW, PH, PW, DH, DW, KH, K1,
+    KW: tl.constexpr, KW_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    # Each program reduces its output tile to one partial per tap and writes
+    # them to its own workspace row [n * tiles + t, c, :]; the sum over rows is
+    # done by _dw_wgrad_reduce_kernel in a fixed order.
+    pid = tl.program_id(0)
+    tiles_w = tl.cdiv(Wo, BLOCK_W)
+    tiles = tl.cdiv(Ho, BLOCK_H) * tiles_w
+    nc = pid // tiles
+    t = pid - nc * tiles
+    n = nc // C
+    c = nc - n * C
+    th = t // tiles_w
+    tw = t - th * tiles_w
+
+    oh = th * BLOCK_H + tl.arange(0, BLOCK_H)
+    ow = tw * BLOCK_W + tl.arange(0, BLOCK_W)
+
+    g_base = gy_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc
+    g_ptrs = g_base + oh.to(tl.int64)[:, None] * sgh + ow.to(tl.int64)[None, :] * sgw
+    out_ok = (oh < Ho)[:, None] & (ow < Wo)[None, :]
+    # Zeroing grad_y outside the output plane lets the tap loop below mask
+    # only on input bounds.
+    g = tl.load(g_ptrs, mask=out_ok, other=0.0).to(ACC_DTYPE)
+
+    ih0 = oh * SH - PH
+    iw0 = ow * SW - PW
+    x_base = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
+    row = n.to(tl.int64) * tiles + t
+    ws_base = ws_ptr + (row * C + c) * K1
+
+    for i in range(KH):
+        ih = ih0 + i * DH
+        row_ok = (ih >= 0) & (ih < H)
+        row_ptr = x_base + ih.to(tl.int64)[:, None] * sxh
+        ws_row = ws_base + i * KW
+        # Here the remainder is a separate unrolled block rather than masked
+        # padding (a padded tap would need somewhere to store its partial);
+        # the per-tap reductions already keep ptxas from hoisting loads far.
+        for j0 in range(0, KW - KW % KW_CHUNK, KW_CHUNK):
+            _wgrad_row_taps(g, row_ptr, row_ok, iw0, ws_row, j0, DW, W, sxw, KW_CHUNK, ACC_DTYPE)
+        if KW % KW_CHUNK != 0:
+            _wgrad_row_taps(g, row_ptr, row_ok, iw0, ws_row, KW - KW % KW_CHUNK, DW, W, sxw,
+                            KW % KW_CHUNK, ACC_DTYPE)
+
+    if HAS_BIAS:
+        tl.store(ws_base + KH * KW, tl.sum(g))
+
+
+@triton.jit
+def _dw_wgrad_reduce_kernel(
+    ws_ptr, gw_ptr, gb_ptr,
+    R, M, K1, KK,
+    HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    # Columns m = c * K1 + k of the [R, C*K1] workspace; rows are visited in
+    # ascending blocks and folded with one fixed-shape tree sum, so the result
+    # does not depend on scheduling.
+    pid = tl.program_id(0)
+    m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = m < M
+    acc = tl.zeros([BLOCK_R, BLOCK_M], dtype=ACC_DTYPE)
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        v = tl.load(ws_ptr + r.to(tl.int64)[:, None] * M + m[None, :],
+                    mask=(r < R)[:, None] & m_ok[None, :], other=0.0)
+        acc += v.to(ACC_DTYPE)
+    tot = tl.sum(acc, axis=0)
+
+    c = m // K1
+    k = m - c * K1
+    is_w = k < KK
+    tl.store(gw_ptr + c * KK + k, tot.to(gw_ptr.dtype.element_ty), mask=m_ok & is_w)
+    if HAS_BIAS:
+        tl.store(gb_ptr + c, tot.to(gb_ptr.dtype.element_ty), mask=m_ok & (k == KK))
+
+
+# ---------------------------------------------------------------------------
+# Configurations
+# ---------------------------------------------------------------------------
+
+
+def _tile_configs():
+    # (BLOCK_H, BLOCK_W, num_warps).  BLOCK_W >= 32 keeps a warp on one row
+    # segment for NCHW; the 8x32 tile comes first because it is the cheapest
+    # in the interpreter and the safest for tiny planes.
+    # maxnreg: without an explicit cap, ptxas 13 (Triton's sm_90 assembler)
+    # sometimes settles on 64 registers and spills a few bytes in the
+    # weight-gradient kernel; with a cap it allocates freely below it and
+    # does not spill.  Every config fits 128 without spilling (triton_gate
+    # checks it on sm_86 and sm_90).
+    # A 32x64/8-warp tile was dropped: it duplicated 16x64/4 (same elements
+    # per thread) and pushed the AOT gate past its time budget.
+    shapes = [(8, 32, 4), (16, 32, 4), (16, 64, 4), (32, 32, 4), (16, 64, 8)]
+    return [triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=nw, num_stages=1, maxnreg=128)
+            for bh, bw, nw in shapes]
+
+
+FWD_CONFIGS = _tile_configs()
+BWD_INPUT_CONFIGS = _tile_configs()
+BWD_WEIGHT_CONFIGS = _tile_configs()
+# A single config on purpose: the reduction is a small fraction of the work,
+# and a tuned choice could change the summation tree between processes.
+WGRAD_REDUCE_CONFIGS = [triton.Config({"BLOCK_R": 32, "BLOCK_M": 64}, num_warps=4, num_stages=1)]
+
+
+def _np2(v: int) -> int:
+    return 1 << max(0, int(v) - 1).bit_length()
+
+
+def _prune_by(h_name: str, w_name: str):
+    # Tiles much larger than the plane only add masked lanes; drop them so
+    # small planes are not benchmarked on useless shapes.
+    def prune(configs, named_args, **kwargs):
+        h = named_args[h_name]
+        w = named_args[w_name]
+        keep = [cfg for cfg in configs
+                if cfg.kwargs["BLOCK_H"] <= max(8, _np2(h))
+                and cfg.kwargs["BLOCK_W"] <= max(32, _np2(w))]
+        return keep or configs[:1]
+    return prune
+
+
+# Above this many taps (8x8) the weight-gradient workspace, one partial per
+# tap per tile, can outgrow the activations; only the tile shapes with the
+# fewest tiles are then allowed.  They also amortise the per-tap block
+# reduction best.
+WGRAD_BIG_KERNEL_TAPS = 64
+
+
+def _prune_wgrad(configs, named_args, **kwargs):
+    keep = _prune_by("Ho", "Wo")(configs, named_args)
+    if named_args["K1"] > WGRAD_BIG_KERNEL_TAPS:
+        ho, wo = named_args["Ho"], named_args["Wo"]
+        fewest = min(_tiles(ho, wo, cfg.kwargs) for cfg in keep)
+        keep = [cfg for cfg in keep if _tiles(ho, wo, cfg.kwargs) == fewest]
+    return keep
+
+
+# C and the inner stride are in the keys: they set the program count and the
+# access pattern (sxw == C for channels_last), both of which move the optimum.
+_FWD_KEY = ["C", "H", "W", "Ho", "Wo", "SH", "SW", "DH", "DW", "KH", "KW", "sxw"]
+_BWD_INPUT_KEY = ["C", "H", "W", "Ho", "Wo", "SH", "SW", "DH", "DW", "KH", "KW", "sgw", "sxw"]
+# K1 must be in the weight-gradient key: it feeds _prune_wgrad, and a config
+# cached for another K1 could need more workspace rows than were allocated.
+_BWD_WEIGHT_KEY = ["C", "H", "W", "Ho", "Wo", "SH", "SW", "DH", "DW", "KH", "KW", "K1", "sgw", "sxw"]
+
+if INTERPRET:
+    _fwd_tuned = None
+    _bwd_input_tuned = None
+    _bwd_weight_tuned = None
+else:
+    _fwd_tuned = triton.autotune(FWD_CONFIGS, key=_FWD_KEY,
+                                 prune_configs_by={"early_config_prune": _prune_by("Ho", "Wo")})(_dw_fwd_kernel)
+    _bwd_input_tuned = triton.autotune(BWD_INPUT_CONFIGS, key=_BWD_INPUT_KEY,
+                                       prune_configs_by={"early_config_prune": _prune_by("H", "W")})(
+                                           _dw_bwd_input_kernel)
+    _bwd_weight_tuned = triton.autotune(BWD_WEIGHT_CONFIGS, key=_BWD_WEIGHT_KEY,
+                                        prune_configs_by={"early_config_prune": _prune_wgrad})(
+                                            _dw_bwd_weight_kernel)
+
+
+def _launch(raw, tuned, configs, grid_fn, args, consts, fixed: bool = False):
+    """Launch ``raw`` with configs[0] or the autotuner; return the config used."""
+    if tuned is None or fixed:
+        cfg = configs[0]
+        raw[grid_fn(cfg.kwargs)](*args, **consts, **cfg.all_kwargs())
+        return cfg
+    tuned[grid_fn](*args, **consts)
+    return tuned.best_config
+
+
+# ---------------------------------------------------------------------------
+# Launch helpers
+# ---------------------------------------------------------------------------
+
+
+# Most taps of one kernel row that are unrolled together.  Fully unrolling a
+# 31-wide row lets ptxas hoist all of its loads at once, which needs more than
+# 255 registers on 8-element-per-thread tiles.  Wider rows are cut into equal
+# chunks (31 -> 4 x 8, 11 -> 2 x 6), so at most one tap per chunk is padding.
+KW_UNROLL_MAX = 8
+
+
+def _kw_chunk(kw: int) -> int:
+    return triton.cdiv(kw, triton.cdiv(kw, KW_UNROLL_MAX))
+
+
+def _acc_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _device_ctx(t: torch.Tensor):
+    if t.is_cuda:
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    # Python has no Tensor.suggest_memory_format(); mirror its intent so that
+    # outputs follow the input's layout, including sliced channels_last views.
+    if t.is_contiguous():
+        return torch.contiguous_format
+    if t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    _, sc, sh, sw = t.stride()
+    _, c, h, w = t.shape
+    if c > 1 and w > 1 and 0 < sc < sw <= sh:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _out_hw(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _tiles(h: int, w: int, cfg_kwargs) -> int:
+    return triton.cdiv(h, cfg_kwargs["BLOCK_H"]) * triton.cdiv(w, cfg_kwargs["BLOCK_W"])
+
+
+def depthwise_fwd(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, dilation) -> torch.Tensor:
+    N, C, H, W = x.shape
+    KH, KW = int(weight.shape[2]), int(weight.shape[3])
+    SH, SW = stride
+    PH, PW = padding
+    DH, DW = dilation
+    Ho = _out_hw(H, KH, SH, PH, DH)
+    Wo = _out_hw(W, KW, SW, PW, DW)
+    y = torch.empty((N, C, Ho, Wo), dtype=x.dtype, device=x.device,
+                    memory_format=_memory_format(x))
+    if y.numel() == 0:
+        return y
+    if x.numel() == 0:
+        # Only reachable with padding around an empty image: every tap reads
+        # padding, so the output is the bias alone.
+        if bias is None:
+            y.zero_()
+        else:
+            y.copy_(bias.to(y.dtype).view(1, C, 1, 1).expand_as(y))
+        return y
+
+    w = weight.contiguous()
+    b = bias.contiguous() if bias is not None else w  # placeholder, never read
+    args = (x, w, b, y,
+            C, H, W, Ho, Wo,
+            *x.stride(), *y.stride(),
+            SH, SW, PH, PW, DH, DW, KH)
+    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(x.dtype))
+    grid = lambda meta: (N * C * _tiles(Ho, Wo, meta),)  # noqa: E731
+    with _device_ctx(x):
+        _launch(_dw_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, consts)
+    return y
+
+
+def depthwise_bwd_input(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, stride, padding,
+                        dilation) -> torch.Tensor:
+    N, C, Ho, Wo = grad_y.shape
+    H, W = input_hw
+    KH, KW = int(weight.shape[2]), int(weight.shape[3])
+    SH, SW = stride
+    PH, PW = padding
+    DH, DW = dilation
+    gx = torch.empty((N, C, H, W), dtype=grad_y.dtype, device=grad_y.device,
+                     memory_format=_memory_format(grad_y))
+    if gx.numel() == 0:
+        return gx
+    if grad_y.numel() == 0:
+        return gx.zero_()
+
+    w = weight.contiguous()
+    args = (grad_y, w, gx,
+            C, H, W, Ho, Wo,
+            *grad_y.stride(), *gx.stride(),
+            SH, SW, PH, PW, DH, DW, KH)
+    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), ACC_DTYPE=_acc_dtype(grad_y.dtype))
+    grid = lambda meta: (N * C * _tiles(H, W, meta),)  # noqa: E731
+    with _device_ctx(grad_y):
+        _launch(_dw_bwd_input_kernel, _bwd_input_tuned, BWD_INPUT_CONFIGS, grid, args, consts)
+    return gx
+
+
+def depthwise_bwd_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size, stride, padding, dilation,
+                         need_bias: bool):
+    N, C, H, W = x.shape
+    Ho, Wo = int(grad_y.shape[2]), int(grad_y.shape[3])
+    KH, KW = kernel_size
+    SH, SW = stride
+    PH, PW = padding
+    DH, DW = dilation
+    KK = KH * KW
+    K1 = KK + (1 if need_bias else 0)
+    gw = torch.empty((C, 1, KH, KW), dtype=x.dtype, device=x.device)
+    gb = torch.empty((C,), dtype=x.dtype, device=x.device) if need_bias else None
+    if C == 0:
+        return gw, gb
+    if N == 0 or Ho * Wo == 0 or x.numel() == 0:
+        # No products contribute to the weight; grad_y may still be nonzero
+        # when x is an empty padded image, which only feeds the bias.
+        gw.zero_()
+        if gb is not None:
+            if grad_y.numel() == 0:
+                gb.zero_()
+            else:
+                gb.copy_(grad_y.sum(dim=(0, 2, 3), dtype=torch.float32 if x.dtype != torch.float64
+                                    else torch.float64).to(x.dtype))
+        return gw, gb
+
+    acc_t = torch.float64 if x.dtype == torch.float64 else torch.float32
+    # The autotuner may pick any config that survives pruning, so size the
+    # workspace for the one with the most tiles and read back how many rows
+    # the chosen config wrote.
+    candidates = _prune_wgrad(BWD_WEIGHT_CONFIGS, dict(Ho=Ho, Wo=Wo, K1=K1))
+    max_rows = N * max(_tiles(Ho, Wo, cfg.kwargs) for cfg in candidates)
+    ws = torch.empty((max_rows, C, K1), dtype=acc_t, device=x.device)
+    args = (grad_y, x, ws,
+            C, H, W, Ho, Wo,
+            *grad_y.stride(), *x.stride(),
+            SH, SW, PH, PW, DH, DW, KH, K1)
+    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(x.dtype))
+    grid = lambda meta: (N * C * _tiles(Ho, Wo, meta),)  # noqa: E731
+    # Deterministic mode pins the tile shape (the first candidate) too, so
+    # the partial sums, not just their reduction, match in every process.
+    fixed = torch.are_deterministic_algorithms_enabled()
+    with _device_ctx(x):
+        cfg = _launch(_dw_bwd_weight_kernel, _bwd_weight_tuned, candidates, grid, args, consts,
+                      fixed=fixed)
+        rows = N * _tiles(Ho, Wo, cfg.kwargs)
+        M = C * K1
+        rcfg = WGRAD_REDUCE_CONFIGS[0]
+        rgrid = (triton.cdiv(M, rcfg.kwargs["BLOCK_M"]),)
+        _dw_wgrad_reduce_kernel[rgrid](
+            ws, gw, gb if gb is not None else gw,
+            rows, M, K1, KK,
+            HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(x.dtype),
+            **rcfg.all_kwargs())
+    return gw, gb
+
+
+# ---------------------------------------------------------------------------
+# Ahead-of-time compile specs (used by istd_kernels.tools.triton_gate)
+# ---------------------------------------------------------------------------
+
+# (signature name, accumulator); fp64 is left out: it is an interpreter /
+# gradcheck dtype, not a production one.
+_AOT_DTYPES = (("fp32", tl.float32), ("fp16", tl.float32), ("bf16", tl.float32))
+_AOT_KWS = (1, 3, 7, 31)
+
+
+def _sig(fn, names_ptr, names_int, names_const):
+    # Ints are declared i32: that is what the JIT picks for every size and
+    # stride below 2**31, and offsets are widened to 64 bits inside anyway.
+    sig = dict(names_ptr)
+    sig.update({name: "i32" for name in names_int})
+    sig.update({name: "constexpr" for name in names_const})
+    missing = set(fn.arg_names) ^ set(sig)
+    if missing:
+        raise AssertionError(f"AOT signature of {fn.__name__} mismatches its arguments: {sorted(missing)}")
+    # Parameters are bound positionally, so keep the kernel's argument order.
+    return {name: sig[name] for name in fn.arg_names}
+
+
+def aot_specs() -> list[dict]:
+    """Every kernel configuration the compile gate builds.
+
+    ``fn`` is whatever ``triton.jit`` produced at import; in interpreter mode
+    that is not compilable, so the gate imports this module in a process
+    without TRITON_INTERPRET.
+    """
+    specs = []
+    conv_ints = ["C", "H", "W", "Ho", "Wo"]
+    dims = ["SH", "SW", "PH", "PW", "DH", "DW", "KH"]
+
+    for dname, acc in _AOT_DTYPES:
+        p = "*" + dname
+        kernels = [
+            ("_dw_fwd_kernel", _dw_fwd_kernel, FWD_CONFIGS,
+             [("x_ptr", p), ("w_ptr", p), ("b_ptr", p), ("y_ptr", p)],
+             conv_ints + ["sxn", "sxc", "sxh", "sxw", "syn", "syc", "syh", "syw"] + dims,
+             dict(HAS_BIAS=True)),
+            ("_dw_bwd_input_kernel", _dw_bwd_input_kernel, BWD_INPUT_CONFIGS,
+             [("gy_ptr", p), ("w_ptr", p), ("gx_ptr", p)],
+             conv_ints + ["sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw"] + dims,
+             dict()),
+            ("_dw_bwd_weight_kernel", _dw_bwd_weight_kernel, BWD_WEIGHT_CONFIGS,
+             [("gy_ptr", p), ("x_ptr", p), ("ws_ptr", "*fp32")],
+             conv_ints + ["sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw"] + dims + ["K1"],
+             dict(HAS_BIAS=True)),
+        ]
+        for name, fn, configs, ptrs, ints, extra in kernels:
+            for cfg in configs:
+                for kw in _AOT_KWS:
+                    consts = dict(KW=kw, KW_CHUNK=_kw_chunk(kw), ACC_DTYPE=acc, **extra, **cfg.kwargs)
+                    specs.append(dict(
+                        name=name, fn=fn,
+                        signature=_sig(fn, ptrs, ints, list(consts)),
+                        constexprs=consts,
+                        num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
+                        config=(f"BH={cfg.kwargs['BLOCK_H']} BW={cfg.kwargs['BLOCK_W']} KW={kw} "
+                                f"{dname} w{cfg.num_warps}"),
+                    ))
+        for cfg in WGRAD_REDUCE_CONFIGS:
+            consts = dict(HAS_BIAS=True, ACC_DTYPE=acc, **cfg.kwargs)
+            specs.append(dict(
+                name="_dw_wgrad_reduce_kernel", fn=_dw_wgrad_reduce_kernel,
+                signature=_sig(_dw_wgrad_reduce_kernel, [("ws_ptr", "*fp32"), ("gw_ptr", p), ("gb_ptr", p)],
+                               ["R", "M", "K1", "KK"], list(consts)),
+                constexprs=consts,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
+                config=(f"BR={cfg.kwargs['BLOCK_R']} BM={cfg.kwargs['BLOCK_M']} {dname} "
+                        f"w{cfg.num_warps}"),
+            ))
+    return specs
+
+
+# Alias kept for callers that expect the upper-case name from the design notes.
+AOT_SPECS = aot_specs

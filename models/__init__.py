@@ -1,0 +1,1 @@
+"""LCRNet and RRCA-Net, built from istd_kernels layers (added by later work)."""
