@@ -165,34 +165,49 @@ def check(archs=(86, 90), workers: int = 2) -> list[dict]:
     code = ("import sys; from istd_kernels.tools.triton_gate import _worker_main; "
             "_worker_main(int(sys.argv[1]), int(sys.argv[2]), [int(a) for a in sys.argv[3].split(',')])")
     arch_arg = ",".join(str(a) for a in archs)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(workers), arch_arg],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_worker_env(), cwd=_REPO_ROOT)
-             for i in range(workers)]
-
     rows: dict[tuple[int, int], dict] = {}
     labels = None
     failures = []
-    for i, proc in enumerate(procs):
-        try:
-            out, err = proc.communicate(timeout=_WORKER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            err = f"timed out after {_WORKER_TIMEOUT_S}s\n{err}"
-        for line in out.splitlines():
+    # Output goes to files, not pipes: reading one worker's pipe to the end
+    # while the other's fills up would stall the second worker.
+    with tempfile.TemporaryDirectory(prefix="triton_gate_out_") as outdir:
+        procs = []
+        for i in range(workers):
+            out_f = open(os.path.join(outdir, f"w{i}.out"), "w+")
+            err_f = open(os.path.join(outdir, f"w{i}.err"), "w+")
+            proc = subprocess.Popen([sys.executable, "-c", code, str(i), str(workers), arch_arg],
+                                    stdout=out_f, stderr=err_f, text=True,
+                                    env=_worker_env(), cwd=_REPO_ROOT)
+            procs.append((proc, out_f, err_f))
+        deadline = time.monotonic() + _WORKER_TIMEOUT_S
+        for i, (proc, out_f, err_f) in enumerate(procs):
+            timed_out = False
             try:
-                msg = json.loads(line)
-            except ValueError:
-                continue  # stray prints from imported code
-            if not isinstance(msg, dict):
-                continue
-            if "labels" in msg:
-                labels = msg["labels"]
-            elif "row" in msg:
-                rows[(msg["index"], msg["arch"])] = msg["row"]
-        if proc.returncode != 0:
-            failures.append(f"worker {i} exited {proc.returncode}: {err.strip()[-3000:]}")
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                timed_out = True
+            out_f.seek(0)
+            err_f.seek(0)
+            out, err = out_f.read(), err_f.read()
+            out_f.close()
+            err_f.close()
+            for line in out.splitlines():
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue  # stray prints from imported code
+                if not isinstance(msg, dict):
+                    continue
+                if "labels" in msg:
+                    labels = msg["labels"]
+                elif "row" in msg:
+                    rows[(msg["index"], msg["arch"])] = msg["row"]
+            if timed_out:
+                failures.append(f"worker {i} timed out after {_WORKER_TIMEOUT_S}s: {err.strip()[-2000:]}")
+            elif proc.returncode != 0:
+                failures.append(f"worker {i} exited {proc.returncode}: {err.strip()[-3000:]}")
 
     result = []
     if labels is None:

@@ -31,6 +31,10 @@ import torch
 import triton
 import triton.language as tl
 
+# The one layout rule shared by every backend and the meta implementation, so
+# compiled graphs see the strides these kernels produce.
+from ..ops._checks import output_memory_format as _memory_format
+
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "depthwise_bwd_input",
     "depthwise_bwd_weight",
     "aot_specs",
+    "AOT_SPECS",
 ]
 
 
@@ -416,20 +421,6 @@ def _device_ctx(t: torch.Tensor):
     return contextlib.nullcontext()
 
 
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    # Python has no Tensor.suggest_memory_format(); mirror its intent so that
-    # outputs follow the input's layout, including sliced channels_last views.
-    if t.is_contiguous():
-        return torch.contiguous_format
-    if t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    _, sc, sh, sw = t.stride()
-    _, c, h, w = t.shape
-    if c > 1 and w > 1 and 0 < sc < sw <= sh:
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def _out_hw(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
@@ -581,6 +572,14 @@ def _sig(fn, names_ptr, names_int, names_const):
 
 def aot_specs() -> list[dict]:
     """Every kernel configuration the compile gate builds.
+
+    One dict per (kernel, autotune config, dtype, KW) with keys ``name``,
+    ``fn`` (the raw @triton.jit function), ``signature`` (argument -> type,
+    constexprs as "constexpr", in argument order), ``constexprs``,
+    ``num_warps``, ``num_stages``, ``maxnreg`` and a short ``config`` label.
+    Covered: every tile config x {fp32, fp16, bf16} x KW in {1, 3, 7, 31} for
+    the three convolution kernels, and the reduction kernel per dtype.  The
+    bias variants are the ones compiled (a superset of the no-bias code).
 
     ``fn`` is whatever ``triton.jit`` produced at import; in interpreter mode
     that is not compilable, so the gate imports this module in a process
