@@ -74,7 +74,8 @@ def _cuda_plan():
 torch_version = torch.__version__
 common_macros = [("ISTD_TORCH_VERSION", f'"{torch_version}"')]
 include_dirs = [os.path.join(ROOT, "csrc", "include")]
-cxx_flags = ["-O3", "-std=c++17"]
+# No -std flag: torch's build helper sets the C++ standard its headers need.
+cxx_flags = ["-O3"]
 
 ext_modules = [
     CppExtension(
@@ -98,7 +99,7 @@ if build_cuda:
                          + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu"))),
             include_dirs=include_dirs,
             define_macros=common_macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
         )
     )
 

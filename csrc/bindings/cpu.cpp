@@ -2,33 +2,24 @@
 // user input; the checks here guard the contract between that layer and the kernels.
 #include <torch/extension.h>
 
-#include <cstring>
+#include "binding_common.h"
+
 #include <string>
 #include <tuple>
 
 #include "../cpu/depthwise_cpu.h"
-#include "istd/common.h"
 
-#ifndef ISTD_TORCH_VERSION
-#define ISTD_TORCH_VERSION unknown
-#endif
-#define ISTD_STRINGIFY_(x) #x
-#define ISTD_STRINGIFY(x) ISTD_STRINGIFY_(x)
 
 namespace {
+
+using istd_binding::check_hparams;
+using istd_binding::strides_of;
+using istd_binding::torch_version;
 
 using istd::DwGeometry;
 using istd::Strides4;
 
-// setup.py passes the version either as a string literal or as bare tokens, depending on
-// how the flag is quoted; stringifying and then dropping surrounding quotes accepts both.
-std::string torch_version() {
-  std::string v = ISTD_STRINGIFY(ISTD_TORCH_VERSION);
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  return v;
-}
 
-Strides4 strides_of(const at::Tensor& t) { return Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 void check_cpu_float(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu(), "istd _C: ", name, " must be a CPU tensor, got ", t.device());
@@ -43,35 +34,7 @@ at::Tensor compute_view(const at::Tensor& t) {
   return (s == at::kHalf || s == at::kBFloat16) ? t.to(at::kFloat) : t;
 }
 
-void check_hparams(int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  TORCH_CHECK(sh >= 1 && sw >= 1, "istd _C: stride must be >= 1, got (", sh, ", ", sw, ")");
-  TORCH_CHECK(ph >= 0 && pw >= 0, "istd _C: padding must be >= 0, got (", ph, ", ", pw, ")");
-  TORCH_CHECK(dh >= 1 && dw >= 1, "istd _C: dilation must be >= 1, got (", dh, ", ", dw, ")");
-  TORCH_CHECK(sh <= INT32_MAX && sw <= INT32_MAX && ph <= INT32_MAX && pw <= INT32_MAX && dh <= INT32_MAX &&
-                  dw <= INT32_MAX,
-              "istd _C: stride, padding and dilation must fit in 32 bits");
-}
 
-DwGeometry make_geometry(int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                         int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  TORCH_CHECK(kh >= 1 && kw >= 1 && kh <= 1024 && kw <= 1024, "istd _C: bad kernel size (", kh, ", ", kw, ")");
-  DwGeometry g{};
-  g.N = N;
-  g.C = C;
-  g.H = H;
-  g.W = W;
-  g.KH = static_cast<int>(kh);
-  g.KW = static_cast<int>(kw);
-  g.SH = static_cast<int>(sh);
-  g.SW = static_cast<int>(sw);
-  g.PH = static_cast<int>(ph);
-  g.PW = static_cast<int>(pw);
-  g.DH = static_cast<int>(dh);
-  g.DW = static_cast<int>(dw);
-  g.Ho = istd::conv_out_size(H, g.KH, g.SH, g.PH, g.DH);
-  g.Wo = istd::conv_out_size(W, g.KW, g.SW, g.PW, g.DW);
-  return g;
-}
 
 void check_weight(const at::Tensor& weight, const at::Tensor& like, int64_t C) {
   check_cpu_float(weight, "weight");
@@ -86,7 +49,7 @@ at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c1
   check_cpu_float(x, "x");
   TORCH_CHECK(x.dim() == 4, "istd _C: x must be 4-D [N, C, H, W], got ", x.sizes());
   check_weight(weight, x, x.size(1));
-  check_hparams(sh, sw, ph, pw, dh, dw);
+  check_hparams("istd _C", sh, sw, ph, pw, dh, dw);
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias) {
     check_cpu_float(*bias, "bias");
@@ -95,14 +58,14 @@ at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c1
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1), "istd _C: bias must have shape [C], got ",
                 bias->sizes());
   }
-  const DwGeometry g = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2), weight.size(3), sh,
+  const DwGeometry g = istd_binding::make_geometry("istd _C", 1024, x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2), weight.size(3), sh,
                                      sw, ph, pw, dh, dw);
 
   const at::Tensor xc = compute_view(x);
   const at::Tensor wc = compute_view(weight).contiguous();
   at::Tensor bc;
   if (has_bias) bc = compute_view(*bias).contiguous();
-  at::Tensor y = at::empty({g.N, g.C, g.Ho, g.Wo}, xc.options().memory_format(x.suggest_memory_format()));
+  at::Tensor y = at::empty({g.N, g.C, g.Ho, g.Wo}, xc.options().memory_format(istd_binding::output_memory_format(x)));
   if (y.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "istd_depthwise_fwd_cpu", [&] {
       istd::cpu::dw_forward<scalar_t>(xc.data_ptr<scalar_t>(), strides_of(xc), wc.data_ptr<scalar_t>(),
@@ -118,9 +81,9 @@ at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weigh
   check_cpu_float(grad_y, "grad_y");
   TORCH_CHECK(grad_y.dim() == 4, "istd _C: grad_y must be 4-D [N, C, Ho, Wo], got ", grad_y.sizes());
   check_weight(weight, grad_y, grad_y.size(1));
-  check_hparams(sh, sw, ph, pw, dh, dw);
+  check_hparams("istd _C", sh, sw, ph, pw, dh, dw);
   TORCH_CHECK(H >= 0 && W >= 0, "istd _C: input size must be >= 0, got (", H, ", ", W, ")");
-  const DwGeometry g = make_geometry(grad_y.size(0), grad_y.size(1), H, W, weight.size(2), weight.size(3), sh, sw, ph,
+  const DwGeometry g = istd_binding::make_geometry("istd _C", 1024, grad_y.size(0), grad_y.size(1), H, W, weight.size(2), weight.size(3), sh, sw, ph,
                                      pw, dh, dw);
   TORCH_CHECK(grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo, "istd _C: grad_y has spatial size (",
               grad_y.size(2), ", ", grad_y.size(3), ") but the convolution of (", H, ", ", W, ") gives (", g.Ho,
@@ -128,7 +91,7 @@ at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weigh
 
   const at::Tensor gyc = compute_view(grad_y);
   const at::Tensor wc = compute_view(weight).contiguous();
-  at::Tensor gx = at::empty({g.N, g.C, g.H, g.W}, gyc.options().memory_format(grad_y.suggest_memory_format()));
+  at::Tensor gx = at::empty({g.N, g.C, g.H, g.W}, gyc.options().memory_format(istd_binding::output_memory_format(grad_y)));
   if (gx.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(gyc.scalar_type(), "istd_depthwise_bwd_input_cpu", [&] {
       istd::cpu::dw_backward_input<scalar_t>(gyc.data_ptr<scalar_t>(), strides_of(gyc), wc.data_ptr<scalar_t>(),
@@ -148,8 +111,8 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
               grad_y.sizes());
   TORCH_CHECK(grad_y.scalar_type() == x.scalar_type(), "istd _C: grad_y dtype ", grad_y.scalar_type(),
               " differs from x dtype ", x.scalar_type());
-  check_hparams(sh, sw, ph, pw, dh, dw);
-  const DwGeometry g = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), kh, kw, sh, sw, ph, pw, dh, dw);
+  check_hparams("istd _C", sh, sw, ph, pw, dh, dw);
+  const DwGeometry g = istd_binding::make_geometry("istd _C", 1024, x.size(0), x.size(1), x.size(2), x.size(3), kh, kw, sh, sw, ph, pw, dh, dw);
   TORCH_CHECK(grad_y.size(0) == g.N && grad_y.size(1) == g.C && grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo,
               "istd _C: grad_y must have shape [", g.N, ", ", g.C, ", ", g.Ho, ", ", g.Wo, "], got ", grad_y.sizes());
 

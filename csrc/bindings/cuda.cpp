@@ -5,28 +5,22 @@
 #include <cuda_runtime_api.h>
 #include <torch/extension.h>
 
+#include "binding_common.h"
+
 #include "istd/depthwise_cuda.h"
 
-#ifndef ISTD_TORCH_VERSION
-#define ISTD_TORCH_VERSION unknown
-#endif
-#define ISTD_STRINGIFY_(x) #x
-#define ISTD_STRINGIFY(x) ISTD_STRINGIFY_(x)
 
 namespace {
+
+using istd_binding::check_hparams;
+using istd_binding::strides_of;
+using istd_binding::torch_version;
 
 using istd::DType;
 using istd::DwGeometry;
 using istd::Strides4;
 
-// Accepts the version defined either as a string literal or as bare tokens (see cpu.cpp).
-std::string torch_version() {
-  std::string v = ISTD_STRINGIFY(ISTD_TORCH_VERSION);
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  return v;
-}
 
-Strides4 strides_of(const at::Tensor& t) { return Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 cudaStream_t as_stream(int64_t stream) { return reinterpret_cast<cudaStream_t>(static_cast<intptr_t>(stream)); }
 
@@ -60,36 +54,7 @@ void check_launch(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, "istd _cuda: ", what, " failed: ", cudaGetErrorString(err));
 }
 
-void check_hparams(int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  TORCH_CHECK(sh >= 1 && sw >= 1, "istd _cuda: stride must be >= 1, got (", sh, ", ", sw, ")");
-  TORCH_CHECK(ph >= 0 && pw >= 0, "istd _cuda: padding must be >= 0, got (", ph, ", ", pw, ")");
-  TORCH_CHECK(dh >= 1 && dw >= 1, "istd _cuda: dilation must be >= 1, got (", dh, ", ", dw, ")");
-  TORCH_CHECK(sh <= INT32_MAX && sw <= INT32_MAX && ph <= INT32_MAX && pw <= INT32_MAX && dh <= INT32_MAX &&
-                  dw <= INT32_MAX,
-              "istd _cuda: stride, padding and dilation must fit in 32 bits");
-}
 
-DwGeometry make_geometry(int64_t N, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                         int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  // The kernels keep the weights of one channel in shared memory.
-  TORCH_CHECK(kh >= 1 && kw >= 1 && kh <= 64 && kw <= 64, "istd _cuda: bad kernel size (", kh, ", ", kw, ")");
-  DwGeometry g{};
-  g.N = N;
-  g.C = C;
-  g.H = H;
-  g.W = W;
-  g.KH = static_cast<int>(kh);
-  g.KW = static_cast<int>(kw);
-  g.SH = static_cast<int>(sh);
-  g.SW = static_cast<int>(sw);
-  g.PH = static_cast<int>(ph);
-  g.PW = static_cast<int>(pw);
-  g.DH = static_cast<int>(dh);
-  g.DW = static_cast<int>(dw);
-  g.Ho = istd::conv_out_size(H, g.KH, g.SH, g.PH, g.DH);
-  g.Wo = istd::conv_out_size(W, g.KW, g.SW, g.PW, g.DW);
-  return g;
-}
 
 void check_weight(const at::Tensor& weight, const at::Tensor& like, int64_t C) {
   check_cuda(weight, "weight", like);
@@ -102,7 +67,7 @@ at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c1
   check_cuda(x, "x", x);
   TORCH_CHECK(x.dim() == 4, "istd _cuda: x must be 4-D [N, C, H, W], got ", x.sizes());
   check_weight(weight, x, x.size(1));
-  check_hparams(sh, sw, ph, pw, dh, dw);
+  check_hparams("istd _cuda", sh, sw, ph, pw, dh, dw);
   const bool has_bias = bias.has_value() && bias->defined();
   at::Tensor bc;
   if (has_bias) {
@@ -111,10 +76,10 @@ at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c1
                 bias->sizes());
     bc = bias->contiguous();
   }
-  const DwGeometry g = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2), weight.size(3), sh,
+  const DwGeometry g = istd_binding::make_geometry("istd _cuda", 64, x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2), weight.size(3), sh,
                                      sw, ph, pw, dh, dw);
   const at::Tensor wc = weight.contiguous();
-  at::Tensor y = at::empty({g.N, g.C, g.Ho, g.Wo}, x.options().memory_format(x.suggest_memory_format()));
+  at::Tensor y = at::empty({g.N, g.C, g.Ho, g.Wo}, x.options().memory_format(istd_binding::output_memory_format(x)));
   if (y.numel() == 0) return y;
   check_launch(istd_dw_fwd_cuda(dtype_of(x), x.data_ptr(), strides_of(x), wc.data_ptr(),
                                 has_bias ? bc.data_ptr() : nullptr, y.data_ptr(), strides_of(y), g, as_stream(stream)),
@@ -127,15 +92,15 @@ at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weigh
   check_cuda(grad_y, "grad_y", grad_y);
   TORCH_CHECK(grad_y.dim() == 4, "istd _cuda: grad_y must be 4-D [N, C, Ho, Wo], got ", grad_y.sizes());
   check_weight(weight, grad_y, grad_y.size(1));
-  check_hparams(sh, sw, ph, pw, dh, dw);
+  check_hparams("istd _cuda", sh, sw, ph, pw, dh, dw);
   TORCH_CHECK(H >= 0 && W >= 0, "istd _cuda: input size must be >= 0, got (", H, ", ", W, ")");
-  const DwGeometry g = make_geometry(grad_y.size(0), grad_y.size(1), H, W, weight.size(2), weight.size(3), sh, sw, ph,
+  const DwGeometry g = istd_binding::make_geometry("istd _cuda", 64, grad_y.size(0), grad_y.size(1), H, W, weight.size(2), weight.size(3), sh, sw, ph,
                                      pw, dh, dw);
   TORCH_CHECK(grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo, "istd _cuda: grad_y has spatial size (",
               grad_y.size(2), ", ", grad_y.size(3), ") but the convolution of (", H, ", ", W, ") gives (", g.Ho,
               ", ", g.Wo, ")");
   const at::Tensor wc = weight.contiguous();
-  at::Tensor gx = at::empty({g.N, g.C, g.H, g.W}, grad_y.options().memory_format(grad_y.suggest_memory_format()));
+  at::Tensor gx = at::empty({g.N, g.C, g.H, g.W}, grad_y.options().memory_format(istd_binding::output_memory_format(grad_y)));
   if (gx.numel() == 0) return gx;
   check_launch(istd_dw_bwd_input_cuda(dtype_of(grad_y), grad_y.data_ptr(), strides_of(grad_y), wc.data_ptr(),
                                       gx.data_ptr(), strides_of(gx), g, as_stream(stream)),
@@ -151,8 +116,8 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
   check_cuda(grad_y, "grad_y", x);
   TORCH_CHECK(x.dim() == 4 && grad_y.dim() == 4, "istd _cuda: x and grad_y must be 4-D, got ", x.sizes(), " and ",
               grad_y.sizes());
-  check_hparams(sh, sw, ph, pw, dh, dw);
-  const DwGeometry g = make_geometry(x.size(0), x.size(1), x.size(2), x.size(3), kh, kw, sh, sw, ph, pw, dh, dw);
+  check_hparams("istd _cuda", sh, sw, ph, pw, dh, dw);
+  const DwGeometry g = istd_binding::make_geometry("istd _cuda", 64, x.size(0), x.size(1), x.size(2), x.size(3), kh, kw, sh, sw, ph, pw, dh, dw);
   TORCH_CHECK(grad_y.size(0) == g.N && grad_y.size(1) == g.C && grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo,
               "istd _cuda: grad_y must have shape [", g.N, ", ", g.C, ", ", g.Ho, ", ", g.Wo, "], got ",
               grad_y.sizes());

@@ -43,9 +43,9 @@ constexpr int64_t kMaxSmem = 48 * 1024;
 // Horizontally adjacent taps whose grad-weight sums one pass accumulates: enough to reuse
 // each loaded grad_y value a few times, few enough to stay in registers.
 constexpr int kTapGroup = 4;
-constexpr int64_t kMaxGridX = INT_MAX;
 // Upper bound on the planes one block of the forward/grad-input kernels handles at once.
 constexpr int kMaxPlanesPerBlock = 16;
+constexpr int64_t kMaxGridX = INT_MAX;
 constexpr int64_t kMaxGridYZ = 65535;
 
 // Block-level tiling of one plane. For the forward pass the tile is TH x TW outputs read

@@ -1,0 +1,74 @@
+// Helpers shared by the PyTorch bindings (cpu.cpp, cuda.cpp): version string, strides,
+// hyper-parameter checks and the output layout rule. PyTorch headers are fine here; the
+// kernels themselves never see them.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <cstdint>
+#include <string>
+
+#include "istd/common.h"
+
+#ifndef ISTD_TORCH_VERSION
+#define ISTD_TORCH_VERSION unknown
+#endif
+#define ISTD_STRINGIFY_(x) #x
+#define ISTD_STRINGIFY(x) ISTD_STRINGIFY_(x)
+
+namespace istd_binding {
+
+// setup.py passes the version either as a string literal or as bare tokens, depending on how
+// the flag is quoted; stringifying and then dropping surrounding quotes accepts both.
+inline std::string torch_version() {
+  std::string v = ISTD_STRINGIFY(ISTD_TORCH_VERSION);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  return v;
+}
+
+inline istd::Strides4 strides_of(const at::Tensor& t) {
+  return istd::Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// The same rule as istd_kernels.ops._checks.output_memory_format: the fake (meta) kernels
+// allocate with it, so compiled graphs must see exactly these strides.
+inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
+  if (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return at::MemoryFormat::ChannelsLast;
+  }
+  return at::MemoryFormat::Contiguous;
+}
+
+inline void check_hparams(const char* who, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+  TORCH_CHECK(sh >= 1 && sw >= 1, who, ": stride must be >= 1, got (", sh, ", ", sw, ")");
+  TORCH_CHECK(ph >= 0 && pw >= 0, who, ": padding must be >= 0, got (", ph, ", ", pw, ")");
+  TORCH_CHECK(dh >= 1 && dw >= 1, who, ": dilation must be >= 1, got (", dh, ", ", dw, ")");
+  TORCH_CHECK(sh <= INT32_MAX && sw <= INT32_MAX && ph <= INT32_MAX && pw <= INT32_MAX && dh <= INT32_MAX &&
+                  dw <= INT32_MAX,
+              who, ": stride, padding and dilation must fit in 32 bits");
+}
+
+inline istd::DwGeometry make_geometry(const char* who, int64_t max_kernel, int64_t N, int64_t C, int64_t H, int64_t W,
+                                      int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                      int64_t dh, int64_t dw) {
+  TORCH_CHECK(kh >= 1 && kw >= 1 && kh <= max_kernel && kw <= max_kernel, who, ": kernel size (", kh, ", ", kw,
+              ") must be between 1 and ", max_kernel);
+  istd::DwGeometry g{};
+  g.N = N;
+  g.C = C;
+  g.H = H;
+  g.W = W;
+  g.KH = static_cast<int>(kh);
+  g.KW = static_cast<int>(kw);
+  g.SH = static_cast<int>(sh);
+  g.SW = static_cast<int>(sw);
+  g.PH = static_cast<int>(ph);
+  g.PW = static_cast<int>(pw);
+  g.DH = static_cast<int>(dh);
+  g.DW = static_cast<int>(dw);
+  g.Ho = istd::conv_out_size(H, g.KH, g.SH, g.PH, g.DH);
+  g.Wo = istd::conv_out_size(W, g.KW, g.SW, g.PW, g.DW);
+  return g;
+}
+
+}  // namespace istd_binding
