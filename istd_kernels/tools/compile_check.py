@@ -11,49 +11,9 @@ import argparse
 import json
 import sys
 import time
-from typing import Iterable, List
+from typing import List
 
-
-def failures(rows: Iterable[dict]) -> List[str]:
-    """Why the gate fails: one line per compile error or spilling kernel."""
-    out = []
-    for r in rows:
-        where = f"{r['kind']} {r['kernel']} {r.get('config', '')} {r.get('arch', '')}".strip()
-        if r.get("error"):
-            out.append(f"{where}: {r['error']}")
-        elif (r.get("spill_stores") or 0) or (r.get("spill_loads") or 0):
-            out.append(f"{where}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
-    return out
-
-
-def table(rows: List[dict]) -> str:
-    """Rows as a fixed-width table."""
-    head = ("kind", "kernel", "config", "arch", "regs", "smem B", "spill st", "spill ld", "status")
-    lines = [head]
-    for r in rows:
-        lines.append((r["kind"], r["kernel"], r.get("config", ""), r.get("arch", ""),
-                      str(r.get("registers", "")), str(r.get("smem_bytes", "")), str(r.get("spill_stores", "")),
-                      str(r.get("spill_loads", "")), "ERROR" if r.get("error") else "ok"))
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
-
-
-def summary(rows: List[dict]) -> str:
-    """Max registers and total spills per (kind, kernel, arch)."""
-    groups = {}
-    for r in rows:
-        if r.get("error") or r.get("registers") is None:
-            continue
-        key = (r["kind"], r["kernel"], r.get("arch", ""))
-        g = groups.setdefault(key, [0, 0, 0, 0])
-        g[0] = max(g[0], r["registers"])
-        g[1] = max(g[1], r.get("smem_bytes") or 0)
-        g[2] += (r.get("spill_stores") or 0) + (r.get("spill_loads") or 0)
-        g[3] += 1
-    lines = [f"{'kind':<8} {'kernel':<44} {'arch':<7} {'configs':>7} {'max regs':>8} {'max smem B':>10} {'spill B':>7}"]
-    for (kind, kernel, arch), (regs, smem, spills, n) in sorted(groups.items()):
-        lines.append(f"{kind:<8} {kernel[:44]:<44} {arch:<7} {n:>7} {regs:>8} {smem:>10} {spills:>7}")
-    return "\n".join(lines)
+from .gate_report import failures, summary, table
 
 
 def main(argv=None) -> int:

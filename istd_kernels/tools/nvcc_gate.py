@@ -10,8 +10,8 @@ The .cu files get the half-precision macros that torch's CUDAExtension adds to e
 nvcc command, so a kernel that only compiles without them fails here too. Warnings are
 not errors; a failed compile becomes a row whose ``error`` holds the compiler's message.
 
-``python -m istd_kernels.tools.nvcc_gate`` prints the rows; the exit status is non-zero
-when any row has an error or a spill.
+``python -m istd_kernels.tools.compile_check --skip-triton`` (or this module) runs it
+alone; the exit status is non-zero when any row has an error or a spill.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import sysconfig
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
+
+from .gate_report import REGS_RE, SPILL_RE, make_row
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BINDING = os.path.join("csrc", "bindings", "cuda.cpp")
@@ -42,16 +44,13 @@ _TORCH_NVCC_FLAGS = [
 
 _ENTRY_RE = re.compile(r"Compiling entry function '([^']+)' for '(sm_\w+)'")
 _PROPS_RE = re.compile(r"Function properties for (\S+)")
-_SPILL_RE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
-_REGS_RE = re.compile(r"Used (\d+) registers")
 _SMEM_RE = re.compile(r"(\d+) bytes smem")
 
 
 def _row(kind: str, source: str, kernel: str = "", arch: str = "", registers: Optional[int] = None,
          smem: Optional[int] = None, stores: Optional[int] = None, loads: Optional[int] = None,
          error: Optional[str] = None) -> dict:
-    return dict(kind=kind, source=source, kernel=kernel, config="", arch=arch, registers=registers,
-                smem_bytes=smem, spill_stores=stores, spill_loads=loads, error=error)
+    return make_row(kind, source, kernel, "", arch, registers, smem, stores, loads, error)
 
 
 def _find_nvcc() -> Optional[str]:
@@ -136,10 +135,10 @@ def parse_ptxas(text: str) -> List[dict]:
         if current is None:
             continue
         entry = kernels[current]
-        m = _SPILL_RE.search(line)
+        m = SPILL_RE.search(line)
         if m:
             entry["spill_stores"], entry["spill_loads"] = int(m.group(1)), int(m.group(2))
-        m = _REGS_RE.search(line)
+        m = REGS_RE.search(line)
         if m:
             entry["registers"] = int(m.group(1))
             s = _SMEM_RE.search(line)
@@ -225,23 +224,7 @@ def check(archs=("86", "90")) -> List[dict]:
     return rows
 
 
-def _main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="nvcc register/spill gate for csrc/cuda/*.cu")
-    parser.add_argument("--archs", default="86,90", help="compute capabilities, comma separated (default 86,90)")
-    args = parser.parse_args(argv)
-    rows = check(tuple(a for a in args.archs.split(",") if a))
-    bad = 0
-    print(f"{'kind':<8} {'kernel':<48} {'arch':<6} {'regs':>5} {'smem B':>7} {'spill st':>8} {'spill ld':>8}  status")
-    for r in rows:
-        failed = bool(r["error"]) or bool(r["spill_stores"]) or bool(r["spill_loads"])
-        bad += failed
-        status = "ERROR: " + r["error"].splitlines()[0] if r["error"] else ("SPILL" if failed else "ok")
-        print(f"{r['kind']:<8} {r['kernel'][:48]:<48} {r['arch']:<6} {str(r['registers']):>5} "
-              f"{str(r['smem_bytes']):>7} {str(r['spill_stores']):>8} {str(r['spill_loads']):>8}  {status}")
-    return 1 if bad else 0
-
-
 if __name__ == "__main__":
-    sys.exit(_main())
+    from .compile_check import main
+
+    sys.exit(main(["--skip-triton"] + sys.argv[1:]))

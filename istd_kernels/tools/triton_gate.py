@@ -12,8 +12,8 @@ may well be in that mode (the CPU tests are).  Workers stream one JSON line per
 row, so a worker that dies still leaves the rows it finished, and the rest are
 reported as errors rather than raised.
 
-Run ``python -m istd_kernels.tools.triton_gate`` for a table; the exit status
-is non-zero when any row has an error or a spill.
+``python -m istd_kernels.tools.compile_check --skip-cuda`` (or this module) runs
+it alone; the exit status is non-zero when any row has an error or a spill.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ import sys
 import tempfile
 import time
 
+from .gate_report import REGS_RE, SPILL_RE, make_row
+
 SOURCE = "istd_kernels/triton/depthwise.py"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _WORKER_TIMEOUT_S = 1800
 
 
 def _row(kernel, config, arch, registers=None, smem=None, stores=None, loads=None, error=None):
-    return dict(kind="triton", source=SOURCE, kernel=kernel, config=config, arch=arch,
-                registers=registers, smem_bytes=smem, spill_stores=stores, spill_loads=loads,
-                error=error)
+    return make_row("triton", SOURCE, kernel, config, arch, registers, smem, stores, loads, error)
 
 
 # ---------------------------------------------------------------------------
@@ -75,8 +75,6 @@ def _as_jit(fn):
     return seen
 
 
-_REG_RE = re.compile(r"Used (\d+) registers")
-_SPILL_RE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
 def _ptxas_stats(ptx: str, ptxas: str, workdir: str):
@@ -94,8 +92,8 @@ def _ptxas_stats(ptx: str, ptxas: str, workdir: str):
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"ptxas failed ({proc.returncode}): {out.strip()[-2000:]}")
-    regs = [int(x) for x in _REG_RE.findall(out)]
-    spills = [(int(a), int(b)) for a, b in _SPILL_RE.findall(out)]
+    regs = [int(x) for x in REGS_RE.findall(out)]
+    spills = [(int(a), int(b)) for a, b in SPILL_RE.findall(out)]
     if not regs or not spills:
         raise RuntimeError(f"could not parse ptxas output: {out.strip()[-2000:]}")
     # One entry kernel per module; max() keeps it right if helpers show up.
@@ -224,58 +222,7 @@ def check(archs=(86, 90), workers: int = 2) -> list[dict]:
     return result
 
 
-def format_table(rows: list[dict]) -> str:
-    head = f"{'kernel':<26} {'config':<30} {'arch':<6} {'regs':>5} {'smem':>6} {'st':>4} {'ld':>4}  error"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        def num(v):
-            return "-" if v is None else str(v)
-        err = (r["error"] or "").splitlines()[0][:80] if r["error"] else ""
-        lines.append(f"{r['kernel']:<26} {r['config']:<30} {r['arch']:<6} {num(r['registers']):>5} "
-                     f"{num(r['smem_bytes']):>6} {num(r['spill_stores']):>4} {num(r['spill_loads']):>4}  {err}")
-    return "\n".join(lines)
-
-
-def summarize(rows: list[dict]) -> str:
-    """Max registers / smem and spill totals per (kernel, arch)."""
-    agg: dict[tuple[str, str], dict] = {}
-    for r in rows:
-        a = agg.setdefault((r["kernel"], r["arch"]), dict(n=0, err=0, regs=0, smem=0, spills=0, worst=""))
-        a["n"] += 1
-        if r["error"]:
-            a["err"] += 1
-            continue
-        if r["registers"] > a["regs"]:
-            a["regs"], a["worst"] = r["registers"], r["config"]
-        a["smem"] = max(a["smem"], r["smem_bytes"])
-        a["spills"] += r["spill_stores"] + r["spill_loads"]
-    lines = [f"{'kernel':<26} {'arch':<6} {'specs':>5} {'errors':>6} {'max_regs':>8} {'max_smem':>8} "
-             f"{'spill_B':>7}  worst config"]
-    for (kernel, arch), a in sorted(agg.items()):
-        lines.append(f"{kernel:<26} {arch:<6} {a['n']:>5} {a['err']:>6} {a['regs']:>8} {a['smem']:>8} "
-                     f"{a['spills']:>7}  {a['worst']}")
-    return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    import argparse
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--archs", default="86,90")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--full", action="store_true", help="print every row, not only the summary")
-    args = ap.parse_args(argv)
-    t0 = time.time()
-    rows = check(tuple(int(a) for a in args.archs.split(",")), workers=args.workers)
-    if args.full:
-        print(format_table(rows))
-        print()
-    print(summarize(rows))
-    bad = [r for r in rows if r["error"] or r["spill_stores"] or r["spill_loads"]]
-    print(f"\n{len(rows)} rows, {len(bad)} with errors or spills, {time.time() - t0:.1f}s")
-    for r in bad[:20]:
-        print(f"  {r['kernel']} {r['config']} {r['arch']}: {r['error'] or 'spills'}")
-    return 1 if bad else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from .compile_check import main
+
+    sys.exit(main(["--skip-cuda"] + sys.argv[1:]))

@@ -1,0 +1,65 @@
+"""Rows, ptxas parsing and reporting shared by the compile gates (nvcc_gate, triton_gate).
+
+A row is one compiled kernel on one architecture:
+``dict(kind, source, kernel, config, arch, registers, smem_bytes, spill_stores, spill_loads, error)``;
+a failed compilation is a row whose ``error`` holds the message and whose numbers are None.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, List, Optional
+
+REGS_RE = re.compile(r"Used (\d+) registers")
+SPILL_RE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def make_row(kind: str, source: str, kernel: str = "", config: str = "", arch: str = "",
+             registers: Optional[int] = None, smem: Optional[int] = None, stores: Optional[int] = None,
+             loads: Optional[int] = None, error: Optional[str] = None) -> dict:
+    return dict(kind=kind, source=source, kernel=kernel, config=config, arch=arch, registers=registers,
+                smem_bytes=smem, spill_stores=stores, spill_loads=loads, error=error)
+
+
+def failures(rows: Iterable[dict]) -> List[str]:
+    """Why the gate fails: one line per compile error or spilling kernel."""
+    out = []
+    for r in rows:
+        where = " ".join(p for p in (r["kind"], r["kernel"], r.get("config", ""), r.get("arch", "")) if p)
+        if r.get("error"):
+            out.append(f"{where}: {r['error']}")
+        elif (r.get("spill_stores") or 0) or (r.get("spill_loads") or 0):
+            out.append(f"{where}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
+    return out
+
+
+def table(rows: List[dict]) -> str:
+    """Every row, fixed width."""
+    head = ("kind", "kernel", "config", "arch", "regs", "smem B", "spill st", "spill ld", "status")
+    lines = [head]
+    for r in rows:
+        lines.append((r["kind"], r["kernel"], r.get("config", ""), r.get("arch", ""),
+                      str(r.get("registers", "")), str(r.get("smem_bytes", "")), str(r.get("spill_stores", "")),
+                      str(r.get("spill_loads", "")), "ERROR" if r.get("error") else "ok"))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def summary(rows: List[dict]) -> str:
+    """Per (kind, kernel, arch): configurations, max registers (and the config using them), max smem, spills."""
+    groups = {}
+    for r in rows:
+        if r.get("error") or r.get("registers") is None:
+            continue
+        g = groups.setdefault((r["kind"], r["kernel"], r.get("arch", "")), dict(n=0, regs=-1, smem=0, spills=0, worst=""))
+        g["n"] += 1
+        if r["registers"] > g["regs"]:
+            g["regs"], g["worst"] = r["registers"], r.get("config", "")
+        g["smem"] = max(g["smem"], r.get("smem_bytes") or 0)
+        g["spills"] += (r.get("spill_stores") or 0) + (r.get("spill_loads") or 0)
+    lines = [f"{'kind':<8} {'kernel':<44} {'arch':<6} {'configs':>7} {'max regs':>8} {'max smem B':>10} "
+             f"{'spill B':>7}  max-register config"]
+    for (kind, kernel, arch), g in sorted(groups.items()):
+        lines.append(f"{kind:<8} {kernel[:44]:<44} {arch:<6} {g['n']:>7} {g['regs']:>8} {g['smem']:>10} "
+                     f"{g['spills']:>7}  {g['worst']}")
+    return "\n".join(lines)
