@@ -6,9 +6,9 @@
     ...     y = istd_kernels.ops.depthwise_conv2d(x, w, padding=1)
 """
 
-from . import nn, ops
+from . import metrics, nn, ops
 from .backend import BackendUnavailableError, backends, use_backend
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendUnavailableError", "backends", "use_backend", "ops", "nn", "__version__"]
+__all__ = ["BackendUnavailableError", "backends", "use_backend", "ops", "nn", "metrics", "__version__"]

@@ -7,7 +7,9 @@
 #include <string>
 #include <tuple>
 
+#include "../cpu/components_cpu.h"
 #include "../cpu/depthwise_cpu.h"
+#include "../cpu/overlap_cpu.h"
 
 
 namespace {
@@ -135,10 +137,60 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
   return std::make_tuple(gw, gb_out);
 }
 
+std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity) {
+  TORCH_CHECK(mask.device().is_cpu(), "istd _C: mask must be a CPU tensor, got ", mask.device());
+  TORCH_CHECK(mask.scalar_type() == at::kByte, "istd _C: mask must be uint8, got ", mask.scalar_type());
+  TORCH_CHECK(mask.dim() == 3, "istd _C: mask must be 3-D [N, H, W], got ", mask.sizes());
+  TORCH_CHECK(mask.is_contiguous(), "istd _C: mask must be contiguous");
+  TORCH_CHECK(connectivity == 4 || connectivity == 8, "istd _C: connectivity must be 4 or 8, got ", connectivity);
+  const int64_t N = mask.size(0), H = mask.size(1), W = mask.size(2);
+  // Parents and labels are int32 pixel indices within one image.
+  TORCH_CHECK(H * W < INT32_MAX, "istd _C: an image of ", H, "x", W, " pixels is too large for int32 labels");
+  at::Tensor labels = at::empty({N, H, W}, mask.options().dtype(at::kInt));
+  at::Tensor counts = at::zeros({N}, mask.options().dtype(at::kLong));
+  if (H * W > 0) {
+    istd::cpu::connected_components(mask.data_ptr<uint8_t>(), labels.data_ptr<int32_t>(), counts.data_ptr<int64_t>(),
+                                    N, H, W, static_cast<int>(connectivity));
+  }
+  return std::make_tuple(labels, counts);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> component_stats(const at::Tensor& labels, int64_t M) {
+  TORCH_CHECK(labels.device().is_cpu(), "istd _C: labels must be a CPU tensor, got ", labels.device());
+  TORCH_CHECK(labels.scalar_type() == at::kInt, "istd _C: labels must be int32, got ", labels.scalar_type());
+  TORCH_CHECK(labels.dim() == 3, "istd _C: labels must be 3-D [N, H, W], got ", labels.sizes());
+  TORCH_CHECK(labels.is_contiguous(), "istd _C: labels must be contiguous");
+  TORCH_CHECK(M >= 0, "istd _C: the number of components must be >= 0, got ", M);
+  const int64_t N = labels.size(0), H = labels.size(1), W = labels.size(2);
+  const auto opts = labels.options();
+  at::Tensor area = at::empty({N, M}, opts.dtype(at::kLong));
+  at::Tensor centroid = at::empty({N, M, 2}, opts.dtype(at::kDouble));
+  at::Tensor bbox = at::empty({N, M, 4}, opts.dtype(at::kLong));
+  istd::cpu::component_stats(labels.data_ptr<int32_t>(), N, H, W, M, area.data_ptr<int64_t>(),
+                             centroid.data_ptr<double>(), bbox.data_ptr<int64_t>());
+  return std::make_tuple(area, centroid, bbox);
+}
+
+std::tuple<at::Tensor, at::Tensor> mask_overlap(const at::Tensor& pred, const at::Tensor& target) {
+  for (const at::Tensor* t : {&pred, &target}) {
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kByte && t->dim() == 3 && t->is_contiguous(),
+                "istd _C: mask_overlap takes contiguous uint8 [N, H, W] CPU masks, got ", t->sizes(), " ",
+                t->scalar_type());
+  }
+  TORCH_CHECK(pred.sizes() == target.sizes(), "istd _C: pred ", pred.sizes(), " and target ", target.sizes(),
+              " differ in shape");
+  const int64_t N = pred.size(0), HW = pred.size(1) * pred.size(2);
+  at::Tensor inter = at::empty({N}, pred.options().dtype(at::kLong));
+  at::Tensor uni = at::empty({N}, pred.options().dtype(at::kLong));
+  istd::cpu::mask_overlap(pred.data_ptr<uint8_t>(), target.data_ptr<uint8_t>(), N, HW, inter.data_ptr<int64_t>(),
+                          uni.data_ptr<int64_t>());
+  return std::make_tuple(inter, uni);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "istd_kernels CPU kernels (depthwise 2-D convolution)";
+  m.doc() = "istd_kernels CPU kernels (depthwise 2-D convolution, connected components)";
   m.def("torch_version", &torch_version, "The torch version this extension was compiled against.");
   m.def("depthwise_fwd", &depthwise_fwd, "Depthwise conv2d forward", py::arg("x"), py::arg("weight"),
         py::arg("bias"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"));
@@ -148,4 +200,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("depthwise_bwd_weight", &depthwise_bwd_weight, "Depthwise conv2d grads w.r.t. weight and bias",
         py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("need_bias"));
+  m.def("mask_overlap", &mask_overlap, "Per-image |P and T| and |P or T| of 0/1 uint8 masks", py::arg("pred"),
+        py::arg("target"));
+  m.def("connected_components", &connected_components,
+        "Connected-component labels (int32 [N, H, W]) and counts (int64 [N]) of a 0/1 uint8 mask",
+        py::arg("mask"), py::arg("connectivity"));
+  m.def("component_stats", &component_stats,
+        "Area, centroid and bbox ([N, M], [N, M, 2], [N, M, 4]) of int32 labels with values in [0, M]",
+        py::arg("labels"), py::arg("M"));
 }

@@ -7,6 +7,7 @@
 
 #include "binding_common.h"
 
+#include "istd/components_cuda.h"
 #include "istd/depthwise_cuda.h"
 
 
@@ -139,10 +140,30 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
   return std::make_tuple(gw, gb_out);
 }
 
+std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity, int64_t stream) {
+  TORCH_CHECK(mask.is_cuda(), "istd _cuda: mask must be a CUDA tensor, got ", mask.device());
+  TORCH_CHECK(mask.scalar_type() == at::kByte, "istd _cuda: mask must be uint8, got ", mask.scalar_type());
+  TORCH_CHECK(mask.dim() == 3, "istd _cuda: mask must be 3-D [N, H, W], got ", mask.sizes());
+  TORCH_CHECK(mask.is_contiguous(), "istd _cuda: mask must be contiguous");
+  TORCH_CHECK(connectivity == 4 || connectivity == 8, "istd _cuda: connectivity must be 4 or 8, got ", connectivity);
+  const int64_t N = mask.size(0), H = mask.size(1), W = mask.size(2);
+  // Parents and labels are int32 pixel indices within one image.
+  TORCH_CHECK(H * W < INT32_MAX, "istd _cuda: an image of ", H, "x", W, " pixels is too large for int32 labels");
+  TORCH_CHECK(N <= INT32_MAX, "istd _cuda: a batch of ", N, " images is too large (one block per image)");
+  at::Tensor labels = at::empty({N, H, W}, mask.options().dtype(at::kInt));
+  at::Tensor counts = at::empty({N}, mask.options().dtype(at::kLong));
+  at::Tensor workspace = at::empty({N * H * W}, mask.options().dtype(at::kInt));
+  check_launch(istd_connected_components_cuda(mask.data_ptr<uint8_t>(), labels.data_ptr<int32_t>(),
+                                              counts.data_ptr<int64_t>(), workspace.data_ptr<int32_t>(), N, H, W,
+                                              static_cast<int>(connectivity), as_stream(stream)),
+               "connected components");
+  return std::make_tuple(labels, counts);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "istd_kernels CUDA kernels (depthwise 2-D convolution)";
+  m.doc() = "istd_kernels CUDA kernels (depthwise 2-D convolution, connected components)";
   m.def("torch_version", &torch_version, "The torch version this extension was compiled against.");
   m.def("depthwise_fwd", &depthwise_fwd, "Depthwise conv2d forward", py::arg("x"), py::arg("weight"),
         py::arg("bias"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"),
@@ -153,4 +174,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("depthwise_bwd_weight", &depthwise_bwd_weight, "Depthwise conv2d grads w.r.t. weight and bias",
         py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("need_bias"), py::arg("stream"));
+  m.def("connected_components", &connected_components,
+        "Connected-component labels (int32 [N, H, W]) and counts (int64 [N]) of a 0/1 uint8 mask",
+        py::arg("mask"), py::arg("connectivity"), py::arg("stream"));
 }

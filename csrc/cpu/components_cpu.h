@@ -1,0 +1,31 @@
+// CPU connected-component labelling of binary masks on raw pointers (no PyTorch types).
+#pragma once
+
+#include <cstdint>
+
+namespace istd {
+namespace cpu {
+
+// mask: contiguous uint8 [N, H, W], non-zero = foreground. labels: contiguous int32
+// [N, H, W], fully written: 0 for background, components numbered 1..counts[n] per image
+// in raster order of their first pixel. counts: int64 [N]. connectivity is 4 or 8.
+// H * W must be below 2^31.
+void connected_components(const uint8_t* mask, int32_t* labels, int64_t* counts, int64_t N, int64_t H, int64_t W,
+                          int connectivity);
+
+}  // namespace cpu
+}  // namespace istd
+
+namespace istd {
+namespace cpu {
+
+// Statistics of labelled images in one pass: labels contiguous int32 [N, H, W] with values
+// in [0, M] (others are ignored); outputs contiguous [N, M] area, [N, M, 2] centroid
+// (row, col) and [N, M, 4] bbox (min_row, min_col, max_row + 1, max_col + 1), all fully
+// written, zero for labels that do not occur. Centroids are int64 coordinate sums divided
+// by the area in double, so they are exact to the last bit of the division.
+void component_stats(const int32_t* labels, int64_t N, int64_t H, int64_t W, int64_t M, int64_t* area,
+                     double* centroid, int64_t* bbox);
+
+}  // namespace cpu
+}  // namespace istd

@@ -1,0 +1,19 @@
+"""ISTD evaluation metrics (SPEC §5): IoU, nIoU, Pd/Fa and threshold sweeps.
+
+All metrics take batched ``[N, 1, H, W]`` or ``[N, H, W]`` predictions (probabilities, or
+logits with ``logits=True``, or bool maps) and binary targets, keep their counts on the
+inputs' device, and read them back only in ``compute()``.
+
+    >>> from istd_kernels.metrics import ISTDMetrics
+    >>> m = ISTDMetrics()
+    >>> for image, mask in loader:
+    ...     m.update(model(image).sigmoid(), mask)
+    >>> m.compute()    # {"iou": ..., "niou": ..., "pd": ..., "fa": ..., raw counts}
+"""
+
+from .bundle import ISTDMetrics
+from .pdfa import PdFa
+from .pixel import IoU, NIoU
+from .roc import ROC
+
+__all__ = ["IoU", "NIoU", "PdFa", "ROC", "ISTDMetrics"]

@@ -1,0 +1,62 @@
+"""The metric set the ISTD papers report (IoU, nIoU, Pd, Fa), updated together."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from ._base import binarize_pred, binarize_target, check_pair
+from .pdfa import PdFa
+from .pixel import IoU, NIoU, intersection_union
+
+
+class ISTDMetrics:
+    """IoU, nIoU and Pd/Fa over the same predictions.
+
+    ``compute()`` -> ``{"iou", "niou", "pd", "fa"}`` and the raw counts
+    (``intersection, union, images, detected, targets, false_pixels, pixels``). Values are
+    fractions; the paper tables print IoU, nIoU and Pd in percent and Fa x 1e-6.
+    """
+
+    def __init__(self, distance: float = 3.0, logits: bool = False, legacy: bool = False,
+                 empty_as: str = "zero", connectivity: int = 8, backend: Optional[str] = None,
+                 distributed: bool = True) -> None:
+        self.logits = bool(logits)
+        self.iou = IoU(logits=logits, distributed=distributed)
+        self.niou = NIoU(empty_as=empty_as, logits=logits, distributed=distributed)
+        self.pdfa = PdFa(distance=distance, connectivity=connectivity, legacy=legacy, logits=logits,
+                         backend=backend, distributed=distributed)
+
+    def _metrics(self):
+        return (self.iou, self.niou, self.pdfa)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        # Checked, thresholded and counted once for all members; a bad batch raises before
+        # any member changes.
+        p, t = check_pair(pred, target)
+        pred_bin, target_bin = binarize_pred(p, self.logits), binarize_target(t)
+        inter, union = intersection_union(pred_bin, target_bin)
+        self.iou._add(inter, union, p.device)
+        self.niou._add(inter, union, p.device)
+        self.pdfa._add(pred_bin, target_bin)
+
+    __call__ = update
+
+    def compute(self) -> dict:
+        out: dict = {}
+        for m in self._metrics():
+            out.update(m.compute())
+        head = {k: out.pop(k) for k in ("iou", "niou", "pd", "fa")}
+        return {**head, **out}
+
+    def sync(self) -> dict:
+        """The members' count tensors, summed over processes when running distributed."""
+        out: dict = {}
+        for m in self._metrics():
+            out.update(m.sync())
+        return out
+
+    def reset(self) -> None:
+        for m in self._metrics():
+            m.reset()

@@ -1,0 +1,152 @@
+"""Threshold sweeps: pixel TPR/FPR and object Pd/Fa per threshold, SPEC §5 ("ROC").
+
+Each ``update`` binarises the prediction at every threshold at once, stacks the binary maps
+along the batch dimension and runs the pixel counts and the Pd/Fa matching of
+:mod:`.pdfa` on that stack, so a sweep costs a few batched calls rather than one pass per
+threshold. Thresholds are processed in chunks that keep the stack under a fixed number of
+pixels, which bounds memory for long sweeps on large batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ._base import Metric, binarize_target, check_pair, ratio
+from .pdfa import check_matching_args, match, measure
+
+_STACK_PIXELS = 1 << 25
+_PER_THRESHOLD = ("tp", "fp", "fn", "tn", "detected", "false_pixels")
+
+
+class ROC(Metric):
+    """Pixel TPR/FPR and object Pd/Fa at each of ``thresholds``.
+
+    Args:
+        thresholds: 1-D tensor or sequence of probabilities; a pixel is positive when its
+            probability is > the threshold (so 0.5 gives the binary rule of SPEC §5).
+        logits: ``pred`` holds logits; the comparison is then ``logit > log(t / (1 - t))``,
+            which at t = 0.5 is exactly the ``logit > 0`` rule of the other metrics.
+        distance, connectivity, legacy, backend: as for :class:`~.pdfa.PdFa`.
+
+    Bool and integer predictions are read as the numbers they hold (0/1, 0/255).
+    ``compute()`` returns lists, one entry per threshold in the order given:
+    ``thresholds, tpr, fpr, pd, fa`` and the raw counts ``tp, fp, fn, tn, detected,
+    false_pixels``, plus the scalars ``targets`` and ``pixels``.
+    """
+
+    def __init__(self, thresholds: Union[Tensor, Sequence[float]], logits: bool = False,
+                 distance: float = 3.0, connectivity: int = 8, legacy: bool = False,
+                 backend: Optional[str] = None, distributed: bool = True) -> None:
+        if isinstance(thresholds, Tensor):
+            t = thresholds.detach().to("cpu", torch.float64)
+        else:
+            t = torch.as_tensor(list(thresholds), dtype=torch.float64)
+        if t.dim() != 1 or t.numel() == 0:
+            raise ValueError(f"thresholds must be a non-empty 1-D sequence; got shape {tuple(t.shape)}")
+        if bool(torch.isnan(t).any()):
+            raise ValueError("thresholds must not contain NaN")
+        self.thresholds = t
+        self.logits = bool(logits)
+        self.distance, self.connectivity = check_matching_args(distance, connectivity)
+        self.legacy = bool(legacy)
+        self.backend = backend
+        super().__init__(distributed)
+
+    def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
+        n = self.thresholds.numel()
+        state = {k: torch.zeros(n, dtype=torch.int64, device=device) for k in _PER_THRESHOLD}
+        state["targets"] = torch.zeros((), dtype=torch.int64, device=device)
+        state["pixels"] = torch.zeros((), dtype=torch.int64, device=device)
+        return state
+
+    def _levels(self, pred: Tensor, bool_pred: bool) -> Tensor:
+        """Thresholds in the units and dtype of ``pred``, as a [T, 1, 1, 1] tensor on its device.
+
+        Casting to pred's dtype makes ``ROC([t])`` binarise exactly as ``pred > t`` does for
+        a Python number ``t`` (0.1 compared as float32 0.1 against a float32 map, not as
+        float64 0.1, which would flip pixels equal to float32 0.1).
+        """
+        t = self.thresholds
+        if self.logits and not bool_pred:
+            t = torch.logit(t)  # 0 -> -inf, 1 -> inf: "everything" and "nothing", as intended
+        return t.to(pred.device, pred.dtype).view(-1, 1, 1, 1)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        p, t = check_pair(pred, target)
+        n, h, w = p.shape
+        if n == 0:
+            return
+        state = self._on(p.device)
+        target_bin = binarize_target(t)
+        t_counts, _, t_cent = measure(target_bin, self.connectivity, self.backend)
+        # Bool and integer maps (0/1, 0/255) are compared with fractional thresholds as floats.
+        values = p if p.dtype.is_floating_point else p.double()
+        levels = self._levels(values, p.dtype == torch.bool)
+        positives = target_bin.sum(dtype=torch.int64)
+        chunk = max(1, _STACK_PIXELS // max(1, n * h * w))
+        for start in range(0, levels.shape[0], chunk):
+            stop = min(start + chunk, levels.shape[0])
+            c = stop - start
+            stack = values.unsqueeze(0) > levels[start:stop]                      # [c, N, H, W]
+            tp = (stack & target_bin).flatten(1).sum(1, dtype=torch.int64)
+            predicted = stack.flatten(1).sum(1, dtype=torch.int64)
+            state["tp"][start:stop] += tp
+            state["fp"][start:stop] += predicted - tp
+            state["fn"][start:stop] += positives - tp
+            state["tn"][start:stop] += n * h * w - predicted - positives + tp
+            p_counts, p_area, p_cent = measure(stack.reshape(c * n, h, w), self.connectivity, self.backend)
+            detected, false_pixels = match(t_counts.repeat(c), t_cent.repeat(c, 1, 1), p_counts, p_area,
+                                           p_cent, self.distance, self.legacy)
+            state["detected"][start:stop] += detected.view(c, n).sum(1)
+            state["false_pixels"][start:stop] += false_pixels.view(c, n).sum(1)
+        state["targets"] += t_counts.sum()
+        state["pixels"] += n * h * w
+
+    def compute(self) -> dict:
+        c = {k: v.tolist() for k, v in self.sync().items()}
+        targets, pixels = int(c.pop("targets")), int(c.pop("pixels"))
+        out: Dict[str, object] = {"thresholds": self.thresholds.tolist()}
+        out["tpr"] = [ratio(tp, tp + fn) for tp, fn in zip(c["tp"], c["fn"])]
+        out["fpr"] = [ratio(fp, fp + tn) for fp, tn in zip(c["fp"], c["tn"])]
+        out["pd"] = [ratio(d, targets) for d in c["detected"]]
+        out["fa"] = [ratio(f, pixels) for f in c["false_pixels"]]
+        out.update(c)
+        out["targets"], out["pixels"] = targets, pixels
+        return out
+
+    def save_csv(self, path: Union[str, os.PathLike]) -> None:
+        """One row per threshold: the rates, then the raw counts they come from."""
+        r = self.compute()
+        columns = ["thresholds", "tpr", "fpr", "pd", "fa", *_PER_THRESHOLD]
+        with open(path, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["threshold", *columns[1:], "targets", "pixels"])
+            for i in range(len(r["thresholds"])):
+                out.writerow([repr(float(r["thresholds"][i])), *(r[k][i] for k in columns[1:]),
+                              r["targets"], r["pixels"]])
+
+    def plot(self, path: Union[str, os.PathLike]) -> None:
+        """Save the pixel ROC (TPR vs FPR) and the object curve (Pd vs Fa) side by side."""
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as e:
+            raise ImportError("ROC.plot needs matplotlib: install the `plot` extra "
+                              "(pip install \"istd-kernels[plot]\", or pip install matplotlib)") from e
+        r = self.compute()
+        # A bare Figure, not pyplot: no GUI backend and no global figure state in a training job.
+        fig = Figure(figsize=(10, 4.5))
+        pixel_ax, object_ax = fig.subplots(1, 2)
+        pixel_ax.plot(r["fpr"], r["tpr"], marker=".")
+        pixel_ax.set(xlabel="false positive rate (pixels)", ylabel="true positive rate (pixels)",
+                     title="pixel ROC")
+        object_ax.plot([fa * 1e6 for fa in r["fa"]], r["pd"], marker=".")
+        object_ax.set(xlabel="Fa (x 1e-6)", ylabel="Pd", title="Pd / Fa")
+        for ax in (pixel_ax, object_ax):
+            ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
