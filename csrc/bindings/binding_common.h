@@ -71,4 +71,15 @@ inline istd::DwGeometry make_geometry(const char* who, int64_t max_kernel, int64
   return g;
 }
 
+// The labelling kernels take contiguous 0/1 uint8 masks [N, H, W] and keep parents and
+// labels as int32 pixel indices within one image.
+inline void check_label_mask(const char* who, const at::Tensor& mask, int64_t connectivity) {
+  TORCH_CHECK(mask.scalar_type() == at::kByte, who, ": mask must be uint8, got ", mask.scalar_type());
+  TORCH_CHECK(mask.dim() == 3, who, ": mask must be 3-D [N, H, W], got ", mask.sizes());
+  TORCH_CHECK(mask.is_contiguous(), who, ": mask must be contiguous");
+  TORCH_CHECK(connectivity == 4 || connectivity == 8, who, ": connectivity must be 4 or 8, got ", connectivity);
+  TORCH_CHECK(mask.size(1) * mask.size(2) < INT32_MAX, who, ": an image of ", mask.size(1), "x", mask.size(2),
+              " pixels is too large for int32 labels");
+}
+
 }  // namespace istd_binding

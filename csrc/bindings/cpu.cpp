@@ -139,13 +139,8 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
 
 std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity) {
   TORCH_CHECK(mask.device().is_cpu(), "istd _C: mask must be a CPU tensor, got ", mask.device());
-  TORCH_CHECK(mask.scalar_type() == at::kByte, "istd _C: mask must be uint8, got ", mask.scalar_type());
-  TORCH_CHECK(mask.dim() == 3, "istd _C: mask must be 3-D [N, H, W], got ", mask.sizes());
-  TORCH_CHECK(mask.is_contiguous(), "istd _C: mask must be contiguous");
-  TORCH_CHECK(connectivity == 4 || connectivity == 8, "istd _C: connectivity must be 4 or 8, got ", connectivity);
+  istd_binding::check_label_mask("istd _C", mask, connectivity);
   const int64_t N = mask.size(0), H = mask.size(1), W = mask.size(2);
-  // Parents and labels are int32 pixel indices within one image.
-  TORCH_CHECK(H * W < INT32_MAX, "istd _C: an image of ", H, "x", W, " pixels is too large for int32 labels");
   at::Tensor labels = at::empty({N, H, W}, mask.options().dtype(at::kInt));
   at::Tensor counts = at::zeros({N}, mask.options().dtype(at::kLong));
   if (H * W > 0) {

@@ -142,13 +142,8 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
 
 std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity, int64_t stream) {
   TORCH_CHECK(mask.is_cuda(), "istd _cuda: mask must be a CUDA tensor, got ", mask.device());
-  TORCH_CHECK(mask.scalar_type() == at::kByte, "istd _cuda: mask must be uint8, got ", mask.scalar_type());
-  TORCH_CHECK(mask.dim() == 3, "istd _cuda: mask must be 3-D [N, H, W], got ", mask.sizes());
-  TORCH_CHECK(mask.is_contiguous(), "istd _cuda: mask must be contiguous");
-  TORCH_CHECK(connectivity == 4 || connectivity == 8, "istd _cuda: connectivity must be 4 or 8, got ", connectivity);
+  istd_binding::check_label_mask("istd _cuda", mask, connectivity);
   const int64_t N = mask.size(0), H = mask.size(1), W = mask.size(2);
-  // Parents and labels are int32 pixel indices within one image.
-  TORCH_CHECK(H * W < INT32_MAX, "istd _cuda: an image of ", H, "x", W, " pixels is too large for int32 labels");
   TORCH_CHECK(N <= INT32_MAX, "istd _cuda: a batch of ", N, " images is too large (one block per image)");
   at::Tensor labels = at::empty({N, H, W}, mask.options().dtype(at::kInt));
   at::Tensor counts = at::empty({N}, mask.options().dtype(at::kLong));
