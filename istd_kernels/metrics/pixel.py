@@ -27,24 +27,31 @@ def intersection_union(pred_bin: Tensor, target_bin: Tensor, backend: str | None
     return inter, union
 
 
-class IoU(Metric):
+class _OverlapMetric(Metric):
+    """A metric fed by the per-image overlap counts of each batch (subclasses define ``_add``)."""
+
+    def __init__(self, logits: bool = False, distributed: bool = True) -> None:
+        self.logits = bool(logits)
+        super().__init__(distributed)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        p, t = check_pair(pred, target)
+        self._add(*intersection_union(binarize_pred(p, self.logits), binarize_target(t)), p.device)
+
+    def _add(self, inter: Tensor, union: Tensor, device: torch.device) -> None:
+        raise NotImplementedError
+
+
+class IoU(_OverlapMetric):
     """Data-set IoU: sum over images of |P and T| / sum over images of |P or T|.
 
     ``compute()`` -> ``{"iou", "intersection", "union"}``; IoU is 0.0 when the union is
     empty (nothing predicted and nothing to find in the whole data set).
     """
 
-    def __init__(self, logits: bool = False, distributed: bool = True) -> None:
-        self.logits = bool(logits)
-        super().__init__(distributed)
-
     def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
         return {"intersection": torch.zeros((), dtype=torch.int64, device=device),
                 "union": torch.zeros((), dtype=torch.int64, device=device)}
-
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        p, t = check_pair(pred, target)
-        self._add(*intersection_union(binarize_pred(p, self.logits), binarize_target(t)), p.device)
 
     def _add(self, inter: Tensor, union: Tensor, device: torch.device) -> None:
         state = self._on(device)
@@ -56,7 +63,7 @@ class IoU(Metric):
         return {"iou": ratio(c["intersection"], c["union"]), **c}
 
 
-class NIoU(Metric):
+class NIoU(_OverlapMetric):
     """nIoU: the mean over images of each image's IoU.
 
     An image where both P and T are empty has no IoU; the reference implementation scores it
@@ -69,17 +76,12 @@ class NIoU(Metric):
         if empty_as not in ("zero", "one"):
             raise ValueError(f'empty_as must be "zero" or "one"; got {empty_as!r}')
         self.empty_as = empty_as
-        self.logits = bool(logits)
-        super().__init__(distributed)
+        super().__init__(logits, distributed)
 
     def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
         # float64: a sum of per-image ratios; over 1e6 images the rounding stays < 1e-9.
         return {"iou_sum": torch.zeros((), dtype=torch.float64, device=device),
                 "images": torch.zeros((), dtype=torch.int64, device=device)}
-
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        p, t = check_pair(pred, target)
-        self._add(*intersection_union(binarize_pred(p, self.logits), binarize_target(t)), p.device)
 
     def _add(self, inter: Tensor, union: Tensor, device: torch.device) -> None:
         state = self._on(device)
