@@ -11,6 +11,9 @@ The backend for a call is, in order: the op's ``backend=`` argument, the innermo
 ``auto`` picks cuda > triton > torch for CUDA tensors and cpp > torch for CPU tensors,
 among the backends the op implements, and never fails where ``torch`` can run. A backend
 named explicitly that cannot run raises :class:`BackendUnavailableError` with the reason.
+An op that does not implement the backend of a :func:`use_backend` context (or of
+``ISTD_BACKEND``) chooses automatically, so a context can cover a whole model; a per-call
+``backend=`` the op does not implement is an error.
 """
 
 from __future__ import annotations
@@ -151,6 +154,11 @@ def select(op: str, implemented: Iterable[str], device: torch.device, dtype: tor
     """
     implemented = tuple(implemented)
     name = requested(backend)
+    if backend is None and name not in implemented:
+        # A use_backend() context or ISTD_BACKEND covers a whole model, whose ops need not
+        # all have that backend: those that lack it pick automatically. A per-call
+        # backend= is a demand about this op, and refusing it is the honest answer.
+        name = "auto"
     if name == "auto":
         for candidate in _AUTO_ORDER.get(device.type, ("torch",)):
             if candidate in implemented and _fits(candidate, device, dtype)[0]:

@@ -1,1 +1,5 @@
-"""LCRNet and RRCA-Net, built from istd_kernels layers (added by later work)."""
+"""The networks, built from istd_kernels layers: LCRNet (RRCA-Net to come)."""
+
+from .lcrnet import LCRNet
+
+__all__ = ["LCRNet"]

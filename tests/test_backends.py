@@ -94,3 +94,12 @@ def test_info_lists_backends():
     if not torch.cuda.is_available():
         assert any(line.split()[:2] == ["cuda", "unavailable:"] for line in out.splitlines()), out
     assert istd_kernels.__version__ in out
+
+
+def test_context_covers_ops_without_that_backend(monkeypatch):
+    # A model-wide preference: ops that implement it use it, the others choose automatically.
+    with use_backend("cpp"):
+        assert backend_mod.select("op", ("torch", "triton"), CPU, torch.float32) == "torch"
+        assert backend_mod.select("op", backend_mod.NAMES, CPU, torch.float32) == "cpp"
+    monkeypatch.setenv("ISTD_BACKEND", "cpp")
+    assert backend_mod.select("op", ("torch", "triton"), CPU, torch.float32) == "torch"

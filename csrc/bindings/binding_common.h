@@ -6,9 +6,12 @@
 #include <torch/extension.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "istd/common.h"
+#include "istd/hlk_core.h"
 
 #ifndef ISTD_TORCH_VERSION
 #define ISTD_TORCH_VERSION unknown
@@ -80,6 +83,49 @@ inline void check_label_mask(const char* who, const at::Tensor& mask, int64_t co
   TORCH_CHECK(connectivity == 4 || connectivity == 8, who, ": connectivity must be 4 or 8, got ", connectivity);
   TORCH_CHECK(mask.size(1) * mask.size(2) < INT32_MAX, who, ": an image of ", mask.size(1), "x", mask.size(2),
               " pixels is too large for int32 labels");
+}
+
+// Shape contract of hlk_fwd (device and dtype are checked by each binding): odd square
+// depthwise kernels [C, 1, k, k], a pointwise weight [Cout, 2*C/groups, 1, 1], biases of
+// C, C and Cout elements.
+inline istd::HlkGeometry make_hlk_geometry(const char* who, const at::Tensor& x, const at::Tensor& w0,
+                                           const at::Tensor& w1, const at::Tensor& w_pw,
+                                           std::initializer_list<std::pair<const at::Tensor*, bool>> biases,
+                                           int64_t dilation, int64_t groups) {
+  TORCH_CHECK(x.dim() == 4, who, ": x must be 4-D [N, C, H, W], got ", x.sizes());
+  const int64_t C = x.size(1);
+  TORCH_CHECK(groups >= 1, who, ": groups must be >= 1, got ", groups);
+  TORCH_CHECK(C % groups == 0, who, ": C = ", C, " is not divisible by groups = ", groups);
+  TORCH_CHECK(dilation >= 1 && dilation <= 1024, who, ": dilation must be between 1 and 1024, got ", dilation);
+  for (const at::Tensor* w : {&w0, &w1}) {
+    TORCH_CHECK(w->dim() == 4 && w->size(0) == C && w->size(1) == 1 && w->size(2) == w->size(3), who,
+                ": depthwise weights must have shape [C, 1, k, k] with C = ", C, ", got ", w->sizes());
+    TORCH_CHECK(w->size(2) % 2 == 1 && w->size(2) <= 31, who,
+                ": depthwise kernel sizes must be odd and between 1 and 31, got ", w->size(2));
+  }
+  TORCH_CHECK(w_pw.dim() == 4 && w_pw.size(1) == 2 * (C / groups) && w_pw.size(2) == 1 && w_pw.size(3) == 1, who,
+              ": w_pw must have shape [Cout, 2*C/groups, 1, 1] with 2*C/groups = ", 2 * (C / groups), ", got ",
+              w_pw.sizes());
+  const int64_t Cout = w_pw.size(0);
+  TORCH_CHECK(Cout % groups == 0, who, ": Cout = ", Cout, " is not divisible by groups = ", groups);
+  int i = 0;
+  for (const auto& b : biases) {
+    const int64_t len = i++ < 2 ? C : Cout;  // b0, b1, b_pw
+    if (!b.second) continue;
+    TORCH_CHECK(b.first->dim() == 1 && b.first->size(0) == len, who, ": bias must have shape [", len, "], got ",
+                b.first->sizes());
+  }
+  istd::HlkGeometry g{};
+  g.N = x.size(0);
+  g.C = C;
+  g.H = x.size(2);
+  g.W = x.size(3);
+  g.Cout = Cout;
+  g.groups = groups;
+  g.k1 = static_cast<int>(w0.size(2));
+  g.k2 = static_cast<int>(w1.size(2));
+  g.dilation = static_cast<int>(dilation);
+  return g;
 }
 
 }  // namespace istd_binding

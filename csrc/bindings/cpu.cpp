@@ -6,9 +6,11 @@
 
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "../cpu/components_cpu.h"
 #include "../cpu/depthwise_cpu.h"
+#include "../cpu/hlk_cpu.h"
 #include "../cpu/overlap_cpu.h"
 
 
@@ -137,6 +139,54 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
   return std::make_tuple(gw, gb_out);
 }
 
+// Device and dtype checks of hlk_fwd's tensors; the shapes are checked by make_hlk_geometry.
+istd::HlkGeometry hlk_geometry(const at::Tensor& x, const at::Tensor& w0, const c10::optional<at::Tensor>& b0,
+                               const at::Tensor& w1, const c10::optional<at::Tensor>& b1, const at::Tensor& w_pw,
+                               const c10::optional<at::Tensor>& b_pw, int64_t dilation, int64_t groups) {
+  const auto has = [](const c10::optional<at::Tensor>& b) { return b.has_value() && b->defined(); };
+  const std::pair<const at::Tensor*, const char*> tensors[] = {{&w0, "w0"}, {&w1, "w1"}, {&w_pw, "w_pw"}};
+  for (const auto& t : tensors) {
+    check_cpu_float(*t.first, t.second);
+    TORCH_CHECK(t.first->scalar_type() == x.scalar_type(), "istd _C: ", t.second, " dtype ", t.first->scalar_type(),
+                " differs from x dtype ", x.scalar_type());
+  }
+  for (const c10::optional<at::Tensor>* b : {&b0, &b1, &b_pw}) {
+    if (!has(*b)) continue;
+    check_cpu_float(**b, "hlk bias");
+    TORCH_CHECK((*b)->scalar_type() == x.scalar_type(), "istd _C: bias dtype ", (*b)->scalar_type(),
+                " differs from x dtype ", x.scalar_type());
+  }
+  const at::Tensor none;
+  return istd_binding::make_hlk_geometry("istd _C", x, w0, w1, w_pw,
+                                         {{has(b0) ? &*b0 : &none, has(b0)}, {has(b1) ? &*b1 : &none, has(b1)},
+                                          {has(b_pw) ? &*b_pw : &none, has(b_pw)}},
+                                         dilation, groups);
+}
+
+at::Tensor hlk_fwd(const at::Tensor& x, const at::Tensor& w0, const c10::optional<at::Tensor>& b0,
+                   const at::Tensor& w1, const c10::optional<at::Tensor>& b1, const at::Tensor& w_pw,
+                   const c10::optional<at::Tensor>& b_pw, int64_t dilation, int64_t groups) {
+  check_cpu_float(x, "x");
+  const istd::HlkGeometry g = hlk_geometry(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups);
+  const auto opt_view = [](const c10::optional<at::Tensor>& b) {
+    return (b.has_value() && b->defined()) ? compute_view(*b).contiguous() : at::Tensor();
+  };
+  const at::Tensor xc = compute_view(x);
+  const at::Tensor w0c = compute_view(w0).contiguous(), w1c = compute_view(w1).contiguous();
+  const at::Tensor wpc = compute_view(w_pw).contiguous();
+  const at::Tensor b0c = opt_view(b0), b1c = opt_view(b1), bpc = opt_view(b_pw);
+  at::Tensor y = at::empty({g.N, g.Cout, g.H, g.W}, xc.options().memory_format(istd_binding::output_memory_format(x)));
+  if (y.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "istd_hlk_fwd_cpu", [&] {
+      const auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+      istd::cpu::hlk_forward<scalar_t>(xc.data_ptr<scalar_t>(), strides_of(xc), w0c.data_ptr<scalar_t>(), ptr(b0c),
+                                       w1c.data_ptr<scalar_t>(), ptr(b1c), wpc.data_ptr<scalar_t>(), ptr(bpc),
+                                       y.data_ptr<scalar_t>(), strides_of(y), g);
+    });
+  }
+  return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
+}
+
 std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity) {
   TORCH_CHECK(mask.device().is_cpu(), "istd _C: mask must be a CPU tensor, got ", mask.device());
   istd_binding::check_label_mask("istd _C", mask, connectivity);
@@ -195,6 +245,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("depthwise_bwd_weight", &depthwise_bwd_weight, "Depthwise conv2d grads w.r.t. weight and bias",
         py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("need_bias"));
+  m.def("hlk_fwd", &hlk_fwd, "Fused HLKConv forward: depthwise k1, dilated depthwise k2, split grouped 1x1",
+        py::arg("x"), py::arg("w0"), py::arg("b0"), py::arg("w1"), py::arg("b1"), py::arg("w_pw"), py::arg("b_pw"),
+        py::arg("dilation"), py::arg("groups"));
   m.def("mask_overlap", &mask_overlap, "Per-image |P and T| and |P or T| of 0/1 uint8 masks", py::arg("pred"),
         py::arg("target"));
   m.def("connected_components", &connected_components,

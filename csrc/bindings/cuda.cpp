@@ -9,6 +9,7 @@
 
 #include "istd/components_cuda.h"
 #include "istd/depthwise_cuda.h"
+#include "istd/hlk_cuda.h"
 
 
 namespace {
@@ -140,6 +141,33 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
   return std::make_tuple(gw, gb_out);
 }
 
+at::Tensor hlk_fwd(const at::Tensor& x, const at::Tensor& w0, const c10::optional<at::Tensor>& b0,
+                   const at::Tensor& w1, const c10::optional<at::Tensor>& b1, const at::Tensor& w_pw,
+                   const c10::optional<at::Tensor>& b_pw, int64_t dilation, int64_t groups, int64_t stream) {
+  check_cuda(x, "x", x);
+  const auto has = [](const c10::optional<at::Tensor>& b) { return b.has_value() && b->defined(); };
+  for (const at::Tensor* w : {&w0, &w1, &w_pw}) check_cuda(*w, "hlk weight", x);
+  for (const c10::optional<at::Tensor>* b : {&b0, &b1, &b_pw}) {
+    if (has(*b)) check_cuda(**b, "hlk bias", x);
+  }
+  const at::Tensor none;
+  const istd::HlkGeometry g = istd_binding::make_hlk_geometry(
+      "istd _cuda", x, w0, w1, w_pw,
+      {{has(b0) ? &*b0 : &none, has(b0)}, {has(b1) ? &*b1 : &none, has(b1)}, {has(b_pw) ? &*b_pw : &none, has(b_pw)}},
+      dilation, groups);
+  const auto contiguous_or_none = [&](const c10::optional<at::Tensor>& b) { return has(b) ? b->contiguous() : at::Tensor(); };
+  const at::Tensor b0c = contiguous_or_none(b0), b1c = contiguous_or_none(b1), bpc = contiguous_or_none(b_pw);
+  const at::Tensor w0c = w0.contiguous(), w1c = w1.contiguous(), wpc = w_pw.contiguous();
+  at::Tensor y = at::empty({g.N, g.Cout, g.H, g.W}, x.options().memory_format(istd_binding::output_memory_format(x)));
+  if (y.numel() == 0) return y;
+  const auto ptr = [](const at::Tensor& t) -> const void* { return t.defined() ? t.data_ptr() : nullptr; };
+  check_launch(istd_hlk_fwd_cuda(dtype_of(x), x.data_ptr(), strides_of(x), w0c.data_ptr(), ptr(b0c), w1c.data_ptr(),
+                                 ptr(b1c), wpc.data_ptr(), ptr(bpc), y.data_ptr(), strides_of(y), g,
+                                 as_stream(stream)),
+               "hlk forward");
+  return y;
+}
+
 std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity, int64_t stream) {
   TORCH_CHECK(mask.is_cuda(), "istd _cuda: mask must be a CUDA tensor, got ", mask.device());
   istd_binding::check_label_mask("istd _cuda", mask, connectivity);
@@ -169,6 +197,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("depthwise_bwd_weight", &depthwise_bwd_weight, "Depthwise conv2d grads w.r.t. weight and bias",
         py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
         py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("need_bias"), py::arg("stream"));
+  m.def("hlk_fwd", &hlk_fwd, "Fused HLKConv forward: depthwise k1, dilated depthwise k2, split grouped 1x1",
+        py::arg("x"), py::arg("w0"), py::arg("b0"), py::arg("w1"), py::arg("b1"), py::arg("w_pw"), py::arg("b_pw"),
+        py::arg("dilation"), py::arg("groups"), py::arg("stream"));
   m.def("connected_components", &connected_components,
         "Connected-component labels (int32 [N, H, W]) and counts (int64 [N]) of a 0/1 uint8 mask",
         py::arg("mask"), py::arg("connectivity"), py::arg("stream"));

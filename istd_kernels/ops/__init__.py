@@ -2,6 +2,9 @@
 
 from .components import ComponentStats, component_stats, connected_components, connected_components_ref
 from .depthwise import depthwise_conv2d, depthwise_conv2d_ref
+from .hlk_conv import hlk_conv, hlk_conv_ref
+from .multiscale_maxpool import multiscale_maxpool, multiscale_maxpool_ref
+from .split_attention import split_attention, split_attention_ref
 
 __all__ = [
     "ComponentStats",
@@ -10,4 +13,10 @@ __all__ = [
     "connected_components_ref",
     "depthwise_conv2d",
     "depthwise_conv2d_ref",
+    "hlk_conv",
+    "hlk_conv_ref",
+    "multiscale_maxpool",
+    "multiscale_maxpool_ref",
+    "split_attention",
+    "split_attention_ref",
 ]

@@ -60,3 +60,23 @@ def output_memory_format(t: torch.Tensor) -> torch.memory_format:
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def unaliased(outputs, inputs):
+    """``outputs`` with every tensor that shares storage with an input or an earlier output cloned.
+
+    A custom op's outputs may alias neither its inputs nor one another; kernels that write
+    several small gradients into one buffer return views of it. Checked by storage rather
+    than ``Tensor._is_view()``, which does not survive every dispatch mode.
+    """
+    seen = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor) and t.numel()}
+    out = []
+    for t in outputs:
+        if isinstance(t, torch.Tensor) and t.numel():
+            ptr = t.untyped_storage().data_ptr()
+            if ptr in seen:
+                t = t.clone()
+                ptr = t.untyped_storage().data_ptr()
+            seen.add(ptr)
+        out.append(t)
+    return out

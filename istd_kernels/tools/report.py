@@ -1,7 +1,8 @@
 """``python -m istd_kernels.tools.report BENCH.json [--png chart.png]``: pytest-benchmark JSON -> markdown.
 
-One row per benchmark: group, implementation, median time, images/s and the speedup over the
-eager-PyTorch baseline of the same group measured in the same run (from ``extra_info``).
+One row per benchmark: group, implementation, median time, images/s, the speedup over the
+eager-PyTorch baseline of the same group measured in the same run, and, where the case records
+modeled traffic, the bandwidth it implies (from ``extra_info``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def rows(data: dict) -> List[dict]:
             "images_per_s": info.get("images_per_s"),
             "speedup": info.get("speedup"),
             "device": info.get("device", ""),
+            "gbps": info.get("modeled_GBps"),
+            "peak": info.get("fraction_of_peak_bw"),
         })
     return out
 
@@ -34,11 +37,15 @@ def markdown(data: dict) -> str:
     devices = sorted({r["device"] for r in rows(data) if r["device"]})
     lines = [f"Measured {when} on {', '.join(devices) or machine.get('cpu', {}).get('brand_raw', '?')} "
              f"(torch {data.get('_torch', '')}).".replace(" (torch )", ""), "",
-             "| case | impl | median ms | images/s | speedup vs eager |", "|---|---|---:|---:|---:|"]
+             "| case | impl | median ms | images/s | speedup vs eager | modeled GB/s |",
+             "|---|---|---:|---:|---:|---:|"]
     for r in rows(data):
         speed = f"{r['speedup']:.2f}x" if r["speedup"] is not None else ""
         ips = f"{r['images_per_s']:.1f}" if r["images_per_s"] is not None else ""
-        lines.append(f"| {r['group']} | {r['impl']} | {r['median_ms']:.2f} | {ips} | {speed} |")
+        bw = f"{r['gbps']:.1f}" if r["gbps"] is not None else ""
+        if r["peak"] is not None:
+            bw += f" ({100 * r['peak']:.0f} % of peak)"
+        lines.append(f"| {r['group']} | {r['impl']} | {r['median_ms']:.2f} | {ips} | {speed} | {bw} |")
     return "\n".join(lines)
 
 

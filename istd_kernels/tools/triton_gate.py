@@ -1,7 +1,7 @@
 """Ahead-of-time compile gate for the Triton kernels.
 
-Compiles every spec from ``istd_kernels.triton.depthwise.aot_specs()`` for
-each requested CUDA arch without a GPU, runs the ptxas bundled with Triton on
+Compiles every spec from the ``aot_specs()`` of each module in ``MODULES``
+(``istd_kernels.triton.<name>``) for each requested CUDA arch without a GPU, runs the ptxas bundled with Triton on
 the PTX to read register and spill counts, and takes shared memory from the
 compiled kernel's metadata.
 
@@ -28,13 +28,17 @@ import time
 
 from .gate_report import REGS_RE, SPILL_RE, make_row
 
-SOURCE = "istd_kernels/triton/depthwise.py"
+MODULES = ("depthwise", "hlk_conv", "multiscale_maxpool", "split_attention")
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _WORKER_TIMEOUT_S = 1800
 
 
-def _row(kernel, config, arch, registers=None, smem=None, stores=None, loads=None, error=None):
-    return make_row("triton", SOURCE, kernel, config, arch, registers, smem, stores, loads, error)
+def _source(module: str) -> str:
+    return f"istd_kernels/triton/{module}.py"
+
+
+def _row(kernel, config, arch, registers=None, smem=None, stores=None, loads=None, error=None, module=MODULES[0]):
+    return make_row("triton", _source(module), kernel, config, arch, registers, smem, stores, loads, error)
 
 
 # ---------------------------------------------------------------------------
@@ -100,7 +104,7 @@ def _ptxas_stats(ptx: str, ptxas: str, workdir: str):
     return max(regs), max(s for s, _ in spills), max(l for _, l in spills)
 
 
-def _compile_one(spec: dict, arch: int, workdir: str) -> dict:
+def _compile_one(spec: dict, arch: int, workdir: str, module: str = MODULES[0]) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -114,10 +118,10 @@ def _compile_one(spec: dict, arch: int, workdir: str) -> dict:
             options["maxnreg"] = spec["maxnreg"]
         kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
         regs, stores, loads = _ptxas_stats(kernel.asm["ptx"], _ptxas_path(arch), workdir)
-        return _row(name, spec["config"], row_arch, regs, int(kernel.metadata.shared), stores, loads)
+        return _row(name, spec["config"], row_arch, regs, int(kernel.metadata.shared), stores, loads, module=module)
     except Exception as e:  # noqa: BLE001 - every failure must become a row
         msg = f"{type(e).__name__}: {e}"
-        return _row(name, spec["config"], row_arch, error=msg[-4000:])
+        return _row(name, spec["config"], row_arch, error=msg[-4000:], module=module)
 
 
 def _worker_main(part: int, nparts: int, archs: list[int]) -> None:
@@ -125,17 +129,19 @@ def _worker_main(part: int, nparts: int, archs: list[int]) -> None:
     # Triton 3.9 warns once per process that the FP-fusion default will
     # change; the default (fusion on) is what we ship, so the note is noise.
     warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION.*")
-    from istd_kernels.triton import depthwise
+    import importlib
 
-    specs = depthwise.aot_specs()
+    specs = []
+    for module in MODULES:
+        specs += [(module, s) for s in importlib.import_module(f"istd_kernels.triton.{module}").aot_specs()]
     print(json.dumps({"count": len(specs),
-                      "labels": [[s["name"], s["config"]] for s in specs]}), flush=True)
+                      "labels": [[s["name"], s["config"], module] for module, s in specs]}), flush=True)
     with tempfile.TemporaryDirectory(prefix="triton_gate_") as workdir:
-        for idx, spec in enumerate(specs):
+        for idx, (module, spec) in enumerate(specs):
             if idx % nparts != part:
                 continue
             for arch in archs:
-                row = _compile_one(spec, arch, workdir)
+                row = _compile_one(spec, arch, workdir, module)
                 print(json.dumps({"index": idx, "arch": arch, "row": row}), flush=True)
 
 
@@ -212,12 +218,12 @@ def check(archs=(86, 90), workers: int = 2) -> list[dict]:
         # Not even the spec list came back (import error, say): one row per arch.
         why = "; ".join(failures) or "worker produced no output"
         return [_row("<all>", "", f"sm_{a}", error=why) for a in archs]
-    for idx, (name, config) in enumerate(labels):
+    for idx, (name, config, module) in enumerate(labels):
         for arch in archs:
             row = rows.get((idx, arch))
             if row is None:
                 why = "; ".join(failures) or "row missing from worker output"
-                row = _row(name, config, f"sm_{arch}", error=f"not compiled: {why}")
+                row = _row(name, config, f"sm_{arch}", error=f"not compiled: {why}", module=module)
             result.append(row)
     return result
 

@@ -1,0 +1,695 @@
+"""Triton kernels for HLKConv: a hierarchical large-kernel convolution.
+
+For an input x [N, C, H, W] split into G channel groups (Cg = C // G,
+Og = Cout // G):
+
+    a = dwconv(x, w0, pad k1 // 2) + b0                 (zero outside the image)
+    d = dwconv(a, w1, dilation, pad dilation * (k2 // 2)) + b1
+    y[:, g*Og + o] = sum_c w_pw[g*Og + o, c] a[:, g*Cg + c]
+                   + sum_c w_pw[g*Og + o, Cg + c] d[:, g*Cg + c] + b_pw[g*Og + o]
+
+so the concatenation [a, d] that the pointwise conv reads is never formed.
+
+Forward: one kernel.  A program owns (n, group, spatial tile, block of output
+channels) and works on a flattened TH x TW halo tile (P = TH * TW positions)
+whose inner (TH - 2*h2) x (TW - 2*h2) part is its output, h2 = dilation *
+(k2 // 2).  ``a`` is computed on the whole halo tile straight from x, ``d`` by
+gathering ``a`` at the dilated tap offsets inside the tile (``tl.gather`` on
+the flat index; rim positions read clamped garbage and are never stored), and
+the pointwise conv is two ``tl.dot`` calls per input-channel chunk.  Neither
+``a`` nor ``d`` touches global memory, and both stay in the accumulation dtype.
+
+Backward: one kernel source launched twice (constexpr NEED_GX / NEED_W),
+recomputing instead of saving.  The halo is H2 = k1 // 2 + h2 and a program
+owns the inner (TH - 2*H2) x (TW - 2*H2) part of its tile.  From grad_y on
+the whole tile it forms g_d = Wd^T gy and g_a = Wa^T gy + (transposed
+dilated conv of g_d, by gather).  The grad_x pass then writes the transposed
+conv of g_a with w0 on the owned part.  The weight pass recomputes g_d / g_a,
+recomputes a from x on the tile and d on the owned part, and writes
+per-program partial sums over the owned in-image pixels (every image pixel
+is owned by exactly one tile) to an fp32 (fp64 for fp64) workspace row per
+(n, tile); ``torch.sum`` over the rows, a fixed-order reduction, finishes
+them, so the result is bitwise reproducible without atomics.  The two passes
+are separate because one program doing both spills (see the configs).
+No a, d, g_a or g_d tensor is ever written to global memory.
+
+The kernel sizes k1 and k2 are runtime loop bounds (not constexpr): one
+compiled kernel serves every kernel size, and unrolling 31 x 31 gathers
+would make code size and compile time explode.
+
+All tensors are addressed through their element strides (channels_last,
+views, stride-0 grad_y), with 64-bit plane and spatial offsets.  On a GPU the
+grad_x pass is autotuned over tile shape (the forward and weight pass have a
+single spill-free tile each); under ``TRITON_INTERPRET=1`` (read at import by
+``depthwise``) the first config that fits the halo is launched directly.
+
+Tiles are small (256 / 512 positions: the register budget), so a tuned tile
+serves halos up to 6; larger halos use one 32x32 fallback tile that is
+correct but spills, and above MAX_GPU_HALO (12) a GPU launch raises
+NotImplementedError because no tile fits in shared memory.
+
+Dtypes: fp16 / bf16 / fp32 accumulate in fp32 (the dots use
+input_precision="ieee", never tf32), fp64 in fp64 (interpreter-tested; not in
+the compile gate).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .depthwise import INTERPRET, _device_ctx, _launch, _memory_format, _np2, _sig
+
+__all__ = [
+    "MAX_GPU_HALO",
+    "MAX_TUNED_HALO",
+    "FWD_CONFIGS",
+    "BWD_GX_CONFIGS",
+    "BWD_W_CONFIGS",
+    "hlk_fwd",
+    "hlk_bwd",
+    "aot_specs",
+]
+
+
+# ---------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------
+
+
+@triton.jit
+def _dw_a_tile(x_c, sp_off, ih, iw, c_ok, w0_c, b0_c, H, W, K1, sxh, sxw,
+               HAS_B0: tl.constexpr, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, P: tl.constexpr):
+    # First depthwise conv on every tile position.  Loads outside the image
+    # read zero (the conv's own zero padding), and the result is forced to
+    # zero there too: that is the zero padding the dilated conv sees.
+    # x_c / w0_c / b0_c must point at valid channels even in padding rows
+    # (callers clamp the channel): the loads then need no channel mask, whose
+    # per-element predicates cost ~70 registers; padding rows are zeroed at
+    # the end instead, so even a non-finite x cannot leak into them.
+    p1 = K1 // 2
+    a = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
+    for t1 in range(K1 * K1):
+        di = t1 // K1 - p1
+        dj = t1 - (t1 // K1) * K1 - p1
+        hh = ih + di
+        ww = iw + dj
+        ok = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+        tap = di.to(tl.int64) * sxh + dj.to(tl.int64) * sxw
+        xv = tl.load(x_c + (sp_off + tap)[None, :], mask=ok[None, :], other=0.0)
+        wv = tl.load(w0_c + t1).to(ACC_DTYPE)
+        a += xv.to(ACC_DTYPE) * wv[:, None]
+    if HAS_B0:
+        a += tl.load(b0_c).to(ACC_DTYPE)[:, None]
+    in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    return tl.where(c_ok[:, None] & in_img[None, :], a, 0.0)
+
+
+@triton.jit
+def _hlk_fwd_kernel(
+    x_ptr, w0_ptr, b0_ptr, w1_ptr, b1_ptr, wpw_ptr, bpw_ptr, y_ptr,
+    H, W, Cg, Og, G, K1, K2, DIL, HALO,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    HAS_B0: tl.constexpr, HAS_B1: tl.constexpr, HAS_BPW: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, C_CHUNK: tl.constexpr, CO_BLOCK: tl.constexpr,
+):
+    P: tl.constexpr = TH * TW
+    # One flat grid axis (axes 1/2 are capped at 65535).  The output-channel
+    # block varies fastest so programs that recompute the same a/d tile run
+    # together and share x in L2.
+    pid = tl.program_id(0)
+    IH = TH - 2 * HALO
+    IW = TW - 2 * HALO
+    tiles_w = tl.cdiv(W, IW)
+    tiles = tl.cdiv(H, IH) * tiles_w
+    n_ob = tl.cdiv(Og, CO_BLOCK)
+    ob = pid % n_ob
+    rest = pid // n_ob
+    t = rest % tiles
+    ng = rest // tiles
+    g = ng % G
+    n = ng // G
+    th = t // tiles_w
+    tw = t - th * tiles_w
+
+    r = tl.arange(0, P)
+    lr = r // TW
+    lc = r % TW
+    ih = th * IH - HALO + lr
+    iw = tw * IW - HALO + lc
+    in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    inner = (lr >= HALO) & (lr < TH - HALO) & (lc >= HALO) & (lc < TW - HALO) & in_img
+    sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
+
+    C2 = 2 * Cg
+    o = ob * CO_BLOCK + tl.arange(0, CO_BLOCK)
+    o_ok = o < Og
+    oc = g * Og + o
+    x_n = x_ptr + n.to(tl.int64) * sxn
+    p2 = K2 // 2
+    KK1 = K1 * K1
+    KK2 = K2 * K2
+
+    acc = tl.zeros([CO_BLOCK, P], dtype=ACC_DTYPE)
+    for c0 in range(0, Cg, C_CHUNK):
+        cc = c0 + tl.arange(0, C_CHUNK)
+        # Channels past Cg (C_CHUNK pads tiny groups up to the dot's minimum
+        # of 16) read a real channel, are zeroed in a and d, and meet zero
+        # pointwise weights, so they contribute exactly nothing.
+        c_ok = cc < Cg
+        ch_ld = g * Cg + tl.minimum(cc, Cg - 1)
+        x_c = x_n + ch_ld.to(tl.int64)[:, None] * sxc
+        a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * KK1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
+                       HAS_B0, ACC_DTYPE, C_CHUNK, P)
+        wmask = o_ok[:, None] & c_ok[None, :]
+        w_off = oc[:, None] * C2 + cc[None, :]
+        wa = tl.load(wpw_ptr + w_off, mask=wmask, other=0.0).to(ACC_DTYPE)
+        # ieee: fp32 operands must not be rounded to tf32.  The a half is
+        # applied before d is built so its dot staging buffer is dead by the
+        # time the gathers need theirs (shared memory is the limit on sm_86).
+        acc = tl.dot(wa, a, acc, input_precision="ieee")
+
+        d = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
+        for t2 in range(KK2):
+            di = (t2 // K2 - p2) * DIL
+            dj = (t2 - (t2 // K2) * K2 - p2) * DIL
+            # Exact for inner positions (the halo keeps them in the tile);
+            # the clamp only keeps rim lanes, which are never stored, legal.
+            src = tl.minimum(tl.maximum(r + di * TW + dj, 0), P - 1)
+            av = tl.gather(a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
+            # Clamped channel, no mask: padding rows are zeroed below.
+            wv = tl.load(w1_ptr + ch_ld * KK2 + t2).to(ACC_DTYPE)
+            d += av * wv[:, None]
+        if HAS_B1:
+            d += tl.load(b1_ptr + ch_ld).to(ACC_DTYPE)[:, None]
+        d = tl.where(c_ok[:, None], d, 0.0)
+
+        wd = tl.load(wpw_ptr + w_off + Cg, mask=wmask, other=0.0).to(ACC_DTYPE)
+        acc = tl.dot(wd, d, acc, input_precision="ieee")
+
+    if HAS_BPW:
+        acc += tl.load(bpw_ptr + oc, mask=o_ok, other=0.0).to(ACC_DTYPE)[:, None]
+
+    sp_y = ih.to(tl.int64) * syh + iw.to(tl.int64) * syw
+    y_ptrs = y_ptr + n.to(tl.int64) * syn + oc.to(tl.int64)[:, None] * syc + sp_y[None, :]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=o_ok[:, None] & inner[None, :])
+
+
+@triton.jit
+def _pw_grad_in(gy_n, sp_g, in_img, w_ptr, sgc, g, Og, C2, cc, c_ok,
+                ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, CO_BLOCK: tl.constexpr, P: tl.constexpr):
+    # W_half^T @ grad_y for one input-channel chunk, over all of the group's
+    # output channels.
+    acc = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
+    for o0 in range(0, Og, CO_BLOCK):
+        o = o0 + tl.arange(0, CO_BLOCK)
+        o_ok = o < Og
+        oc = g * Og + o
+        gy = tl.load(gy_n + oc.to(tl.int64)[:, None] * sgc + sp_g[None, :],
+                     mask=o_ok[:, None] & in_img[None, :], other=0.0).to(ACC_DTYPE)
+        w_t = tl.load(w_ptr + oc[None, :] * C2 + cc[:, None], mask=c_ok[:, None] & o_ok[None, :],
+                      other=0.0).to(ACC_DTYPE)
+        acc = tl.dot(w_t, gy, acc, input_precision="ieee")
+    return acc
+
+
+@triton.jit
+def _hlk_bwd_kernel(
+    gy_ptr, x_ptr, w0_ptr, b0_ptr, w1_ptr, b1_ptr, wpw_ptr, gx_ptr, ws_ptr,
+    H, W, Cg, Og, G, K1, K2, DIL, HALO, LW,
+    sgn, sgc, sgh, sgw,
+    sxn, sxc, sxh, sxw,
+    sqn, sqc, sqh, sqw,
+    NEED_GX: tl.constexpr, NEED_W: tl.constexpr,
+    HAS_B0: tl.constexpr, HAS_B1: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, C_CHUNK: tl.constexpr, CO_BLOCK: tl.constexpr,
+):
+    # HALO here is k1 // 2 + dilation * (k2 // 2): g_d is needed on the whole
+    # tile, g_a on it less h2, grad_x and the owned pixels less the full halo.
+    P: tl.constexpr = TH * TW
+    pid = tl.program_id(0)
+    IH = TH - 2 * HALO
+    IW = TW - 2 * HALO
+    tiles_w = tl.cdiv(W, IW)
+    tiles = tl.cdiv(H, IH) * tiles_w
+    t = pid % tiles
+    ng = pid // tiles
+    g = ng % G
+    n = ng // G
+    th = t // tiles_w
+    tw = t - th * tiles_w
+
+    r = tl.arange(0, P)
+    lr = r // TW
+    lc = r % TW
+    ih = th * IH - HALO + lr
+    iw = tw * IW - HALO + lc
+    in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    owned = (lr >= HALO) & (lr < TH - HALO) & (lc >= HALO) & (lc < TW - HALO) & in_img
+    sp_g = ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw
+    sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
+
+    C = G * Cg
+    Cout = G * Og
+    C2 = 2 * Cg
+    KK1 = K1 * K1
+    KK2 = K2 * K2
+    p1 = K1 // 2
+    p2 = K2 // 2
+    gy_n = gy_ptr + n.to(tl.int64) * sgn
+    x_n = x_ptr + n.to(tl.int64) * sxn
+    # Workspace row (n, tile) holds, in order: grad_w0 [C, KK1], grad_b0 [C],
+    # grad_w1 [C, KK2], grad_b1 [C], grad_w_pw [Cout, 2*Cg], grad_b_pw [Cout].
+    # Each group writes only its own columns, so each entry has one writer.
+    ws_row = ws_ptr + (n.to(tl.int64) * tiles + t) * LW
+    off_b0 = C * KK1
+    off_w1 = off_b0 + C
+    off_b1 = off_w1 + C * KK2
+    off_wpw = off_b1 + C
+    off_bpw = off_wpw + Cout * C2
+
+    for c0 in range(0, Cg, C_CHUNK):
+        cc = c0 + tl.arange(0, C_CHUNK)
+        c_ok = cc < Cg
+        ch = g * Cg + cc
+
+        # grad of the pointwise conv's two halves, on the whole tile (grad_y
+        # reads zero outside the image, where y does not exist).  Two passes
+        # over grad_y rather than one: a single pass keeps two FMA-dot
+        # accumulators and their operands live at once, which spills.
+        g_d = _pw_grad_in(gy_n, sp_g, in_img, wpw_ptr + Cg, sgc, g, Og, C2, cc, c_ok,
+                          ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
+        g_a = _pw_grad_in(gy_n, sp_g, in_img, wpw_ptr, sgc, g, Og, C2, cc, c_ok,
+                          ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
+
+        # Transposed dilated conv: d[q] used a[q + s2], so g_a[q] collects
+        # g_d[q - s2].  Exact on [h2, TH - h2), which covers what follows.
+        for t2 in range(KK2):
+            di = (t2 // K2 - p2) * DIL
+            dj = (t2 - (t2 // K2) * K2 - p2) * DIL
+            src = tl.minimum(tl.maximum(r - di * TW - dj, 0), P - 1)
+            gv = tl.gather(g_d, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
+            wv = tl.load(w1_ptr + ch * KK2 + t2, mask=c_ok, other=0.0).to(ACC_DTYPE)
+            g_a += gv * wv[:, None]
+        # Outside the image a was padding, not a variable: no gradient.
+        g_a = tl.where(in_img[None, :], g_a, 0.0)
+
+        if NEED_GX:
+            gx = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
+            for t1 in range(KK1):
+                di = t1 // K1 - p1
+                dj = t1 - (t1 // K1) * K1 - p1
+                src = tl.minimum(tl.maximum(r - di * TW - dj, 0), P - 1)
+                gv = tl.gather(g_a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
+                wv = tl.load(w0_ptr + ch * KK1 + t1, mask=c_ok, other=0.0).to(ACC_DTYPE)
+                gx += gv * wv[:, None]
+            sp_q = ih.to(tl.int64) * sqh + iw.to(tl.int64) * sqw
+            gx_ptrs = gx_ptr + n.to(tl.int64) * sqn + ch.to(tl.int64)[:, None] * sqc + sp_q[None, :]
+            tl.store(gx_ptrs, gx.to(gx_ptr.dtype.element_ty), mask=c_ok[:, None] & owned[None, :])
+
+        if NEED_W:
+            ch_ld = g * Cg + tl.minimum(cc, Cg - 1)
+            x_c = x_n + ch_ld.to(tl.int64)[:, None] * sxc
+            # grad_w0[c, t1] = sum_q g_a[c, q] x[c, q + s1], over owned q only.
+            gam = tl.where(owned[None, :], g_a, 0.0)
+            for t1 in range(KK1):
+                di = t1 // K1 - p1
+                dj = t1 - (t1 // K1) * K1 - p1
+                hh = ih + di
+                ww = iw + dj
+                ok = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W) & owned
+                tap = di.to(tl.int64) * sxh + dj.to(tl.int64) * sxw
+                # Padding rows of gam are zero and their sums are not stored.
+                xv = tl.load(x_c + (sp_x + tap)[None, :], mask=ok[None, :], other=0.0)
+                tl.store(ws_row + ch * KK1 + t1, tl.sum(gam * xv.to(ACC_DTYPE), axis=1), mask=c_ok)
+            tl.store(ws_row + off_b0 + ch, tl.sum(gam, axis=1), mask=c_ok)
+
+            # a on the whole tile (exact everywhere: it reads x from global);
+            # d is exact on the owned pixels, the only ones grad_y reaches.
+            a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * KK1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
+                           HAS_B0, ACC_DTYPE, C_CHUNK, P)
+            d = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
+            for t2 in range(KK2):
+                di = (t2 // K2 - p2) * DIL
+                dj = (t2 - (t2 // K2) * K2 - p2) * DIL
+                src = tl.minimum(tl.maximum(r + di * TW + dj, 0), P - 1)
+                av = tl.gather(a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
+                wv = tl.load(w1_ptr + ch * KK2 + t2, mask=c_ok, other=0.0).to(ACC_DTYPE)
+                d += av * wv[:, None]
+            if HAS_B1:
+                d += tl.load(b1_ptr + ch, mask=c_ok, other=0.0).to(ACC_DTYPE)[:, None]
+
+            # grad_w_pw as one row reduction per output channel.  A tl.dot
+            # here would contract over the P pixels, and the FMA dot holds a
+            # whole K-long operand row per thread: hundreds of registers.
+            for o in range(Og):
+                oc = g * Og + o
+                # grad_y restricted to owned pixels: every pixel counted once.
+                gy = tl.load(gy_n + oc.to(tl.int64) * sgc + sp_g, mask=owned, other=0.0).to(ACC_DTYPE)
+                w_off = off_wpw + oc * C2 + cc
+                tl.store(ws_row + w_off, tl.sum(a * gy[None, :], axis=1), mask=c_ok)
+                tl.store(ws_row + w_off + Cg, tl.sum(d * gy[None, :], axis=1), mask=c_ok)
+
+            # grad_w1 re-gathers a in a loop of its own, after d is dead:
+            # reducing inside the d loop keeps a, d, g_d and the gathered
+            # tap live together, which spills.
+            gdm = tl.where(owned[None, :], g_d, 0.0)
+            for t2 in range(KK2):
+                di = (t2 // K2 - p2) * DIL
+                dj = (t2 - (t2 // K2) * K2 - p2) * DIL
+                src = tl.minimum(tl.maximum(r + di * TW + dj, 0), P - 1)
+                av = tl.gather(a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
+                tl.store(ws_row + off_w1 + ch * KK2 + t2, tl.sum(gdm * av, axis=1), mask=c_ok)
+            tl.store(ws_row + off_b1 + ch, tl.sum(gdm, axis=1), mask=c_ok)
+
+    if NEED_W:
+        for o in range(Og):
+            oc = g * Og + o
+            gy = tl.load(gy_n + oc.to(tl.int64) * sgc + sp_g, mask=owned, other=0.0).to(ACC_DTYPE)
+            tl.store(ws_row + off_bpw + oc, tl.sum(gy, axis=0))
+
+
+# ---------------------------------------------------------------------------
+# Configurations
+# ---------------------------------------------------------------------------
+
+# (TH, TW, C_CHUNK, CO_BLOCK, num_warps).  C_CHUNK and CO_BLOCK are 16
+# because they are dot dimensions (K >= 16).  Register use is set by the
+# elements per thread of one [C_CHUNK, TH*TW] block: 16 (256 positions at
+# 8 warps) fits without spills on sm_86 and sm_90; 32 does not (4 warps, or
+# 512 positions at 16 warps, which caps at 128 registers, spill hundreds of
+# words).  The forward also spills a few words at 16x32 / 8 warps in bf16 on
+# sm_90, so it keeps the one 16x16 tile; the grad_x pass is lighter and
+# takes 512-position tiles too.
+_FWD_SHAPES = [
+    (16, 16, 16, 16, 8),
+]
+_BWD_GX_SHAPES = [
+    (16, 16, 16, 16, 8),
+    (16, 32, 16, 16, 8),
+    (32, 16, 16, 16, 8),
+]
+# The weight pass is the heaviest kernel.  One tile only, which also fixes
+# the partial-sum split, for reproducibility across processes.
+_BWD_W_SHAPES = [
+    (16, 16, 16, 16, 8),
+]
+
+# An explicit cap, even the 255 that 8 warps allow anyway: without one,
+# ptxas (sm_86) picked 80 registers for the grad_x pass and spilled.
+_MAXNREG = 255
+
+
+def _configs(shapes):
+    return [triton.Config({"TH": th, "TW": tw, "C_CHUNK": cc, "CO_BLOCK": cob},
+                          num_warps=nw, num_stages=1, maxnreg=_MAXNREG)
+            for th, tw, cc, cob, nw in shapes]
+
+
+FWD_CONFIGS = _configs(_FWD_SHAPES)
+BWD_GX_CONFIGS = _configs(_BWD_GX_SHAPES)
+BWD_W_CONFIGS = _configs(_BWD_W_SHAPES)
+
+
+# Smallest inner region (per side) a tuned tile must leave.  Below it the
+# halo recompute dominates so badly (a 2x2 output from a 16x16 tile) that
+# the big fallback tile is the better deal even though it spills.
+_MIN_INNER = 4
+
+
+def _fits(cfg_kwargs, halo: int, h: int, w: int) -> bool:
+    th, tw = cfg_kwargs["TH"], cfg_kwargs["TW"]
+    if th - 2 * halo < _MIN_INNER or tw - 2 * halo < _MIN_INNER:
+        return False
+    # Tiles far larger than the halo-padded image only add masked lanes.
+    return th <= max(16, _np2(h + 2 * halo)) and tw <= max(16, _np2(w + 2 * halo))
+
+
+def _candidates(configs, halo: int, h: int, w: int, og: int):
+    keep = [cfg for cfg in configs if _fits(cfg.kwargs, halo, h, w)]
+    # Wider output blocks only pay off when there are that many outputs.
+    small = [cfg for cfg in keep if cfg.kwargs["CO_BLOCK"] <= max(16, _np2(og))]
+    keep = small or keep
+    if keep:
+        return keep
+    # Halo of 7 or more (e.g. k2=7, dilation=3; backward: k1//2 + h2): no
+    # tuned tile leaves _MIN_INNER.  One square tile just big enough for an
+    # inner region of 8 is launched instead.  It is correct but NOT
+    # spill-free (32x32 at 16 warps spills ~0.5-2k words) and is not in
+    # aot_specs(); 32x32 fits sm_86's shared memory, 64x64 and up do not.
+    side = _np2(2 * halo + 8)
+    return [triton.Config({"TH": side, "TW": side, "C_CHUNK": 16, "CO_BLOCK": 16},
+                          num_warps=16, num_stages=1)]
+
+
+# Largest halo the tuned, spill-free tiles serve (16 - 2 * 6 = _MIN_INNER). The op layer
+# sends larger halos (k_size 23 and up) to the composed path instead of the fallback tile.
+MAX_TUNED_HALO = 6
+
+
+# Largest halo a GPU launch accepts: the fallback tile for it is 32x32, whose
+# gather / dot staging (~65 KB) still fits sm_86 shared memory.  A 64x64
+# tile would need ~260 KB, more than any target has.  Forward halo is
+# dilation * (k2 // 2); backward adds k1 // 2.
+MAX_GPU_HALO = 12
+
+
+def _check_halo(t: torch.Tensor, halo: int, what: str) -> None:
+    if t.is_cuda and halo > MAX_GPU_HALO:
+        raise NotImplementedError(
+            f"hlk_conv Triton {what}: halo {halo} > {MAX_GPU_HALO} needs a tile larger than shared "
+            f"memory allows; use another backend")
+
+
+def _prune(configs, named_args, **kwargs):
+    keep = [cfg for cfg in configs
+            if cfg in _candidates(configs, named_args["HALO"], named_args["H"], named_args["W"],
+                                  named_args["Og"])]
+    return keep or configs[:1]
+
+
+def _tiles(h: int, w: int, halo: int, cfg_kwargs) -> int:
+    return (triton.cdiv(h, cfg_kwargs["TH"] - 2 * halo)
+            * triton.cdiv(w, cfg_kwargs["TW"] - 2 * halo))
+
+
+_FWD_KEY = ["H", "W", "Cg", "Og", "G", "K1", "K2", "DIL", "HALO", "sxw", "syw"]
+_BWD_KEY = ["H", "W", "Cg", "Og", "G", "K1", "K2", "DIL", "HALO", "sgw", "sxw"]
+
+if INTERPRET:
+    _fwd_tuned = None
+    _bwd_gx_tuned = None
+else:
+    _fwd_tuned = triton.autotune(FWD_CONFIGS, key=_FWD_KEY,
+                                 prune_configs_by={"early_config_prune": _prune})(_hlk_fwd_kernel)
+    _bwd_gx_tuned = triton.autotune(BWD_GX_CONFIGS, key=_BWD_KEY,
+                                    prune_configs_by={"early_config_prune": _prune})(_hlk_bwd_kernel)
+
+
+def _acc(dtype: torch.dtype):
+    return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
+
+
+def _tuned_or_fixed(tuned, configs, cands):
+    # The autotuner only knows FWD/BWD_CONFIGS; the oversized fallback tile
+    # (not in the list) is launched directly.
+    if tuned is None or any(c not in configs for c in cands):
+        return None
+    return tuned
+
+
+# ---------------------------------------------------------------------------
+# Launch helpers
+# ---------------------------------------------------------------------------
+
+
+def hlk_fwd(x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1, w_pw: torch.Tensor, b_pw,
+            dilation: int, groups: int) -> torch.Tensor:
+    """HLKConv forward.
+
+    x [N, C, H, W] (any strides), w0 [C, 1, k1, k1], b0 [C] or None,
+    w1 [C, 1, k2, k2], b1 [C] or None, w_pw [Cout, 2*C//groups, 1, 1],
+    b_pw [Cout] or None; k1, k2 odd.  fp16 / bf16 / fp32 accumulate in fp32,
+    fp64 in fp64.  Returns y [N, Cout, H, W] in x's dtype, memory format
+    ``_memory_format(x)``.
+    """
+    N, C, H, W = (int(s) for s in x.shape)
+    Cout = int(w_pw.shape[0])
+    G = int(groups)
+    Cg, Og = C // G, Cout // G
+    K1, K2 = int(w0.shape[-1]), int(w1.shape[-1])
+    DIL = int(dilation)
+    halo = DIL * (K2 // 2)
+    y = torch.empty((N, Cout, H, W), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    if y.numel() == 0:
+        return y
+    if Cg == 0:
+        # No input channels: the pointwise conv sees an empty sum.
+        if b_pw is None:
+            return y.zero_()
+        return y.copy_(b_pw.to(y.dtype).view(1, Cout, 1, 1).expand_as(y))
+
+    _check_halo(x, halo, "forward")
+    acc_tl, _ = _acc(x.dtype)
+    w0c, w1c, wpc = w0.contiguous(), w1.contiguous(), w_pw.contiguous()
+    ph = w0c  # placeholder pointer for absent biases, never read
+    args = (x, w0c, b0.contiguous() if b0 is not None else ph, w1c,
+            b1.contiguous() if b1 is not None else ph, wpc,
+            b_pw.contiguous() if b_pw is not None else ph, y,
+            H, W, Cg, Og, G, K1, K2, DIL, halo,
+            *x.stride(), *y.stride())
+    consts = dict(HAS_B0=b0 is not None, HAS_B1=b1 is not None, HAS_BPW=b_pw is not None,
+                  ACC_DTYPE=acc_tl)
+    cands = _candidates(FWD_CONFIGS, halo, H, W, Og)
+    grid = lambda meta: (N * G * _tiles(H, W, halo, meta) * triton.cdiv(Og, meta["CO_BLOCK"]),)  # noqa: E731
+    with _device_ctx(x):
+        _launch(_hlk_fwd_kernel, _tuned_or_fixed(_fwd_tuned, FWD_CONFIGS, cands), cands, grid, args,
+                consts)
+    return y
+
+
+def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1,
+            w_pw: torch.Tensor, dilation: int, groups: int, need):
+    """HLKConv backward, recomputing a and d from x.
+
+    Arguments as in :func:`hlk_fwd`; grad_y [N, Cout, H, W] with any strides
+    (stride 0 included).  ``need`` is 7 bools for (grad_x, grad_w0, grad_b0,
+    grad_w1, grad_b1, grad_w_pw, grad_b_pw); the result is that 7-tuple with
+    None in slots not needed.  Each gradient has its input's shape and dtype
+    (grad_b_pw: [Cout], x's dtype); grad_x has memory format
+    ``_memory_format(x)``.  Weight gradients are reduced deterministically.
+    """
+    need = tuple(bool(v) for v in need)
+    N, C, H, W = (int(s) for s in x.shape)
+    Cout = int(w_pw.shape[0])
+    G = int(groups)
+    Cg, Og = C // G, Cout // G
+    K1, K2 = int(w0.shape[-1]), int(w1.shape[-1])
+    DIL = int(dilation)
+    halo = K1 // 2 + DIL * (K2 // 2)
+    dt, dev = x.dtype, x.device
+    acc_tl, acc_t = _acc(dt)
+
+    need_gx = need[0]
+    need_w = any(need[1:])
+    gx = (torch.empty((N, C, H, W), dtype=dt, device=dev, memory_format=_memory_format(x))
+          if need_gx else None)
+    KK1, KK2 = K1 * K1, K2 * K2
+    # Column layout of a workspace row (mirrored in _hlk_bwd_kernel).
+    sizes = [C * KK1, C, C * KK2, C, Cout * 2 * Cg, Cout]
+    LW = sum(sizes)
+
+    def _finish(wsum):
+        out = [gx]
+        shapes = [tuple(w0.shape), (C,), tuple(w1.shape), (C,), tuple(w_pw.shape), (Cout,)]
+        off = 0
+        for k, (sz, shp) in enumerate(zip(sizes, shapes)):
+            if need[k + 1]:
+                out.append(wsum[off:off + sz].view(shp).to(dt))
+            else:
+                out.append(None)
+            off += sz
+        return tuple(out)
+
+    if N * H * W == 0 or C == 0:
+        if gx is not None:
+            gx.zero_()
+        wsum = torch.zeros(LW, dtype=acc_t, device=dev)
+        if need[6] and grad_y.numel() > 0:
+            wsum[LW - Cout:] = grad_y.sum(dim=(0, 2, 3), dtype=acc_t)
+        return _finish(wsum)
+    if not need_gx and not need_w:
+        return (None,) * 7
+    _check_halo(x, halo, "backward")
+
+    w0c, w1c, wpc = w0.contiguous(), w1.contiguous(), w_pw.contiguous()
+    ph = w0c  # placeholder pointer, never read
+    b0p = b0.contiguous() if b0 is not None else ph
+    b1p = b1.contiguous() if b1 is not None else ph
+    common = (H, W, Cg, Og, G, K1, K2, DIL, halo, LW, *grad_y.stride(), *x.stride())
+    flags = dict(HAS_B0=b0 is not None, HAS_B1=b1 is not None, ACC_DTYPE=acc_tl)
+    grid = lambda meta: (N * G * _tiles(H, W, halo, meta),)  # noqa: E731
+    # Two launches of the same kernel: grad_x, then the weight partials.
+    # Fused, one program keeps g_a, g_d, grad_x, a and d in flight and spills
+    # on both sm_86 and sm_90; split, each pass is spill-free at 8 warps.
+    # The weight pass recomputes g_d / g_a (two small dots and k2*k2 gathers).
+    with _device_ctx(x):
+        if need_gx:
+            cands = _candidates(BWD_GX_CONFIGS, halo, H, W, Og)
+            # Unused workspace pointer, but typed as the gate compiles it.
+            ws_ph = torch.empty(1, dtype=torch.float32, device=dev)
+            args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, gx, ws_ph, *common, *gx.stride())
+            _launch(_hlk_bwd_kernel, _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), cands, grid,
+                    args, dict(NEED_GX=True, NEED_W=False, **flags))
+        if not need_w:
+            return (gx,) + (None,) * 6
+        # A single, fixed tile: the partial sums, not only their reduction
+        # order, are then the same in every process.
+        cfg = _candidates(BWD_W_CONFIGS, halo, H, W, Og)[0]
+        rows = N * _tiles(H, W, halo, cfg.kwargs)
+        ws = torch.empty((rows, LW), dtype=acc_t, device=dev)
+        args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, ph, ws, *common, 0, 0, 0, 0)
+        _launch(_hlk_bwd_kernel, None, [cfg], grid, args, dict(NEED_GX=False, NEED_W=True, **flags))
+    # torch.sum over a fixed-shape dim is a fixed-order reduction (no atomics).
+    return _finish(ws.sum(dim=0))
+
+
+# ---------------------------------------------------------------------------
+# Ahead-of-time compile specs (used by istd_kernels.tools.triton_gate)
+# ---------------------------------------------------------------------------
+
+_AOT_DTYPES = (("fp32", tl.float32), ("fp16", tl.float32), ("bf16", tl.float32))
+# k1 and k2 are runtime loop bounds, so every (k1, k2) shares one binary;
+# the pair in the label only records what the specs stand for.
+_AOT_KS = "k1,k2 runtime (3,3)/(5,7)"
+
+
+def aot_specs() -> list[dict]:
+    """Every kernel configuration the compile gate builds.
+
+    Same dict format as ``depthwise.aot_specs()``: ``name``, ``fn``,
+    ``signature``, ``constexprs``, ``num_warps``, ``num_stages``, ``maxnreg``,
+    ``config``.  Covered: every FWD / BWD_GX / BWD_W config x {fp32, fp16,
+    bf16} with all biases on; the backward kernel appears twice, as its
+    grad_x pass and its weight pass (the two constexpr variants launched).
+    k1 / k2 are runtime arguments, so the (3, 3) and (5, 7) kernels are the
+    same binary and compiled once.  The large-halo fallback tile of
+    ``_candidates`` is deliberately absent: it is known to spill.
+    """
+    specs = []
+    geo = ["H", "W", "Cg", "Og", "G", "K1", "K2", "DIL", "HALO"]
+    for dname, acc in _AOT_DTYPES:
+        p = "*" + dname
+        wsp = "*fp32"
+        kernels = [
+            ("_hlk_fwd_kernel", _hlk_fwd_kernel, FWD_CONFIGS,
+             [("x_ptr", p), ("w0_ptr", p), ("b0_ptr", p), ("w1_ptr", p), ("b1_ptr", p),
+              ("wpw_ptr", p), ("bpw_ptr", p), ("y_ptr", p)],
+             geo + ["sxn", "sxc", "sxh", "sxw", "syn", "syc", "syh", "syw"],
+             dict(HAS_B0=True, HAS_B1=True, HAS_BPW=True)),
+        ]
+        bwd_ptrs = [("gy_ptr", p), ("x_ptr", p), ("w0_ptr", p), ("b0_ptr", p), ("w1_ptr", p),
+                    ("b1_ptr", p), ("wpw_ptr", p), ("gx_ptr", p), ("ws_ptr", wsp)]
+        bwd_ints = geo + ["LW", "sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw",
+                          "sqn", "sqc", "sqh", "sqw"]
+        kernels += [
+            ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, BWD_GX_CONFIGS, bwd_ptrs, bwd_ints,
+             dict(NEED_GX=True, NEED_W=False, HAS_B0=True, HAS_B1=True)),
+            ("_hlk_bwd_kernel[weights]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
+             dict(NEED_GX=False, NEED_W=True, HAS_B0=True, HAS_B1=True)),
+        ]
+        for name, fn, configs, ptrs, ints, extra in kernels:
+            for cfg in configs:
+                consts = dict(ACC_DTYPE=acc, **extra, **cfg.kwargs)
+                kw = cfg.kwargs
+                specs.append(dict(
+                    name=name, fn=fn,
+                    signature=_sig(fn, ptrs, ints, list(consts)),
+                    constexprs=consts,
+                    num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
+                    config=(f"TH={kw['TH']} TW={kw['TW']} CC={kw['C_CHUNK']} CO={kw['CO_BLOCK']} "
+                            f"{dname} w{cfg.num_warps} {_AOT_KS}"),
+                ))
+    return specs

@@ -1,0 +1,48 @@
+"""LCRNet: published parameter counts, any input size, logits/probabilities, bad input."""
+
+import pytest
+import torch
+
+from models import LCRNet
+from models.lcrnet import count_flops, parameter_breakdown
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_parameter_counts_match_the_paper():
+    assert abs(_params(LCRNet()) / 1.65e6 - 1) < 0.03
+    assert abs(_params(LCRNet(depths=(1, 1, 1, 1))) / 854.67e3 - 1) < 0.05
+    parts = parameter_breakdown(LCRNet())
+    assert parts["total"] == _params(LCRNet())
+    assert sum(v for k, v in parts.items() if k != "total") == parts["total"]
+
+
+@pytest.mark.parametrize("hw", [(37, 45), (1, 1), (16, 16)])
+def test_any_size_round_trips(hw):
+    torch.manual_seed(0)
+    model = LCRNet(depths=(1, 1, 1, 1))
+    x = torch.rand(2, 1, *hw)
+    logits = model(x, return_logits=True)
+    assert logits.shape == (2, 1, *hw)
+    assert torch.allclose(model(x), torch.sigmoid(logits))
+
+
+def test_backward_reaches_every_parameter():
+    torch.manual_seed(1)
+    model = LCRNet(depths=(1, 1, 1, 1))
+    model(torch.rand(1, 1, 20, 18), return_logits=True).square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_flop_counter_counts_a_single_conv():
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    assert count_flops(conv, 8, 8, in_chans=2) == 8 * 8 * 3 * 2 * 9
+
+
+@pytest.mark.parametrize("x", [torch.rand(1, 3, 16, 16), torch.rand(1, 16, 16)])
+def test_bad_input(x):
+    with pytest.raises(ValueError, match=r"x must have shape \[N, 1, H, W\]"):
+        LCRNet(depths=(1, 1, 1, 1))(x)
