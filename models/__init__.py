@@ -1,5 +1,6 @@
-"""The networks, built from istd_kernels layers: LCRNet (RRCA-Net to come)."""
+"""The networks, built from istd_kernels layers: LCRNet and RRCA-Net."""
 
 from .lcrnet import LCRNet
+from .rrcanet import RRCANet
 
-__all__ = ["LCRNet"]
+__all__ = ["LCRNet", "RRCANet"]

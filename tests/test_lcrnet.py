@@ -46,3 +46,30 @@ def test_flop_counter_counts_a_single_conv():
 def test_bad_input(x):
     with pytest.raises(ValueError, match=r"x must have shape \[N, 1, H, W\]"):
         LCRNet(depths=(1, 1, 1, 1))(x)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_backends_give_the_same_model(backend):
+    from istd_kernels import use_backend
+
+    torch.manual_seed(2)
+    model = LCRNet(channels=(16, 16), depths=(1, 1))
+    x = torch.rand(1, 1, 16, 16)
+    out = {}
+    for name in ("torch", backend):
+        model.zero_grad()
+        with use_backend(name):
+            y = model(x, return_logits=True)
+            y.square().sum().backward()
+        out[name] = (y.detach(), [p.grad.clone() for p in model.parameters()])
+    assert torch.allclose(out[backend][0], out["torch"][0], atol=1e-5)
+    for g, r in zip(out[backend][1], out["torch"][1]):
+        assert torch.allclose(g, r, rtol=1e-3, atol=1e-5)
+
+
+def test_torch_compile():
+    torch.manual_seed(3)
+    model = LCRNet(channels=(16, 16), depths=(1, 1))
+    x = torch.rand(1, 1, 12, 10)
+    compiled = torch.compile(model)
+    assert torch.allclose(compiled(x), model(x), atol=1e-5)

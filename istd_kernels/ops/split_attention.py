@@ -99,10 +99,13 @@ def _check(branches, logits, temperature, residual, v, groups, scales) -> Tuple[
 
 
 def _upsample(b: Tensor, s: int, h: int, w: int) -> Tensor:
-    """``up(b)[y, x] = b[y // s, x // s]`` cropped to ``h x w``, by an exact index gather."""
-    iy = torch.arange(h, device=b.device) // s
-    ix = torch.arange(w, device=b.device) // s
-    return b.index_select(2, iy).index_select(3, ix)
+    """``up(b)[y, x] = b[y // s, x // s]`` cropped to ``h x w``: each pixel repeated s x s times.
+
+    Exact for any integer ``s`` (no float scale factor), and plain broadcasting, which
+    torch.compile handles well (an index_select gather tripped Inductor's CPU code generator).
+    """
+    n, d, hb, wb = b.shape
+    return b[:, :, :, None, :, None].expand(n, d, hb, s, wb, s).reshape(n, d, hb * s, wb * s)[:, :, :h, :w]
 
 
 def split_attention_ref(branches: Sequence[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor,
