@@ -1,7 +1,9 @@
 """Shared benchmark helpers: device naming, GPU-aware timing, same-run baselines.
 
 Each case records in ``extra_info``: the device, images/s, the speedup over the eager
-PyTorch baseline of the same case measured in this run, and peak GPU memory.
+PyTorch baseline of the same case measured in this run, and on a GPU the peak memory and
+the CUDA-event median of ``triton.testing.do_bench``. Group names start with the suite's
+section: ``ops:``, ``metrics:`` or ``models:``.
 """
 
 import platform
@@ -60,6 +62,12 @@ def measure(benchmark, fn, device, key, batch, baseline=None):
     benchmark(run)
     median = benchmark.stats.stats.median
     info = benchmark.extra_info
+    if device == "cuda":
+        # Device time from CUDA events (warm-up, flushes, many repeats); the pytest-benchmark
+        # wall times above include the final synchronisation.
+        import triton.testing
+
+        info["cuda_event_median_ms"] = round(triton.testing.do_bench(fn, return_mode="median"), 4)
     info["device"] = device_name(device)
     info["images_per_s"] = round(batch / median, 2)
     if device == "cuda":

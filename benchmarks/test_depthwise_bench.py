@@ -34,7 +34,7 @@ def test_depthwise(benchmark, case):
     skip_unless_device(device)
     k, d = KERNELS[kname]
     pad = d * (k // 2)
-    benchmark.group = f"depthwise {device} {str(dtype)[6:]} C{c} {h}px {kname} {mode}"
+    benchmark.group = f"ops: depthwise {device} {str(dtype)[6:]} C{c} {h}px {kname} {mode}"
     x = torch.randn(8, c, h, h, device=device, dtype=dtype, requires_grad=mode != "fwd")
     w = torch.randn(c, 1, k, k, device=device, dtype=dtype, requires_grad=mode != "fwd")
     b = torch.randn(c, device=device, dtype=dtype, requires_grad=mode != "fwd")

@@ -58,7 +58,7 @@ def _id(case):
 def test_hlk_conv(benchmark, case):
     device, dtype, (c, h), mode, impl = case
     skip_unless_device(device)
-    benchmark.group = f"hlk_conv k{K_SIZE} {device} {str(dtype)[6:]} C{c} {h}px {mode}"
+    benchmark.group = f"ops: hlk_conv k{K_SIZE} {device} {str(dtype)[6:]} C{c} {h}px {mode}"
     torch.manual_seed(0)
     ref = Unfused(c).to(device, dtype)
     x = torch.randn(8, c, h, h, device=device, dtype=dtype, requires_grad=mode != "fwd")

@@ -47,7 +47,7 @@ def pairs():
 
 def test_metrics_reference_loop(benchmark, pairs):
     prob, target = pairs
-    benchmark.group = "metrics cpu 64x512x512 IoU+nIoU+Pd+Fa"
+    benchmark.group = "metrics: evaluation cpu 64x512x512 IoU+nIoU+Pd+Fa"
     measure(benchmark, lambda: reference_metrics(prob > 0.5, target), "cpu", benchmark.group, N)
     benchmark.extra_info["impl"] = "skimage per-image loop"
 
@@ -63,7 +63,7 @@ def test_metrics_istd(benchmark, pairs):
 
     ours, ref = run(), reference_metrics(prob > 0.5, target)
     assert all(abs(ours[k] - ref[k]) < 1e-9 for k in ref), (ours, ref)
-    benchmark.group = "metrics cpu 64x512x512 IoU+nIoU+Pd+Fa"
+    benchmark.group = "metrics: evaluation cpu 64x512x512 IoU+nIoU+Pd+Fa"
     measure(benchmark, run, "cpu", benchmark.group, N,
             baseline=lambda: reference_metrics(prob > 0.5, target))
     benchmark.extra_info["impl"] = "istd_kernels ISTDMetrics (cpp)"
@@ -75,7 +75,7 @@ def _cv2_stats(masks):
 
 def test_labelling_cv2(benchmark, pairs):
     masks = (pairs[0] > 0.5).astype(np.uint8)
-    benchmark.group = "labelling+stats cpu 64x512x512"
+    benchmark.group = "metrics: labelling+stats cpu 64x512x512"
     measure(benchmark, lambda: _cv2_stats(masks), "cpu", benchmark.group, N)
     benchmark.extra_info["impl"] = "cv2.connectedComponentsWithStats per image"
 
@@ -90,7 +90,7 @@ def test_labelling_istd(benchmark, pairs):
 
     stats = run()
     assert [int(n) for n in stats.counts] == [s[0] - 1 for s in _cv2_stats(masks)]
-    benchmark.group = "labelling+stats cpu 64x512x512"
+    benchmark.group = "metrics: labelling+stats cpu 64x512x512"
     measure(benchmark, run, "cpu", benchmark.group, N, baseline=lambda: _cv2_stats(masks))
     benchmark.extra_info["impl"] = "istd_kernels connected_components + component_stats (cpp)"
 
@@ -109,6 +109,6 @@ def test_metrics_istd_gpu(benchmark, pairs):
     ref = reference_metrics(pairs[0][:8] > 0.5, pairs[1][:8])
     ours = run()
     assert all(abs(ours[k] - ref[k]) < 1e-9 for k in ref), (ours, ref)
-    benchmark.group = "metrics cuda 8x512x512 IoU+nIoU+Pd+Fa"
+    benchmark.group = "metrics: evaluation cuda 8x512x512 IoU+nIoU+Pd+Fa"
     measure(benchmark, run, "cuda", benchmark.group, 8)
     benchmark.extra_info["impl"] = "istd_kernels ISTDMetrics (cuda)"

@@ -83,3 +83,131 @@ def test_gpu_hlk_weight_grads_deterministic(backend):
         y = hlk_conv(*leaves, dil, groups, backend=backend)
         runs.append(torch.autograd.grad(y, leaves[1:], torch.ones_like(y)))
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(*runs))
+
+
+# ---------------------------------------------------------------------------------------
+# multiscale_maxpool and split_attention: the cuda and triton backends against the CPU
+# references (same rounded inputs).
+
+from istd_kernels.ops.multiscale_maxpool import multiscale_maxpool, multiscale_maxpool_ref  # noqa: E402
+from istd_kernels.ops.split_attention import split_attention  # noqa: E402
+
+import test_split_attention as sa_cases  # noqa: E402
+
+# (N, groups, radix, c, H, W)
+MMP_GPU_CASES = [(2, 4, 4, 2, 67, 65), (1, 2, 2, 8, 128, 96), (1, 1, 4, 2, 1, 1), (3, 1, 3, 5, 17, 40)]
+
+
+def _mmp_u(case, dtype, memory_format):
+    n, g, r, c, h, w = case
+    gen = torch.Generator().manual_seed(11)
+    u = torch.randn(n, g * r * c, h, w, generator=gen, dtype=torch.float64).to(dtype)
+    return u.contiguous(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("case", MMP_GPU_CASES, ids=lambda c: "n{}g{}r{}c{}_{}x{}".format(*c))
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("scales", [None, (3, 17)], ids=["default", "s3_17"])
+def test_gpu_multiscale_maxpool_matches_reference(backend, dtype, case, memory_format, scales):
+    n, g, r, c, h, w = case
+    if scales is not None:
+        if r != 2:
+            pytest.skip("custom scales are tested with radix 2")
+    u = _mmp_u(case, dtype, memory_format)
+    leaf = u.cuda().requires_grad_()
+    ys = multiscale_maxpool(leaf, g, r, scales, backend=backend)
+    ref_leaf = u.clone().requires_grad_()
+    rs = multiscale_maxpool_ref(ref_leaf, g, r, scales)  # CPU F.max_pool2d: first maximum wins ties
+    gys = [torch.randn(y.shape, dtype=torch.float64).to(dtype) for y in rs]
+    (gu,) = torch.autograd.grad(ys, leaf, [gy.cuda() for gy in gys])
+    (gr,) = torch.autograd.grad(rs, ref_leaf, gys)
+    for y, ref in zip(ys, rs):
+        assert y.dtype == dtype and torch.equal(y.cpu(), ref)
+        if backend == "cuda" and memory_format == torch.channels_last and h > 1 and w > 1:
+            assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(gu.cpu(), gr)
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_multiscale_maxpool_nan_and_ties(backend):
+    u = torch.ones(1, 8, 33, 35)
+    u[0, 1, 3, 3] = float("nan")
+    u[0, 1, 2, 2] = float("nan")
+    u[0, 2:4] = torch.randint(0, 2, (2, 33, 35), generator=torch.Generator().manual_seed(3)).float()
+    leaf = u.cuda().requires_grad_()
+    ys = multiscale_maxpool(leaf, 2, 2, backend=backend)
+    ref_leaf = u.clone().requires_grad_()
+    rs = multiscale_maxpool_ref(ref_leaf, 2, 2)
+    gys = [torch.randn(y.shape) for y in rs]
+    (gu,) = torch.autograd.grad(ys, leaf, [gy.cuda() for gy in gys])
+    (gr,) = torch.autograd.grad(rs, ref_leaf, gys)
+    for y, ref in zip(ys, rs):
+        assert torch.equal(y.cpu().nan_to_num(), ref.nan_to_num()) and torch.equal(y.cpu().isnan(), ref.isnan())
+    assert torch.equal(gu.cpu(), gr)
+
+
+# (N, D, H, W, groups, r)
+SA_GPU_CASES = sa_cases.CASES + [(2, 32, 67, 65, 4, 4), (1, 16, 33, 40, 2, 2), (4, 8, 128, 96, 1, 3)]
+
+
+@pytest.mark.parametrize("case", SA_GPU_CASES, ids=sa_cases.case_id)
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_split_attention_matches_reference(backend, dtype, case):
+    groups, r = case[4], case[5]
+    inputs = sa_cases.make_inputs(case, dtype)
+    gz = torch.randn(case[:4], generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(dtype)
+    branches, *rest = inputs
+    gpu_inputs = ([b.cuda() for b in branches], *(t.cuda() for t in rest))
+    z, grads = sa_cases.run(lambda b, *a: split_attention(b, *a, groups, backend=backend), gpu_inputs, gz.cuda())
+    ref_z, ref_grads = sa_cases.expected(inputs, groups, gz)
+    assert z.dtype == dtype
+    sa_cases.assert_close(z.cpu(), ref_z, dtype, "z")
+    names = [f"branches[{j}]" for j in range(r)] + list(sa_cases.NAMES)
+    for name, g, e in zip(names, grads, ref_grads):
+        assert g.dtype == dtype, name
+        sa_cases.assert_close(g.cpu(), e, dtype, name)
+
+
+@pytest.mark.parametrize("scales", [(1, 8, 4), (3, 2, 6)], ids=str)
+def test_gpu_split_attention_cuda_custom_scales_and_strides(scales):
+    # Non-power-of-two scales (lcm 6) and channels_last / transposed inputs read in place.
+    case = (2, 8, 29, 31, 2, 3)
+    inputs = sa_cases.make_inputs(case, torch.float32, scales=scales)
+    branches, logits, temp, residual, v = inputs
+    gpu = ([b.cuda().contiguous(memory_format=torch.channels_last) for b in branches], logits.cuda(),
+           temp.reshape(1).cuda(), residual.cuda().contiguous(memory_format=torch.channels_last),
+           v.cuda().transpose(2, 3).contiguous().transpose(2, 3))
+    gz = torch.randn(case[:4], dtype=torch.float32)
+    z, grads = sa_cases.run(lambda b, *a: split_attention(b, *a, 2, scales, backend="cuda"), gpu, gz.cuda())
+    assert z.is_contiguous(memory_format=torch.channels_last)
+    ref_z, ref_grads = sa_cases.expected((branches, logits, temp.reshape(1), residual, v), 2, gz, scales)
+    sa_cases.assert_close(z.cpu(), ref_z, torch.float32, "z")
+    for j, (g, e) in enumerate(zip(grads, ref_grads)):
+        sa_cases.assert_close(g.cpu(), e, torch.float32, f"grad {j}")
+
+
+def test_gpu_split_attention_cuda_deterministic_and_matches_cpp():
+    case = (2, 32, 67, 65, 4, 4)
+    inputs = sa_cases.make_inputs(case, torch.float32, seed=5)
+    branches, *rest = inputs
+    gz = torch.randn(case[:4], generator=torch.Generator().manual_seed(2))
+    gpu_inputs = ([b.cuda() for b in branches], *(t.cuda() for t in rest))
+    runs = [sa_cases.run(lambda b, *a: split_attention(b, *a, 4, backend="cuda"), gpu_inputs, gz.cuda())
+            for _ in range(3)]
+    for other in runs[1:]:
+        assert torch.equal(runs[0][0], other[0])
+        assert all(torch.equal(a, b) for a, b in zip(runs[0][1], other[1])), "grads differ between runs"
+    z_cpp, grads_cpp = sa_cases.run(lambda b, *a: split_attention(b, *a, 4, backend="cpp"), inputs, gz)
+    torch.testing.assert_close(runs[0][0].cpu(), z_cpp, rtol=1e-5, atol=1e-5)
+    for a, b in zip(runs[0][1], grads_cpp):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
+
+
+def test_gpu_split_attention_cuda_refuses_large_lcm():
+    inputs = [t.cuda() if isinstance(t, torch.Tensor) else [b.cuda() for b in t]
+              for t in sa_cases.make_inputs((1, 4, 8, 8, 1, 2), torch.float32, scales=(5, 7))]
+    with pytest.raises(ValueError, match="least common multiple"):
+        split_attention(*inputs, 1, (5, 7), backend="cuda")

@@ -73,3 +73,23 @@ def test_torch_compile():
     x = torch.rand(1, 1, 12, 10)
     compiled = torch.compile(model)
     assert torch.allclose(compiled(x), model(x), atol=1e-5)
+
+
+def test_autocast_bf16_on_cpu():
+    # Under autocast the activations arrive in bf16 while the parameters stay fp32: the
+    # fused ops must take both, as PyTorch's own layers do.
+    from istd_kernels import use_backend
+
+    torch.manual_seed(4)
+    model = LCRNet(channels=(16, 16), depths=(1, 1))
+    x = torch.rand(1, 1, 20, 20)
+    out = {}
+    for name in ("torch", "cpp"):
+        model.zero_grad()
+        with use_backend(name), torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x, return_logits=True)
+        assert y.dtype == torch.bfloat16
+        y.float().square().sum().backward()
+        out[name] = (y.float(), model.init_conv.weight.grad.clone())
+    assert torch.allclose(out["cpp"][0], out["torch"][0], atol=5e-2)
+    assert torch.allclose(out["cpp"][1], out["torch"][1], rtol=0.1, atol=5e-2)

@@ -1,7 +1,8 @@
-"""multiscale_maxpool on the torch and triton backends against the gather + F.max_pool2d reference.
+"""multiscale_maxpool on the torch, cpp and triton backends against the gather + F.max_pool2d reference.
 
 Triton runs under TRITON_INTERPRET=1 (conftest.py) on CPU tensors, fp32/fp16/fp64 (the
-interpreter has no bfloat16). Max pooling only selects values, so forward results and
+interpreter has no bfloat16); the cpp backend also runs fp64 and bf16. The cuda backend is
+tested in test_cuda.py. Max pooling only selects values, so forward results and
 gradients are compared exactly, not within a tolerance.
 """
 
@@ -11,7 +12,8 @@ import torch.nn.functional as F
 
 from istd_kernels.ops.multiscale_maxpool import default_scales, multiscale_maxpool, multiscale_maxpool_ref
 
-BACKENDS = ("torch", "triton")
+BACKENDS = ("torch", "triton", "cpp")
+KERNELS = ("triton", "cpp")
 DTYPES = (torch.float32, torch.float16)
 # (N, groups, radix, c, H, W): odd sizes so every pooled size is ceil'd, a 1x1 map smaller
 # than every window, a 17x3 map with one partial window column.
@@ -53,7 +55,8 @@ def check_against_ref(u, groups, radix, backend, scales=None):
     assert g.dtype == u.dtype and torch.equal(g, gr)
     return ys, g
 
-PARAMS = [(b, d, c) for b in BACKENDS for d in DTYPES for c in CASES]
+PARAMS = ([(b, d, c) for b in BACKENDS for d in DTYPES for c in CASES]
+          + [("cpp", d, c) for d in (torch.float64, torch.bfloat16) for c in CASES])
 
 @pytest.mark.parametrize("backend,dtype,case", PARAMS,
                          ids=[f"{b}-{str(d)[6:]}-{case_id(c)}" for b, d, c in PARAMS])
@@ -76,25 +79,28 @@ def test_equals_written_out_dlc_pooling(backend, case):
     assert len(got) == len(want)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
 
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("scales", [(1, 3), (3, 17), (5, 2)], ids=str)
-def test_custom_scales(scales):
+def test_custom_scales(scales, backend):
     # (3, 17) stores int32 offsets (a 17x17 window has more than 256 cells).
-    check_against_ref(make_u((1, 2, 2, 1, 18, 7), torch.float32), 2, 2, "triton", scales)
+    check_against_ref(make_u((1, 2, 2, 1, 18, 7), torch.float32), 2, 2, backend, scales)
 
-def test_channels_last_and_strided_input():
+@pytest.mark.parametrize("backend", KERNELS)
+def test_channels_last_and_strided_input(backend):
     case = (2, 2, 2, 2, 9, 13)
     u_cl = make_u(case, torch.float32, memory_format=torch.channels_last)
-    ys, g = check_against_ref(u_cl, 2, 2, "triton")
+    ys, g = check_against_ref(u_cl, 2, 2, backend)
     assert all(y.is_contiguous(memory_format=torch.channels_last) for y in ys)
     assert g.is_contiguous(memory_format=torch.channels_last)
     base = make_u((2, 2, 2, 2, 15, 11), torch.float32)
     view = base[:, :, 2:15, 1:10].transpose(2, 3)  # [2, 8, 9, 13], non-contiguous
     assert not view.is_contiguous()
-    check_against_ref(view, 2, 2, "triton")
+    check_against_ref(view, 2, 2, backend)
 
-def test_expanded_grad_and_unused_level():
+@pytest.mark.parametrize("backend", KERNELS)
+def test_expanded_grad_and_unused_level(backend):
     u = make_u((1, 2, 2, 1, 9, 13), torch.float32).requires_grad_()
-    ys = multiscale_maxpool(u, 2, 2, backend="triton")
+    ys = multiscale_maxpool(u, 2, 2, backend=backend)
     ys[1].sum().backward()  # level 0 gets no gradient; level 1's arrives expanded (stride 0)
     ref_u = u.detach().requires_grad_()
     multiscale_maxpool_ref(ref_u, 2, 2)[1].sum().backward()
@@ -153,20 +159,38 @@ def test_nan_and_inf_like_max_pool2d(backend):
     assert torch.equal(g, gr)
     assert g[0, 0, 3, 3] != 0 and g[0, 0, 2, 2] == 0
 
-def test_backward_keeps_offsets_not_u():
-    # The triton path saves one uint8 offset per pooled value; u itself is not kept.
+@pytest.mark.parametrize("backend", KERNELS)
+def test_backward_keeps_offsets_not_u(backend):
+    # The kernel paths save one uint8 offset per pooled value; u itself is not kept.
     u = make_u((1, 1, 2, 2, 9, 13), torch.float32).requires_grad_()
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        multiscale_maxpool(u, 1, 2, backend="triton")
+        multiscale_maxpool(u, 1, 2, backend=backend)
     assert saved and all(t.dtype == torch.uint8 for t in saved)
     assert sum(t.numel() for t in saved) * 1 < u.numel() * u.element_size() / 8
 
-def test_kernel_gradcheck():
+@pytest.mark.parametrize("backend", KERNELS)
+def test_kernel_gradcheck(backend):
     # fast_mode: one random projection instead of a full Jacobian (the interpreter is slow).
     u = make_u((1, 2, 2, 1, 5, 6), torch.float64).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: tuple(multiscale_maxpool(x, 2, 2, backend="triton")), (u,),
+    assert torch.autograd.gradcheck(lambda x: tuple(multiscale_maxpool(x, 2, 2, backend=backend)), (u,),
                                     fast_mode=True)
+
+def test_cpp_deterministic_and_int32_offsets():
+    u = make_u((2, 2, 3, 2, 37, 35), torch.float32)
+    scales = [2, 17, 5]  # 17 > 16: int32 offsets
+    outs = [torch.ops.istd.multiscale_maxpool.default(u, 2, 3, scales, "cpp") for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+    assert all(t.dtype == torch.int32 for t in outs[0][3:])
+    want = torch.ops.istd.multiscale_maxpool.default(u, 2, 3, scales, "torch")
+    assert all(torch.equal(a, b) for a, b in zip(outs[0], want))
+    gys = grads_like(outs[0][:3])
+    gus = [torch.ops.istd.multiscale_maxpool_backward.default(gys, list(outs[0][3:]), 12, 37, 35, 2, 3, scales,
+                                                              False, "cpp") for _ in range(2)]
+    assert torch.equal(gus[0], gus[1])
+    ref = torch.ops.istd.multiscale_maxpool_backward.default(gys, list(want[3:]), 12, 37, 35, 2, 3, scales, False,
+                                                             "torch")
+    assert torch.equal(gus[0], ref)
 
 def test_reference_gradcheck():
     u = make_u((1, 1, 2, 2, 5, 6), torch.float64).requires_grad_()
@@ -227,8 +251,8 @@ def test_bad_input(over, exc, match):
     with pytest.raises(exc, match=match):
         multiscale_maxpool_ref(**args)
 
-def test_unknown_backend_is_refused():
+def test_unrunnable_backend_is_refused():
     from istd_kernels.backend import BackendUnavailableError
 
-    with pytest.raises(BackendUnavailableError, match="cpp"):
-        multiscale_maxpool(torch.randn(1, 4, 4, 4), 1, 2, backend="cpp")
+    with pytest.raises(BackendUnavailableError, match="cuda"):
+        multiscale_maxpool(torch.randn(1, 4, 4, 4), 1, 2, backend="cuda")

@@ -1,8 +1,9 @@
-"""split_attention on the torch and triton backends against the float64 reference, forward and
-every gradient (temperature included), plus the DLCAttention method it replaces.
+"""split_attention on the torch, cpp and triton backends against the float64 reference, forward
+and every gradient (temperature included), plus the DLCAttention method it replaces.
 
 Triton runs under TRITON_INTERPRET=1 (conftest.py): fp32, fp16 and fp64 (the interpreter has
-no bfloat16 arithmetic). Shapes stay tiny: the interpreter runs every program in Python.
+no bfloat16 arithmetic); the cpp backend also runs fp64 and bf16. The cuda backend is tested
+in test_cuda.py. Shapes stay tiny: the interpreter runs every program in Python.
 """
 
 import pytest
@@ -22,11 +23,14 @@ CASES = [
     (2, 16, 9, 13, 4, 2),
     (1, 4, 5, 7, 1, 4),
 ]
-DTYPES = {"torch": [torch.float32, torch.float16], "triton": [torch.float32, torch.float16]}
+DTYPES = {"torch": [torch.float32, torch.float16], "triton": [torch.float32, torch.float16],
+          "cpp": [torch.float32, torch.float64, torch.float16, torch.bfloat16]}
+# The backends that run on CPU tensors here (BACKENDS also lists cuda).
+CPU_BACKENDS = ("torch", "triton", "cpp")
 PARAMS = [(b, dt, c) for b in DTYPES for dt in DTYPES[b] for c in CASES]
 # Relative to the largest magnitude of the expected tensor (float64 reference on the same
 # rounded inputs); half types round the inputs' grads and the result once.
-TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 6e-3}
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 6e-3, torch.bfloat16: 5e-2}
 NAMES = ("logits", "temperature", "residual", "v")
 
 
@@ -93,7 +97,7 @@ def test_matches_reference(backend, dtype, case):
         assert_close(g, e, dtype, name)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_matches_dlc_attention(backend):
     from istd_kernels.nn.dlc import DLCAttention
 
@@ -127,7 +131,7 @@ def test_matches_dlc_attention(backend):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_channels_last_and_strided(backend):
     case = (2, 8, 9, 13, 2, 2)
     branches, logits, temp, residual, v = make_inputs(case, torch.float32)
@@ -145,7 +149,7 @@ def test_channels_last_and_strided(backend):
         assert_close(leaf.grad, e, torch.float32, f"grad {j}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_one_element_temperature_and_custom_scales(backend):
     # temperature of shape [1] gets a [1] gradient; scales other than the default.
     case = (1, 4, 7, 10, 2, 3)
@@ -161,7 +165,7 @@ def test_one_element_temperature_and_custom_scales(backend):
         assert_close(g, e, torch.float32, f"grad {j}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_partial_grads(backend):
     # Only branches[1] and the temperature need grads: the other slots stay None.
     inputs = make_inputs((1, 4, 5, 7, 2, 2), torch.float32)
@@ -195,22 +199,25 @@ def test_reference_gradcheck():
     assert torch.autograd.gradcheck(lambda *t: split_attention_ref(list(t[:2]), *t[2:], 2), branches + rest)
 
 
-def test_triton_gradcheck_float64():
+@pytest.mark.parametrize("backend", ["triton", "cpp"])
+def test_kernel_gradcheck_float64(backend):
     # The kernels accumulate in float64 for float64 inputs, so a full gradcheck applies.
     # Tiny: gradcheck runs the op twice per input element, ~40 elements here.
     inputs = make_inputs((1, 2, 3, 2, 2, 2), torch.float64)
     branches, rest = leaves_of(inputs)
-    assert torch.autograd.gradcheck(lambda *t: split_attention(list(t[:2]), *t[2:], 2, backend="triton"),
+    assert torch.autograd.gradcheck(lambda *t: split_attention(list(t[:2]), *t[2:], 2, backend=backend),
                                     branches + rest)
 
 
-def test_triton_multi_tile_and_deterministic():
+@pytest.mark.parametrize("backend", ["triton", "cpp"])
+def test_kernel_multi_tile_and_deterministic(backend):
     # 17x33 spans 2x2 backward tiles (16x32): footprints of the 1/2 and 1/4 branches end
     # on tile borders, and the 1/16 branch has a row and a column of clipped footprints.
+    # For cpp, 17 rows are 2 bands of 16 (the scales' lcm) rows.
     case = (1, 4, 17, 33, 2, 4)
     inputs = make_inputs(case, torch.float32, seed=5)
     gz = torch.randn(case[:4], generator=torch.Generator().manual_seed(2))
-    runs = [run(lambda b, *a: split_attention(b, *a, 2, backend="triton"), inputs, gz) for _ in range(2)]
+    runs = [run(lambda b, *a: split_attention(b, *a, 2, backend=backend), inputs, gz) for _ in range(2)]
     assert torch.equal(runs[0][0], runs[1][0])
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1])), "grads differ between runs"
     ref_z, ref_grads = expected(inputs, 2, gz)
@@ -219,7 +226,7 @@ def test_triton_multi_tile_and_deterministic():
         assert_close(g, e, torch.float32, f"grad {j}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_empty_batch(backend):
     inputs = make_inputs((0, 4, 5, 7, 2, 2), torch.float32)
     branches, rest = leaves_of(inputs)
@@ -230,21 +237,25 @@ def test_empty_batch(backend):
     assert branches[1].grad.shape == (0, 4, 2, 2)
 
 
-def test_auto_is_torch_on_cpu():
-    assert _backend.select(OP, BACKENDS, torch.device("cpu"), torch.float32, "auto") == "torch"
+def test_auto_on_cpu_is_cpp_when_built():
+    from istd_kernels.extensions import cpu_extension
+
+    want = "cpp" if cpu_extension().available else "torch"
+    assert _backend.select(OP, BACKENDS, torch.device("cpu"), torch.float32, "auto") == want
 
 
-def test_opcheck():
+@pytest.mark.parametrize("backend", ["triton", "cpp"])
+def test_opcheck(backend):
     branches, logits, temp, residual, v = make_inputs((1, 4, 3, 5, 2, 2), torch.float32)
     b = [t.requires_grad_() for t in branches]
     rest = [t.requires_grad_() for t in (logits, temp, residual, v)]
-    torch.library.opcheck(torch.ops.istd.split_attention.default, (b, *rest, 2, [2, 4], "triton"))
+    torch.library.opcheck(torch.ops.istd.split_attention.default, (b, *rest, 2, [2, 4], backend))
     gz = torch.randn(1, 4, 3, 5)
     detached = [t.detach() for t in branches], *(t.detach() for t in rest)
-    torch.library.opcheck(torch.ops.istd.split_attention_backward.default, (gz, *detached, 2, [2, 4], "triton"))
+    torch.library.opcheck(torch.ops.istd.split_attention_backward.default, (gz, *detached, 2, [2, 4], backend))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_torch_compile_fullgraph(backend):
     torch._dynamo.reset()
     branches, logits, temp, residual, v = make_inputs((1, 4, 5, 7, 2, 2), torch.float32)
@@ -272,6 +283,23 @@ def test_triton_limits():
     inputs = make_inputs((1, 4, 4, 4, 1, 2), torch.float32, scales=(3, 2))
     with pytest.raises(ValueError, match="powers of two"):
         split_attention(*inputs, 1, (3, 2), backend="triton")
+
+
+def test_cpp_limits_and_any_integer_scales():
+    inputs = make_inputs((1, 5, 4, 4, 1, 5), torch.float32, scales=(1, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match="at most 4 branches"):
+        split_attention(*inputs, 1, (1, 1, 1, 1, 1), backend="cpp")
+    # Picked automatically, the reference takes over beyond the kernel's limit.
+    split_attention(*inputs, 1, (1, 1, 1, 1, 1), backend="auto")
+    # Any integer scales: the backward's row bands follow the scales' lcm (15 here, 2 bands).
+    case = (2, 4, 23, 11, 2, 2)
+    inputs = make_inputs(case, torch.float64, scales=(3, 5))
+    gz = torch.randn(case[:4], generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    z, grads = run(lambda b, *a: split_attention(b, *a, 2, (3, 5), backend="cpp"), inputs, gz)
+    ref_z, ref_grads = expected(inputs, 2, gz, (3, 5))
+    assert_close(z, ref_z, torch.float64, "z")
+    for j, (g, e) in enumerate(zip(grads, ref_grads)):
+        assert_close(g, e, torch.float64, f"grad {j}")
 
 
 def _good(**over):
@@ -311,7 +339,7 @@ BAD = [
 @pytest.mark.parametrize("over,exc,match", BAD, ids=[m for _, _, m in BAD])
 def test_bad_input(over, exc, match):
     args = _good(**over)
-    for backend in BACKENDS:
+    for backend in CPU_BACKENDS:
         with pytest.raises(exc, match=match):
             split_attention(**args, backend=backend)
     with pytest.raises(exc, match=match):

@@ -12,6 +12,8 @@
 #include "../cpu/depthwise_cpu.h"
 #include "../cpu/hlk_cpu.h"
 #include "../cpu/overlap_cpu.h"
+#include "../cpu/pool_attn_cpu.h"
+#include "pool_attn_binding.h"
 
 
 namespace {
@@ -232,6 +234,127 @@ std::tuple<at::Tensor, at::Tensor> mask_overlap(const at::Tensor& pred, const at
   return std::make_tuple(inter, uni);
 }
 
+// ---------------------------------------------------------------------------------------
+// multiscale_maxpool and split_attention. Half types run through the float kernels: max
+// pooling only selects values (exact either way) and split attention accumulates in float32
+// and rounds once, like the other backends.
+
+std::vector<at::Tensor> mmp_fwd(const at::Tensor& u, int64_t groups, int64_t radix, std::vector<int64_t> scales) {
+  check_cpu_float(u, "u");
+  TORCH_CHECK(u.dim() == 4, "istd _C: u must be 4-D [N, D, H, W], got ", u.sizes());
+  const istd::MmpGeometry g =
+      istd_binding::mmp_geometry("istd _C", u.size(0), u.size(1), u.size(2), u.size(3), groups, radix, scales);
+  const at::Tensor uc = compute_view(u);
+  std::vector<at::Tensor> outs = istd_binding::mmp_alloc_fwd(uc, g, scales);
+  if (u.numel() > 0) {
+    const std::vector<at::Tensor> ys(outs.begin(), outs.begin() + radix), idx(outs.begin() + radix, outs.end());
+    const std::vector<istd::MmpLevel> levels = istd_binding::mmp_levels(ys, idx, scales);
+    const bool u8 = istd_binding::mmp_index_type(scales) == at::kByte;
+    AT_DISPATCH_FLOATING_TYPES(uc.scalar_type(), "istd_mmp_fwd_cpu", [&] {
+      if (u8)
+        istd::cpu::mmp_forward<scalar_t, uint8_t>(uc.data_ptr<scalar_t>(), strides_of(uc), g, levels.data());
+      else
+        istd::cpu::mmp_forward<scalar_t, int32_t>(uc.data_ptr<scalar_t>(), strides_of(uc), g, levels.data());
+    });
+  }
+  if (uc.scalar_type() != u.scalar_type())
+    for (int64_t j = 0; j < radix; ++j) outs[j] = outs[j].to(u.scalar_type());
+  return outs;
+}
+
+at::Tensor mmp_bwd(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& indices, int64_t D, int64_t H,
+                   int64_t W, int64_t groups, int64_t radix, std::vector<int64_t> scales, bool channels_last) {
+  TORCH_CHECK(!grads.empty(), "istd _C: mmp_bwd needs at least one level gradient");
+  for (const at::Tensor& g : grads) check_cpu_float(g, "grads");
+  const istd::MmpGeometry g =
+      istd_binding::mmp_geometry("istd _C", grads[0].size(0), D, H, W, groups, radix, scales);
+  istd_binding::mmp_check_backward("istd _C", grads, indices, g, scales);
+  std::vector<at::Tensor> gc;
+  for (const at::Tensor& t : grads) gc.push_back(compute_view(t));
+  const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor gu = at::empty({g.N, D, H, W}, gc[0].options().memory_format(fmt));
+  if (gu.numel() > 0) {
+    const std::vector<istd::MmpLevel> levels = istd_binding::mmp_levels(gc, indices, scales);
+    const bool u8 = indices[0].scalar_type() == at::kByte;
+    AT_DISPATCH_FLOATING_TYPES(gu.scalar_type(), "istd_mmp_bwd_cpu", [&] {
+      if (u8)
+        istd::cpu::mmp_backward<scalar_t, uint8_t>(levels.data(), g, gu.data_ptr<scalar_t>(), strides_of(gu));
+      else
+        istd::cpu::mmp_backward<scalar_t, int32_t>(levels.data(), g, gu.data_ptr<scalar_t>(), strides_of(gu));
+    });
+  }
+  return gu.scalar_type() == grads[0].scalar_type() ? gu : gu.to(grads[0].scalar_type());
+}
+
+void check_sa_cpu(const std::vector<at::Tensor>& branches, const at::Tensor& logits, const at::Tensor& temperature,
+                  const at::Tensor& residual, const at::Tensor& v) {
+  check_cpu_float(residual, "residual");
+  for (const at::Tensor* t : {&logits, &temperature, &v}) {
+    check_cpu_float(*t, "split attention input");
+    TORCH_CHECK(t->scalar_type() == residual.scalar_type(), "istd _C: split attention inputs differ in dtype");
+  }
+  for (const at::Tensor& b : branches) {
+    check_cpu_float(b, "branches");
+    TORCH_CHECK(b.scalar_type() == residual.scalar_type(), "istd _C: split attention inputs differ in dtype");
+  }
+}
+
+at::Tensor split_attn_fwd(const std::vector<at::Tensor>& branches, const at::Tensor& logits,
+                          const at::Tensor& temperature, const at::Tensor& residual, const at::Tensor& v,
+                          int64_t groups, std::vector<int64_t> scales) {
+  check_sa_cpu(branches, logits, temperature, residual, v);
+  const istd::SaGeometry g =
+      istd_binding::sa_geometry("istd _C", branches, logits, temperature, residual, v, groups, scales);
+  std::vector<at::Tensor> bc;
+  for (const at::Tensor& b : branches) bc.push_back(compute_view(b));
+  const at::Tensor lc = compute_view(logits), tc = compute_view(temperature), rc = compute_view(residual),
+                   vc = compute_view(v);
+  at::Tensor z = at::empty(residual.sizes(), rc.options().memory_format(istd_binding::output_memory_format(residual)));
+  if (z.numel() > 0) {
+    const istd::SaInputs in = istd_binding::sa_inputs(bc, lc, tc, rc, vc);
+    AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "istd_split_attn_fwd_cpu", [&] {
+      istd::cpu::sa_forward<scalar_t>(in, z.data_ptr<scalar_t>(), strides_of(z), g);
+    });
+  }
+  return z.scalar_type() == residual.scalar_type() ? z : z.to(residual.scalar_type());
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tensor> split_attn_bwd(
+    const at::Tensor& grad_z, const std::vector<at::Tensor>& branches, const at::Tensor& logits,
+    const at::Tensor& temperature, const at::Tensor& residual, const at::Tensor& v, int64_t groups,
+    std::vector<int64_t> scales) {
+  check_sa_cpu(branches, logits, temperature, residual, v);
+  check_cpu_float(grad_z, "grad_z");
+  TORCH_CHECK(grad_z.scalar_type() == residual.scalar_type() && grad_z.sizes() == residual.sizes(),
+              "istd _C: grad_z must match residual in shape and dtype");
+  const istd::SaGeometry g =
+      istd_binding::sa_geometry("istd _C", branches, logits, temperature, residual, v, groups, scales);
+  std::vector<at::Tensor> bc;
+  for (const at::Tensor& b : branches) bc.push_back(compute_view(b));
+  const at::Tensor lc = compute_view(logits), tc = compute_view(temperature), rc = compute_view(residual),
+                   vc = compute_view(v), gzc = compute_view(grad_z);
+  const auto opts = rc.options();
+  std::vector<at::Tensor> gbs;
+  for (const at::Tensor& b : branches) gbs.push_back(at::empty(b.sizes(), opts));
+  at::Tensor glg = at::empty(logits.sizes(), opts), gres = at::empty(residual.sizes(), opts),
+             gv = at::empty(v.sizes(), opts), gt = at::zeros({}, opts);
+  if (residual.numel() > 0) {
+    const istd::SaInputs in = istd_binding::sa_inputs(bc, lc, tc, rc, vc);
+    const istd::SaGrads out = istd_binding::sa_grads(gbs, glg, gres, gv);
+    AT_DISPATCH_FLOATING_TYPES(gres.scalar_type(), "istd_split_attn_bwd_cpu", [&] {
+      const scalar_t t = istd::cpu::sa_backward<scalar_t>(gzc.data_ptr<scalar_t>(), strides_of(gzc), in, out, g);
+      gt.fill_(t);
+    });
+  } else {
+    for (at::Tensor& b : gbs) b.zero_();
+    glg.zero_();
+  }
+  const auto dt = residual.scalar_type();
+  const auto back = [dt](const at::Tensor& t) { return t.scalar_type() == dt ? t : t.to(dt); };
+  for (at::Tensor& b : gbs) b = back(b);
+  return std::make_tuple(gbs, back(glg), back(gt).reshape(temperature.sizes()), back(gres), back(gv));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -256,4 +379,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("component_stats", &component_stats,
         "Area, centroid and bbox ([N, M], [N, M, 2], [N, M, 4]) of int32 labels with values in [0, M]",
         py::arg("labels"), py::arg("M"));
+  m.def("mmp_fwd", &mmp_fwd, "multiscale_maxpool forward: radix levels, then their window offsets", py::arg("u"),
+        py::arg("groups"), py::arg("radix"), py::arg("scales"));
+  m.def("mmp_bwd", &mmp_bwd, "multiscale_maxpool backward: grad_u from level grads and window offsets",
+        py::arg("grads"), py::arg("indices"), py::arg("D"), py::arg("H"), py::arg("W"), py::arg("groups"),
+        py::arg("radix"), py::arg("scales"), py::arg("channels_last"));
+  m.def("split_attn_fwd", &split_attn_fwd, "split attention + SiLU gate forward", py::arg("branches"),
+        py::arg("logits"), py::arg("temperature"), py::arg("residual"), py::arg("v"), py::arg("groups"),
+        py::arg("scales"));
+  m.def("split_attn_bwd", &split_attn_bwd,
+        "split attention backward: (grad_branches, grad_logits, grad_temperature, grad_residual, grad_v)",
+        py::arg("grad_z"), py::arg("branches"), py::arg("logits"), py::arg("temperature"), py::arg("residual"),
+        py::arg("v"), py::arg("groups"), py::arg("scales"));
 }

@@ -10,6 +10,8 @@
 #include "istd/components_cuda.h"
 #include "istd/depthwise_cuda.h"
 #include "istd/hlk_cuda.h"
+#include "istd/pool_attn_cuda.h"
+#include "pool_attn_binding.h"
 
 
 namespace {
@@ -183,6 +185,101 @@ std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, 
   return std::make_tuple(labels, counts);
 }
 
+// ---------------------------------------------------------------------------------------
+// multiscale_maxpool and split_attention.
+
+std::vector<at::Tensor> mmp_fwd(const at::Tensor& u, int64_t groups, int64_t radix, std::vector<int64_t> scales,
+                                int64_t stream) {
+  check_cuda(u, "u", u);
+  TORCH_CHECK(u.dim() == 4, "istd _cuda: u must be 4-D [N, D, H, W], got ", u.sizes());
+  const istd::MmpGeometry g =
+      istd_binding::mmp_geometry("istd _cuda", u.size(0), u.size(1), u.size(2), u.size(3), groups, radix, scales);
+  std::vector<at::Tensor> outs = istd_binding::mmp_alloc_fwd(u, g, scales);
+  if (u.numel() == 0) return outs;
+  const std::vector<at::Tensor> ys(outs.begin(), outs.begin() + radix), idx(outs.begin() + radix, outs.end());
+  const std::vector<istd::MmpLevel> levels = istd_binding::mmp_levels(ys, idx, scales);
+  check_launch(istd_mmp_fwd_cuda(dtype_of(u), istd_binding::mmp_index_type(scales) == at::kByte, u.data_ptr(),
+                                 strides_of(u), g, levels.data(), as_stream(stream)),
+               "multiscale_maxpool forward");
+  return outs;
+}
+
+at::Tensor mmp_bwd(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& indices, int64_t D, int64_t H,
+                   int64_t W, int64_t groups, int64_t radix, std::vector<int64_t> scales, bool channels_last,
+                   int64_t stream) {
+  TORCH_CHECK(!grads.empty(), "istd _cuda: mmp_bwd needs at least one level gradient");
+  for (const at::Tensor& t : grads) check_cuda(t, "grads", grads[0]);
+  const istd::MmpGeometry g =
+      istd_binding::mmp_geometry("istd _cuda", grads[0].size(0), D, H, W, groups, radix, scales);
+  istd_binding::mmp_check_backward("istd _cuda", grads, indices, g, scales);
+  const auto fmt = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor gu = at::empty({g.N, D, H, W}, grads[0].options().memory_format(fmt));
+  if (gu.numel() == 0) return gu;
+  const std::vector<istd::MmpLevel> levels = istd_binding::mmp_levels(grads, indices, scales);
+  check_launch(istd_mmp_bwd_cuda(dtype_of(gu), indices[0].scalar_type() == at::kByte, levels.data(), g,
+                                 gu.data_ptr(), strides_of(gu), as_stream(stream)),
+               "multiscale_maxpool backward");
+  return gu;
+}
+
+void check_sa_cuda(const std::vector<at::Tensor>& branches, const at::Tensor& logits, const at::Tensor& temperature,
+                   const at::Tensor& residual, const at::Tensor& v) {
+  check_cuda(residual, "residual", residual);
+  check_cuda(logits, "logits", residual);
+  check_cuda(temperature, "temperature", residual);
+  check_cuda(v, "v", residual);
+  for (const at::Tensor& b : branches) check_cuda(b, "branches", residual);
+}
+
+at::Tensor split_attn_fwd(const std::vector<at::Tensor>& branches, const at::Tensor& logits,
+                          const at::Tensor& temperature, const at::Tensor& residual, const at::Tensor& v,
+                          int64_t groups, std::vector<int64_t> scales, int64_t stream) {
+  check_sa_cuda(branches, logits, temperature, residual, v);
+  const istd::SaGeometry g =
+      istd_binding::sa_geometry("istd _cuda", branches, logits, temperature, residual, v, groups, scales);
+  at::Tensor z =
+      at::empty(residual.sizes(), residual.options().memory_format(istd_binding::output_memory_format(residual)));
+  if (z.numel() == 0) return z;
+  const istd::SaInputs in = istd_binding::sa_inputs(branches, logits, temperature, residual, v);
+  check_launch(istd_split_attn_fwd_cuda(dtype_of(residual), in, z.data_ptr(), strides_of(z), g, as_stream(stream)),
+               "split attention forward");
+  return z;
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tensor> split_attn_bwd(
+    const at::Tensor& grad_z, const std::vector<at::Tensor>& branches, const at::Tensor& logits,
+    const at::Tensor& temperature, const at::Tensor& residual, const at::Tensor& v, int64_t groups,
+    std::vector<int64_t> scales, int64_t stream) {
+  check_sa_cuda(branches, logits, temperature, residual, v);
+  check_cuda(grad_z, "grad_z", residual);
+  TORCH_CHECK(grad_z.sizes() == residual.sizes(), "istd _cuda: grad_z must have residual's shape");
+  const istd::SaGeometry g =
+      istd_binding::sa_geometry("istd _cuda", branches, logits, temperature, residual, v, groups, scales);
+  const auto opts = residual.options();
+  std::vector<at::Tensor> gbs;
+  for (const at::Tensor& b : branches) gbs.push_back(at::empty(b.sizes(), opts));
+  at::Tensor glg = at::empty(logits.sizes(), opts), gres = at::empty(residual.sizes(), opts),
+             gv = at::empty(v.sizes(), opts), gt = at::empty(temperature.sizes(), opts);
+  if (residual.numel() == 0) {
+    for (at::Tensor& b : gbs) b.zero_();
+    glg.zero_();
+    gt.zero_();
+    return std::make_tuple(gbs, glg, gt, gres, gv);
+  }
+  const size_t elems = istd_split_attn_bwd_workspace_elems(g);
+  TORCH_CHECK(elems > 0, "istd _cuda: split attention backward cannot tile scales ", at::IntArrayRef(scales),
+              " (their least common multiple must be <= 32)");
+  // Allocated through PyTorch so that it comes from (and returns to) the caching allocator.
+  const auto acc = residual.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor ws = at::empty({static_cast<int64_t>(elems)}, opts.dtype(acc));
+  const istd::SaInputs in = istd_binding::sa_inputs(branches, logits, temperature, residual, v);
+  const istd::SaGrads out = istd_binding::sa_grads(gbs, glg, gres, gv);
+  check_launch(istd_split_attn_bwd_cuda(dtype_of(residual), grad_z.data_ptr(), strides_of(grad_z), in, out,
+                                        gt.data_ptr(), g, ws.data_ptr(), elems, as_stream(stream)),
+               "split attention backward");
+  return std::make_tuple(gbs, glg, gt, gres, gv);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -203,4 +300,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("connected_components", &connected_components,
         "Connected-component labels (int32 [N, H, W]) and counts (int64 [N]) of a 0/1 uint8 mask",
         py::arg("mask"), py::arg("connectivity"), py::arg("stream"));
+  m.def("mmp_fwd", &mmp_fwd, "multiscale_maxpool forward: radix levels, then their window offsets", py::arg("u"),
+        py::arg("groups"), py::arg("radix"), py::arg("scales"), py::arg("stream"));
+  m.def("mmp_bwd", &mmp_bwd, "multiscale_maxpool backward: grad_u from level grads and window offsets",
+        py::arg("grads"), py::arg("indices"), py::arg("D"), py::arg("H"), py::arg("W"), py::arg("groups"),
+        py::arg("radix"), py::arg("scales"), py::arg("channels_last"), py::arg("stream"));
+  m.def("split_attn_fwd", &split_attn_fwd, "split attention + SiLU gate forward", py::arg("branches"),
+        py::arg("logits"), py::arg("temperature"), py::arg("residual"), py::arg("v"), py::arg("groups"),
+        py::arg("scales"), py::arg("stream"));
+  m.def("split_attn_bwd", &split_attn_bwd,
+        "split attention backward: (grad_branches, grad_logits, grad_temperature, grad_residual, grad_v)",
+        py::arg("grad_z"), py::arg("branches"), py::arg("logits"), py::arg("temperature"), py::arg("residual"),
+        py::arg("v"), py::arg("groups"), py::arg("scales"), py::arg("stream"));
 }

@@ -80,3 +80,24 @@ def unaliased(outputs, inputs):
             seen.add(ptr)
         out.append(t)
     return out
+
+
+def autocast_cast(like: object, *tensors):
+    """``tensors`` cast to the autocast dtype of ``like``'s device when autocast is on there.
+
+    Done before the argument checks, so that under autocast an op accepts what its neighbours
+    hand it (activations already in bf16, parameters still in fp32), as PyTorch's own ops do.
+    Non-tensors, None and non-floating tensors pass through for the checks to judge.
+    """
+    if not isinstance(like, torch.Tensor) or not torch.is_autocast_enabled(like.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(like.device.type)
+
+    def cast(t):
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            return t.to(dtype)
+        if isinstance(t, (list, tuple)):
+            return type(t)(cast(b) for b in t)
+        return t
+
+    return tuple(cast(t) for t in tensors)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import backend as _backend
 from ..extensions import cpu_extension, cuda_extension
-from ._checks import as_pair, check_same, check_tensor, output_memory_format
+from ._checks import as_pair, autocast_cast, check_same, check_tensor, output_memory_format
 
 OP = "istd.depthwise_conv2d"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
@@ -236,11 +236,8 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
         ``[N, C, Ho, Wo]`` in ``x.dtype`` (float32 accumulation for half types), channels_last
         if ``x`` is. Under autocast the inputs are cast to the autocast dtype first.
     """
+    x, weight, bias = autocast_cast(x, x, weight, bias)
     stride, padding, dilation = _check(x, weight, bias, stride, padding, dilation)
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
     name = _backend.select(OP, BACKENDS, x.device, x.dtype, backend)
     if name == "torch":
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups=x.shape[1])

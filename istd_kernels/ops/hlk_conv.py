@@ -29,7 +29,7 @@ from torch import Tensor
 from .. import backend as _backend
 from ..extensions import cpu_extension, cuda_extension
 from . import depthwise as _dw
-from ._checks import check_same, check_tensor, output_memory_format, unaliased
+from ._checks import autocast_cast, check_same, check_tensor, output_memory_format, unaliased
 
 OP = "istd.hlk_conv"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
@@ -351,11 +351,8 @@ def hlk_conv(x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Option
         ``d`` kept in float32 on the kernel backends), channels_last if ``x`` is. Training
         saves only ``x`` and the weights for the backward.
     """
+    x, w0, b0, w1, b1, w_pw, b_pw = autocast_cast(x, x, w0, b0, w1, b1, w_pw, b_pw)
     _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
-        x, w0, w1, w_pw = (t.to(dtype) for t in (x, w0, w1, w_pw))
-        b0, b1, b_pw = (None if t is None else t.to(dtype) for t in (b0, b1, b_pw))
     name = _backend.select(OP, BACKENDS, x.device, x.dtype, backend)
     if name == "torch":
         return _torch_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)

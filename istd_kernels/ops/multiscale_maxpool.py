@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import backend as _backend
+from ..extensions import cpu_extension, cuda_extension
 from ._checks import check_tensor, output_memory_format
 
 OP = "istd.multiscale_maxpool"
-BACKENDS = ("torch", "triton")
+BACKENDS = ("torch", "cpp", "cuda", "triton")
 #: Window offsets are stored as int32 at worst: s*s must stay far below 2**31.
 MAX_SCALE = 1 << 15
 
@@ -145,6 +146,13 @@ def _torch_bwd(grads: Sequence[Tensor], indices: Sequence[Tensor], d: int, h: in
 # Custom ops.
 
 
+def _cuda_call(fn, *args):
+    # The launchers run on the caller's current stream of the tensors' device.
+    device = args[0].device if isinstance(args[0], Tensor) else args[0][0].device
+    with torch.cuda.device(device):
+        return fn(*args, torch.cuda.current_stream(device).cuda_stream)
+
+
 @torch.library.custom_op("istd::multiscale_maxpool", mutates_args=())
 def _mmp_op(u: Tensor, groups: int, radix: int, scales: List[int], backend: str) -> List[Tensor]:
     """``radix`` pooled levels, then their ``radix`` window-offset tensors (for the backward)."""
@@ -152,6 +160,10 @@ def _mmp_op(u: Tensor, groups: int, radix: int, scales: List[int], backend: str)
         from ..triton import multiscale_maxpool as tk
 
         return tk.mmp_fwd(u, groups, radix, scales)
+    if backend == "cpp":
+        return cpu_extension().module.mmp_fwd(u, groups, radix, list(scales))
+    if backend == "cuda":
+        return _cuda_call(cuda_extension().module.mmp_fwd, u, groups, radix, list(scales))
     return _torch_fwd(u, groups, radix, scales)
 
 
@@ -175,6 +187,12 @@ def _mmp_backward_op(grads: List[Tensor], indices: List[Tensor], d: int, h: int,
         from ..triton import multiscale_maxpool as tk
 
         return tk.mmp_bwd(grads, indices, d, h, w, groups, radix, scales, fmt)
+    if backend == "cpp":
+        return cpu_extension().module.mmp_bwd(list(grads), list(indices), d, h, w, groups, radix, list(scales),
+                                              channels_last)
+    if backend == "cuda":
+        return _cuda_call(cuda_extension().module.mmp_bwd, list(grads), list(indices), d, h, w, groups, radix,
+                          list(scales), channels_last)
     return _torch_bwd(grads, indices, d, h, w, groups, radix, scales, fmt)
 
 
@@ -212,20 +230,21 @@ def multiscale_maxpool(u: Tensor, groups: int, radix: int, scales: Optional[Sequ
     """Max-pool every DLC branch of ``u`` at its own scale, all levels from one read of ``u``.
 
     Args:
-        u: ``[N, D, H, W]``, float16/bfloat16/float32/float64, any memory layout (the Triton
-            kernels read it in place through its strides). ``D = groups * radix * c`` and
-            ``u`` is group-major: channel ``(k*radix + j)*c + i`` is channel ``i`` of branch
+        u: ``[N, D, H, W]``, float16/bfloat16/float32/float64, any memory layout (the cpp,
+            cuda and Triton kernels read it in place through its strides).
+            ``D = groups * radix * c`` and ``u`` is group-major: channel ``(k*radix + j)*c + i`` is channel ``i`` of branch
             ``j`` of group ``k``.
         groups: int >= 1. radix: int >= 1.
         scales: ``radix`` ints >= 1, one per branch; default ``(2, 4, ..., 2**radix)``.
-        backend: ``"torch"``, ``"triton"``, ``"auto"`` or None (see :mod:`istd_kernels.backend`).
+        backend: ``"torch"``, ``"cpp"``, ``"cuda"``, ``"triton"``, ``"auto"`` or None (see
+            :mod:`istd_kernels.backend`).
 
     Returns:
         ``radix`` tensors; entry ``j`` is ``[N, groups*c, ceil(H/s_j), ceil(W/s_j)]`` in
         ``u.dtype``, radix-major inside (channel ``k*c + i`` is channel ``i`` of branch ``j``
         of group ``k``): the max over each ``s_j x s_j`` window, windows clipped at the
-        bottom/right edge (``F.max_pool2d(kernel=s, stride=s, ceil_mode=True)``). The Triton
-        backend returns channels_last levels for a channels_last ``u``. Backward: each
+        bottom/right edge (``F.max_pool2d(kernel=s, stride=s, ceil_mode=True)``). The cpp, cuda
+        and Triton backends return channels_last levels for a channels_last ``u``. Backward: each
         gradient goes to its window's argmax (first of equal maxima in row-major order; a
         NaN wins and propagates, the last NaN of the window), as ``F.max_pool2d`` on CPU.
     """

@@ -25,11 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import math
+
 from .. import backend as _backend
-from ._checks import check_same, check_tensor, output_memory_format
+from ..extensions import cpu_extension, cuda_extension
+from ._checks import autocast_cast, check_same, check_tensor, output_memory_format
 
 OP = "istd.split_attention"
-BACKENDS = ("torch", "triton")
+BACKENDS = ("torch", "cpp", "cuda", "triton")
+#: Branches the cpp and cuda kernels handle (per-branch state lives in fixed-size arrays).
+MAX_KERNEL_BRANCHES = 4
+#: The cuda backward tiles 32x32-ish blocks whose sides are multiples of every scale, so
+#: each low-res footprint lies in one block: the scales' lcm must not exceed this.
+CUDA_MAX_LCM = 32
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -130,11 +138,38 @@ def split_attention_ref(branches: Sequence[Tensor], logits: Tensor, temperature:
 # Kernel dispatch.
 
 
+def check_kernel_args(backend: str, r: int, scales) -> None:
+    """Raise ValueError unless ``backend`` (cpp or cuda) handles ``r`` branches at ``scales``."""
+    if r > MAX_KERNEL_BRANCHES:
+        raise ValueError(f"the {backend} backend of split_attention supports at most {MAX_KERNEL_BRANCHES} branches "
+                         f"(len(branches) <= {MAX_KERNEL_BRANCHES}); got {r}. Use backend='torch'")
+    if backend == "cuda":
+        lcm = 1
+        for s in scales:
+            lcm = lcm * s // math.gcd(lcm, s)
+        if lcm > CUDA_MAX_LCM:
+            raise ValueError(f"the cuda backend of split_attention needs scales whose least common multiple is "
+                             f"<= {CUDA_MAX_LCM} (its backward tiles by it); got scales={tuple(scales)}. "
+                             "Use backend='cpp' on CPU tensors or backend='torch'")
+
+
+def _cuda_call(fn, *args):
+    # The launchers run on the caller's current stream of the tensors' device.
+    device = args[0].device if isinstance(args[0], Tensor) else args[0][0].device
+    with torch.cuda.device(device):
+        return fn(*args, torch.cuda.current_stream(device).cuda_stream)
+
+
 def _forward(backend: str, branches, logits, temperature, residual, v, groups, scales) -> Tensor:
     if backend == "triton":
         from ..triton import split_attention as tk
 
         return tk.split_attention_fwd(branches, logits, temperature, residual, v, groups, scales)
+    if backend in ("cpp", "cuda"):
+        args = (list(branches), logits, temperature, residual, v, groups, list(scales))
+        if backend == "cpp":
+            return cpu_extension().module.split_attn_fwd(*args)
+        return _cuda_call(cuda_extension().module.split_attn_fwd, *args)
     with torch.no_grad():
         return split_attention_ref(branches, logits, temperature, residual, v, groups, scales)
 
@@ -145,6 +180,13 @@ def _backward_kernels(backend: str, grad_z, branches, logits, temperature, resid
         from ..triton import split_attention as tk
 
         return tk.split_attention_bwd(grad_z, branches, logits, temperature, residual, v, groups, scales)
+    if backend in ("cpp", "cuda"):
+        args = (grad_z, list(branches), logits, temperature, residual, v, groups, list(scales))
+        if backend == "cpp":
+            gbs, glg, gt, gres, gv = cpu_extension().module.split_attn_bwd(*args)
+        else:
+            gbs, glg, gt, gres, gv = _cuda_call(cuda_extension().module.split_attn_bwd, *args)
+        return list(gbs), glg, gt, gres, gv
     # "torch": autograd through the reference (recomputes A like the kernel does).
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_() for t in (*branches, logits, temperature, residual, v)]
@@ -228,26 +270,36 @@ def split_attention(branches: Sequence[Tensor], logits: Tensor, temperature: Ten
         residual: ``[N, D, H, W]``, added after the weighted sum. ``v``: ``[N, D, H, W]``.
         groups: int dividing ``D``.
         scales: ``r`` ints >= 1, default ``(2, 4, ..., 2**r)``. The triton backend needs
-            ``r <= 4`` and power-of-two scales ``<= 32`` (ValueError otherwise).
-        backend: ``"torch"``, ``"triton"``, ``"auto"`` or None (see :mod:`istd_kernels.backend`;
-            ``auto`` runs torch on CPU tensors).
+            ``r <= 4`` and power-of-two scales ``<= 32``, the cuda backend ``r <= 4`` and
+            scales whose least common multiple is ``<= 32``, the cpp backend ``r <= 4``
+            (ValueError otherwise).
+        backend: ``"torch"``, ``"cpp"``, ``"cuda"``, ``"triton"``, ``"auto"`` or None (see
+            :mod:`istd_kernels.backend`; ``auto`` runs cpp, else torch, on CPU tensors).
 
     All tensors share one float dtype (float16/bfloat16/float32/float64) and device, any
-    layout (the triton backend copies non-contiguous inputs to contiguous NCHW).
+    layout (the triton backend copies non-contiguous inputs to contiguous NCHW; the cpp and
+    cuda kernels read them in place through their strides).
 
     Returns:
         ``[N, D, H, W]`` in the input dtype (float32 accumulation for half types),
         channels_last if ``residual`` is. Training saves only the inputs.
     """
+    branches, logits, temperature, residual, v = autocast_cast(residual, branches, logits, temperature, residual, v)
     _, scales = _check(branches, logits, temperature, residual, v, groups, scales)
-    if torch.is_autocast_enabled(residual.device.type):
-        dtype = torch.get_autocast_dtype(residual.device.type)
-        branches = [b.to(dtype) for b in branches]
-        logits, temperature, residual, v = (t.to(dtype) for t in (logits, temperature, residual, v))
     name = _backend.select(OP, BACKENDS, residual.device, residual.dtype, backend)
     if name == "torch":
         return split_attention_ref(list(branches), logits, temperature, residual, v, groups, scales)
-    from ..triton.split_attention import check_triton_args
+    if name == "triton":
+        from ..triton.split_attention import check_triton_args
 
-    check_triton_args(len(branches), scales)
+        check_triton_args(len(branches), scales)
+    else:
+        try:
+            check_kernel_args(name, len(branches), scales)
+        except ValueError:
+            # Named explicitly, the limit is an error; picked automatically, the reference
+            # still computes the op.
+            if _backend.requested(backend) == name:
+                raise
+            return split_attention_ref(list(branches), logits, temperature, residual, v, groups, scales)
     return _sa_op(list(branches), logits, temperature, residual, v, groups, list(scales), name)

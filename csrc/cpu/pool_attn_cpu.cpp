@@ -1,0 +1,233 @@
+// CPU multiscale_maxpool and split_attention. The per-element arithmetic is in
+// istd/pool_attn_core.h, shared with the CUDA kernels; this file only decides the loop
+// order and the split into OpenMP tasks.
+#include "pool_attn_cpu.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <algorithm>
+#include <vector>
+
+namespace istd {
+namespace cpu {
+namespace {
+
+template <typename T>
+ISTD_INLINE const T* at4(const void* base, const Strides4& s, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return static_cast<const T*>(base) + n * s.n + c * s.c + h * s.h + w * s.w;
+}
+template <typename T>
+ISTD_INLINE T* at4w(void* base, const Strides4& s, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return static_cast<T*>(base) + n * s.n + c * s.c + h * s.h + w * s.w;
+}
+
+template <int R, typename T>
+void sa_forward_r(const SaInputs& in, T* z, Strides4 zs, const SaGeometry& g) {
+  const int64_t N = g.N, G = g.G, H = g.H, W = g.W, Dg = g.D / g.G;
+  const T inv_t = T(1) / *static_cast<const T*>(in.temperature);
+  const int64_t rows = N * G * H;
+#pragma omp parallel
+  {
+    // The row's softmax weights, computed once and reused by every channel of the group.
+    std::vector<T> wbuf(static_cast<size_t>(R * W));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < rows; ++t) {
+      const int64_t y = t % H, nk = t / H, k = nk % G, n = nk / G;
+      for (int64_t x = 0; x < W; ++x) {
+        T e[R], w[R];
+        const auto logit = [&](int j) { return *at4<T>(in.logits, in.logits_s, n, k * R + j, y, x); };
+        sa_softmax<R, T>(logit, inv_t, e, w);
+        for (int j = 0; j < R; ++j) wbuf[j * W + x] = w[j];
+      }
+      for (int64_t ci = 0; ci < Dg; ++ci) {
+        const int64_t c = k * Dg + ci;
+        for (int64_t x = 0; x < W; ++x) {
+          T w[R], up[R];
+          for (int j = 0; j < R; ++j) {
+            w[j] = wbuf[j * W + x];
+            up[j] = *at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], x / g.scales[j]);
+          }
+          const T a = sa_combine<R, T>(*at4<T>(in.residual, in.residual_s, n, c, y, x), w, up);
+          z[n * zs.n + c * zs.c + y * zs.h + x * zs.w] = sa_gate<T>(a, *at4<T>(in.v, in.v_s, n, c, y, x));
+        }
+      }
+    }
+  }
+}
+
+// Rows per backward task: a multiple of every scale (so tasks own whole footprints), or
+// the whole height when the scales' lcm reaches it.
+int64_t sa_band_rows(const SaGeometry& g) {
+  const int64_t l = scales_lcm(g.scales, g.R, g.H);
+  if (l >= g.H) return g.H;
+  return l * ((8 + l - 1) / l);
+}
+
+template <int R, typename T>
+T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& out, const SaGeometry& g) {
+  const int64_t N = g.N, G = g.G, H = g.H, W = g.W, Dg = g.D / g.G;
+  const T inv_t = T(1) / *static_cast<const T*>(in.temperature);
+  const int64_t band = sa_band_rows(g);
+  const int64_t bands = (H + band - 1) / band;
+  const int64_t tasks = N * G * bands;
+  std::vector<T> partial(static_cast<size_t>(tasks));
+#pragma omp parallel
+  {
+    const size_t px = static_cast<size_t>(band * W);
+    std::vector<T> wbuf(R * px), gwbuf(R * px), gabuf(px);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t b = t % bands, nk = t / bands, k = nk % G, n = nk / G;
+      const int64_t y0 = b * band, y1 = std::min(H, y0 + band);
+      const auto logit_at = [&](int64_t y, int64_t x) {
+        return [&in, n, k, y, x](int j) { return *at4<T>(in.logits, in.logits_s, n, k * R + j, y, x); };
+      };
+      for (int64_t y = y0; y < y1; ++y)
+        for (int64_t x = 0; x < W; ++x) {
+          T e[R], w[R];
+          sa_softmax<R, T>(logit_at(y, x), inv_t, e, w);
+          const size_t p = static_cast<size_t>((y - y0) * W + x);
+          for (int j = 0; j < R; ++j) {
+            wbuf[j * px + p] = w[j];
+            gwbuf[j * px + p] = T(0);
+          }
+        }
+      for (int64_t ci = 0; ci < Dg; ++ci) {
+        const int64_t c = k * Dg + ci;
+        for (int64_t y = y0; y < y1; ++y)
+          for (int64_t x = 0; x < W; ++x) {
+            const size_t p = static_cast<size_t>((y - y0) * W + x);
+            T w[R], up[R];
+            for (int j = 0; j < R; ++j) {
+              w[j] = wbuf[j * px + p];
+              up[j] = *at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], x / g.scales[j]);
+            }
+            const T a = sa_combine<R, T>(*at4<T>(in.residual, in.residual_s, n, c, y, x), w, up);
+            T ga, gv;
+            sa_gate_grad<T>(a, *at4<T>(in.v, in.v_s, n, c, y, x), gz[n * gzs.n + c * gzs.c + y * gzs.h + x * gzs.w],
+                            &ga, &gv);
+            *at4w<T>(out.residual, out.residual_s, n, c, y, x) = ga;
+            *at4w<T>(out.v, out.v_s, n, c, y, x) = gv;
+            for (int j = 0; j < R; ++j) gwbuf[j * px + p] += ga * up[j];
+            gabuf[p] = ga;
+          }
+        for (int j = 0; j < R; ++j) {
+          const int s = g.scales[j];
+          const T* wj = wbuf.data() + j * px;
+          for (int64_t py = y0 / s; py * s < y1; ++py)
+            for (int64_t qx = 0; qx < g.Wb[j]; ++qx) {
+              const auto prod = [&](int dy, int dx) {
+                const int64_t y = py * s + dy, x = qx * s + dx;
+                if (y >= y1 || x >= W) return T(0);
+                const size_t p = static_cast<size_t>((y - y0) * W + x);
+                return gabuf[p] * wj[p];
+              };
+              *at4w<T>(out.branch[j], out.branch_s[j], n, c, py, qx) = sa_footprint_sum<T>(prod, s);
+            }
+        }
+      }
+      T tsum = T(0);
+      for (int64_t y = y0; y < y1; ++y)
+        for (int64_t x = 0; x < W; ++x) {
+          const size_t p = static_cast<size_t>((y - y0) * W + x);
+          T e[R], w[R], gw[R], gl[R];
+          sa_softmax<R, T>(logit_at(y, x), inv_t, e, w);
+          for (int j = 0; j < R; ++j) gw[j] = gwbuf[j * px + p];
+          tsum += sa_logit_grads<R, T>(e, w, gw, inv_t, gl);
+          for (int j = 0; j < R; ++j) *at4w<T>(out.logits, out.logits_s, n, k * R + j, y, x) = gl[j];
+        }
+      partial[static_cast<size_t>(t)] = -tsum * inv_t;
+    }
+  }
+  T gt = T(0);
+  for (const T& v : partial) gt += v;
+  return gt;
+}
+
+}  // namespace
+
+template <typename T, typename Idx>
+void mmp_forward(const T* u, Strides4 us, const MmpGeometry& g, const MmpLevel* levels) {
+  const int64_t GC = g.groups * g.C;
+  for (int64_t j = 0; j < g.radix; ++j) {
+    const MmpLevel& L = levels[j];
+    const int s = L.s;
+    const int64_t rows = g.N * GC * L.Ho;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < rows; ++t) {
+      const int64_t oh = t % L.Ho, p = t / L.Ho, n = p / GC, r = p % GC, k = r / g.C, i = r % g.C;
+      const int64_t uch = (k * g.radix + j) * g.C + i;
+      const int64_t ih0 = oh * s, hlen = std::min<int64_t>(s, g.H - ih0);
+      for (int64_t ow = 0; ow < L.Wo; ++ow) {
+        const int64_t iw0 = ow * s, wlen = std::min<int64_t>(s, g.W - iw0);
+        T m;
+        const int arg = mmp_window_argmax<T, T, int64_t, int64_t>(u + n * us.n + uch * us.c + ih0 * us.h + iw0 * us.w,
+                                                                  us.h, us.w, hlen, wlen, s, &m);
+        *at4w<T>(L.data, L.data_s, n, r, oh, ow) = m;
+        *at4w<Idx>(L.idx, L.idx_s, n, r, oh, ow) = static_cast<Idx>(arg);
+      }
+    }
+  }
+}
+
+template <typename T, typename Idx>
+void mmp_backward(const MmpLevel* levels, const MmpGeometry& g, T* gu, Strides4 gus) {
+  const int64_t GC = g.groups * g.C;
+  for (int64_t j = 0; j < g.radix; ++j) {
+    const MmpLevel& L = levels[j];
+    const int s = L.s;
+    const int64_t rows = g.N * GC * g.H;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < rows; ++t) {
+      const int64_t ih = t % g.H, p = t / g.H, n = p / GC, r = p % GC, k = r / g.C, i = r % g.C;
+      const int64_t uch = (k * g.radix + j) * g.C + i;
+      const int64_t wy = ih / s;
+      T* row = gu + n * gus.n + uch * gus.c + ih * gus.h;
+      for (int64_t iw = 0; iw < g.W; ++iw) {
+        const int64_t wx = iw / s;
+        const int stored = static_cast<int>(*at4<Idx>(L.idx, L.idx_s, n, r, wy, wx));
+        row[iw * gus.w] = stored == mmp_cell_offset<int64_t>(ih, iw, s) ? *at4<T>(L.data, L.data_s, n, r, wy, wx)
+                                                                          : T(0);
+      }
+    }
+  }
+}
+
+template <typename T>
+void sa_forward(const SaInputs& in, T* z, Strides4 zs, const SaGeometry& g) {
+  switch (g.R) {
+    case 1: return sa_forward_r<1, T>(in, z, zs, g);
+    case 2: return sa_forward_r<2, T>(in, z, zs, g);
+    case 3: return sa_forward_r<3, T>(in, z, zs, g);
+    default: return sa_forward_r<4, T>(in, z, zs, g);
+  }
+}
+
+template <typename T>
+T sa_backward(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& out, const SaGeometry& g) {
+  switch (g.R) {
+    case 1: return sa_backward_r<1, T>(gz, gzs, in, out, g);
+    case 2: return sa_backward_r<2, T>(gz, gzs, in, out, g);
+    case 3: return sa_backward_r<3, T>(gz, gzs, in, out, g);
+    default: return sa_backward_r<4, T>(gz, gzs, in, out, g);
+  }
+}
+
+#define ISTD_MMP_INST(T, Idx)                                                                   \
+  template void mmp_forward<T, Idx>(const T*, Strides4, const MmpGeometry&, const MmpLevel*); \
+  template void mmp_backward<T, Idx>(const MmpLevel*, const MmpGeometry&, T*, Strides4);
+ISTD_MMP_INST(float, uint8_t)
+ISTD_MMP_INST(float, int32_t)
+ISTD_MMP_INST(double, uint8_t)
+ISTD_MMP_INST(double, int32_t)
+#undef ISTD_MMP_INST
+
+template void sa_forward<float>(const SaInputs&, float*, Strides4, const SaGeometry&);
+template void sa_forward<double>(const SaInputs&, double*, Strides4, const SaGeometry&);
+template float sa_backward<float>(const float*, Strides4, const SaInputs&, const SaGrads&, const SaGeometry&);
+template double sa_backward<double>(const double*, Strides4, const SaInputs&, const SaGrads&, const SaGeometry&);
+
+}  // namespace cpu
+}  // namespace istd
