@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from istd_kernels.nn.dlc import C2FBlock
 from istd_kernels.nn.hlk import HLKConv
+
+from ._input import check_and_pad
 
 
 def _norm(dim: int) -> nn.GroupNorm:
@@ -130,12 +131,7 @@ class LCRNet(nn.Module):
 
     def forward(self, x: Tensor, return_logits: bool = False) -> Tensor:
         """``x``: ``[N, in_chans, H, W]`` -> ``[N, 1, H, W]``, probabilities unless ``return_logits``."""
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape [N, {self.in_chans}, H, W]; got {shape}")
-        h, w = x.shape[-2:]
-        m = self.multiple
-        x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
+        x, h, w = check_and_pad(x, self.in_chans, self.multiple)
         x = self.init_conv(x)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):

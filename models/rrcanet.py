@@ -46,10 +46,11 @@ from __future__ import annotations
 from typing import Dict, List, Mapping, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from istd_kernels.nn.rrca import DIAAM, ResidualBlock, RuCB, check_shared_copies
+
+from ._input import check_and_pad
 
 __all__ = ["BACKBONES", "CHANNELS", "RRCANet", "convert_official_state_dict", "count_flops"]
 
@@ -131,12 +132,7 @@ class RRCANet(nn.Module):
         check_shared_copies(state_dict, self.shared_conv_groups(prefix))
 
     def forward(self, x: Tensor, return_logits: bool = False) -> Union[Tensor, List[Tensor]]:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape [N, {self.in_chans}, H, W]; got {shape}")
-        h, w = x.shape[-2:]
-        m = self.multiple
-        x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
+        x, h, w = check_and_pad(x, self.in_chans, self.multiple)
         feat = self.conv0_0(x)
         outs = []
         for i in range(self.num_passes):

@@ -28,24 +28,14 @@ def format_table(rows) -> str:
 
 def run(args) -> int:
     """The ``istd evaluate`` subcommand."""
-    import torch
     from torch.utils.data import DataLoader
 
     from .data import ISTDDataset, pad_collate
-    from .train import load_model, model_config_from_args
+    from .train import inference_model
 
-    if args.amp and args.model == "lcrnet":
-        raise CLIError("--amp is not supported for lcrnet yet (its fused layers reject autocast's mixed "
-                       "dtypes); evaluate lcrnet in float32")
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
-    flag = args.device or "auto"
-    device = torch.device("cuda" if (flag == "auto" and torch.cuda.is_available()) or flag == "cuda"
-                          else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was given but no CUDA GPU is available")
-    net, _ = load_model(args.model, args.weights, model_config_from_args(args), args.backend)
-    net.to(device)
+    net, device = inference_model(args)
     ds = ISTDDataset(args.data, args.subset, args.layout, args.split)
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
                         collate_fn=pad_collate)

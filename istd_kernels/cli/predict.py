@@ -49,16 +49,10 @@ def run(args) -> int:
 
     from ..ops import component_stats, connected_components
     from .data import image_tensor, read_grey
-    from .train import load_model, model_config_from_args
+    from .train import inference_model
 
     inputs = expand_inputs(args.images)
-    flag = args.device or "auto"
-    device = torch.device("cuda" if (flag == "auto" and torch.cuda.is_available()) or flag == "cuda"
-                          else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda was given but no CUDA GPU is available")
-    net, _ = load_model(args.model, args.weights, model_config_from_args(args), args.backend)
-    net.to(device)
+    net, device = inference_model(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.overlay:

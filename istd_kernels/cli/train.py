@@ -136,6 +136,17 @@ def check_checkpoint(ckpt: dict, path: str, model: str) -> None:
                        f"(pass --model {ckpt.get('model')} or the other weights)")
 
 
+def inference_model(args):
+    """``(net, device)`` for evaluate and predict: the device from ``--device``, weights loaded."""
+    flag = args.device or "auto"
+    device = torch.device("cuda" if (flag == "auto" and torch.cuda.is_available()) or flag == "cuda"
+                          else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda was given but no CUDA GPU is available")
+    net, _ = load_model(args.model, args.weights, model_config_from_args(args), args.backend)
+    return net.to(device), device
+
+
 def load_model(model: str, weights: str, args_config: dict, backend: Optional[str] = None):
     """``(model in eval mode, checkpoint dict)`` from an ``istd train`` checkpoint or a bare state_dict.
 
