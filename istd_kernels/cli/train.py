@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Optional
@@ -324,6 +325,16 @@ def evaluate_model(net: nn.Module, loader, device: torch.device, amp: bool = Fal
     return out
 
 
+def _progress(prefix: str, step: int, total: int, text: str) -> None:
+    """A progress bar redrawn in place on a terminal; one plain line per call in logs and pipes."""
+    if sys.stdout.isatty():
+        done = int(30 * step / max(total, 1))
+        end = "\n" if step >= total else ""
+        print(f"\r{prefix} [{'#' * done}{'.' * (30 - done)}] {step}/{total} {text}", end=end, flush=True)
+    else:
+        print(f"{prefix} step {step}/{total} {text}", flush=True)
+
+
 def _autocast(device: torch.device, amp: bool):
     if not amp:
         return torch.autocast(device.type, enabled=False)
@@ -438,8 +449,8 @@ def train(cfg: dict, run: Path, resume: Optional[dict] = None) -> dict:
                 seen_window += x.shape[0] * d.world
                 if d.main and cfg["log_every"] and step % cfg["log_every"] == 0:
                     dt = time.perf_counter() - t_window
-                    print(f"epoch {epoch + 1}/{cfg['epochs']} step {step}/{len(loader)} loss {loss.item():.4f} "
-                          f"lr {lr:.2e} {seen_window / max(dt, 1e-9):.1f} img/s", flush=True)
+                    _progress(f"epoch {epoch + 1}/{cfg['epochs']}", step, len(loader),
+                              f"loss {loss.item():.4f} lr {lr:.2e} {seen_window / max(dt, 1e-9):.1f} img/s")
                     t_window, seen_window = time.perf_counter(), 0
             train_time = time.perf_counter() - t_epoch
             scheduler.step()
