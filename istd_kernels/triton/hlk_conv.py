@@ -107,6 +107,23 @@ def _dw_a_tile(x_c, sp_off, ih, iw, c_ok, w0_c, b0_c, H, W, K1, sxh, sxw,
 
 
 @triton.jit
+def _halo_tile(t, tiles_w, H, W, HALO, TH: tl.constexpr, TW: tl.constexpr, P: tl.constexpr):
+    # Tile t's TH x TW positions, flattened: local row/col, image row/col, which lie in the
+    # image, and which form the tile's own (inner) region. Tiles step by the inner size, so
+    # every image pixel is inner to exactly one tile.
+    th = t // tiles_w
+    tw = t - th * tiles_w
+    r = tl.arange(0, P)
+    lr = r // TW
+    lc = r % TW
+    ih = th * (TH - 2 * HALO) - HALO + lr
+    iw = tw * (TW - 2 * HALO) - HALO + lc
+    in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    inner = (lr >= HALO) & (lr < TH - HALO) & (lc >= HALO) & (lc < TW - HALO) & in_img
+    return lr, lc, ih, iw, in_img, inner
+
+
+@triton.jit
 def _hlk_fwd_kernel(
     x_ptr, w0_ptr, b0_ptr, w1_ptr, b1_ptr, wpw_ptr, bpw_ptr, y_ptr,
     H, W, Cg, Og, G, K1, K2, DIL, HALO,
@@ -131,16 +148,8 @@ def _hlk_fwd_kernel(
     ng = rest // tiles
     g = ng % G
     n = ng // G
-    th = t // tiles_w
-    tw = t - th * tiles_w
-
+    lr, lc, ih, iw, in_img, inner = _halo_tile(t, tiles_w, H, W, HALO, TH, TW, P)
     r = tl.arange(0, P)
-    lr = r // TW
-    lc = r % TW
-    ih = th * IH - HALO + lr
-    iw = tw * IW - HALO + lc
-    in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    inner = (lr >= HALO) & (lr < TH - HALO) & (lc >= HALO) & (lc < TW - HALO) & in_img
     sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
 
     C2 = 2 * Cg
@@ -238,16 +247,8 @@ def _hlk_bwd_kernel(
     ng = pid // tiles
     g = ng % G
     n = ng // G
-    th = t // tiles_w
-    tw = t - th * tiles_w
-
+    lr, lc, ih, iw, in_img, owned = _halo_tile(t, tiles_w, H, W, HALO, TH, TW, P)
     r = tl.arange(0, P)
-    lr = r // TW
-    lc = r % TW
-    ih = th * IH - HALO + lr
-    iw = tw * IW - HALO + lc
-    in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    owned = (lr >= HALO) & (lr < TH - HALO) & (lc >= HALO) & (lc < TW - HALO) & in_img
     sp_g = ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw
     sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
 
