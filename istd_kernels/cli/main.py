@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-fraction", type=float, default=0.5, help="share of images in the test split")
+    p.add_argument("--scr", type=float, nargs=2, default=[2.5, 8.0], metavar=("LOW", "HIGH"),
+                   help="signal-to-clutter ratio range of the targets (default 2.5 8)")
 
     p = sub.add_parser("train", help="train a model with the paper's recipe")
     _model_flags(p)

@@ -3,8 +3,10 @@
 No public ISTD data set can be downloaded on the project's machines, so tests and demos use
 images made here: a cluttered background (sky gradient, cloud-like fractal noise, a horizon
 with ground texture and building edges, sensor noise and column stripes) with 1-3 small
-targets (Gaussian spots, ellipses, rectangles, triangles; 1-100 pixels) added at a low
-signal-to-clutter ratio (SCR = target amplitude / local background std, 1.5-6).
+targets (Gaussian spots, ellipses, rectangles, triangles; 1-100 pixels), hotter than their
+surroundings, added at a low signal-to-clutter ratio: SCR = target amplitude / std of the
+background in a window three times the target's size, drawn from ``scr`` (default 2.5-8;
+real data sets span roughly 1-10).
 
 Everything is drawn from ``numpy.random.default_rng`` streams spawned from one seed, one
 stream per image, so a given ``(seed, n, size)`` always writes the same bytes.
@@ -117,7 +119,11 @@ def _target_shape(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.n
     return profile, profile > 0
 
 
-def synth_image(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarray]:
+DEFAULT_SCR = (2.5, 8.0)
+
+
+def synth_image(rng: np.random.Generator, size: int,
+                scr: Tuple[float, float] = DEFAULT_SCR) -> Tuple[np.ndarray, np.ndarray]:
     """One ``(image uint8 [size, size], mask uint8 0/255)`` pair drawn from ``rng``."""
     img = _background(rng, size)
     mask = np.zeros((size, size), bool)
@@ -135,14 +141,18 @@ def synth_image(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.nda
                 break
         else:
             continue
-        local_std = max(float(img[region].std()), 2.0)
-        amplitude = rng.uniform(1.5, 6.0) * local_std * rng.choice([1.0, 1.0, 1.0, -1.0])
+        # The clutter a detector must see the target against: a window around it, not the
+        # target's own k x k patch (whose std can be near zero on a smooth sky).
+        window = img[max(0, y0 - k):y0 + 2 * k, max(0, x0 - k):x0 + 2 * k]
+        local_std = max(float(window.std()), 2.0)
+        amplitude = rng.uniform(*scr) * local_std
         img[region] += amplitude * profile
         mask[region] |= tmask
     return np.clip(img, 0, 255).round().astype(np.uint8), (mask * 255).astype(np.uint8)
 
 
-def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fraction: float = 0.5) -> Path:
+def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fraction: float = 0.5,
+                  scr: Tuple[float, float] = DEFAULT_SCR) -> Path:
     """Write ``n`` images of ``size x size`` to ``out/name`` (BasicIRSTD layout); return that folder.
 
     Ids are ``00000 .. n-1``; the last ``round(n * test_fraction)`` (at least 1 when n >= 2)
@@ -157,13 +167,15 @@ def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fr
         raise CLIError(f"--name must be a plain folder name; got {name!r}")
     if not 0 < test_fraction < 1:
         raise CLIError(f"--test-fraction must be in (0, 1); got {test_fraction}")
+    if not 0 < scr[0] <= scr[1]:
+        raise CLIError(f"--scr must be two numbers 0 < LOW <= HIGH; got {scr[0]} {scr[1]}")
     root = Path(out) / name
     for sub in ("images", "masks", "img_idx"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     ids: List[str] = [f"{i:05d}" for i in range(n)]
     streams = np.random.SeedSequence(seed).spawn(n)
     for i, s in zip(ids, streams):
-        image, mask = synth_image(np.random.default_rng(s), size)
+        image, mask = synth_image(np.random.default_rng(s), size, scr)
         for path, arr in ((root / "images" / f"{i}.png", image), (root / "masks" / f"{i}.png", mask)):
             if not cv2.imwrite(str(path), arr):
                 raise CLIError(f"could not write {path}")
@@ -176,6 +188,6 @@ def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fr
 
 def run(args) -> int:
     """The ``istd synth`` subcommand."""
-    root = write_dataset(args.out, args.name, args.n, args.size, args.seed, args.test_fraction)
+    root = write_dataset(args.out, args.name, args.n, args.size, args.seed, args.test_fraction, tuple(args.scr))
     print(f"wrote {args.n} images of {args.size}x{args.size} to {root} (BasicIRSTD layout)")
     return 0
