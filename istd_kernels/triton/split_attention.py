@@ -131,27 +131,33 @@ def _softmax_weights(lg_ptr, t_ptr, n, k, G, HW, sp, ok,
 
 
 @triton.jit
+def _program_tile(H, W, G, BH: tl.constexpr, BW: tl.constexpr):
+    # This program's image n, group k and BH x BW tile (th, tw) from one flat grid axis
+    # (axes 1/2 are capped at 65535 on CUDA); the tile's rows y and columns x, which lie
+    # in the image, and their offsets in a contiguous H x W plane.
+    pid = tl.program_id(0)
+    tiles_w = tl.cdiv(W, BW)
+    tiles = tl.cdiv(H, BH) * tiles_w
+    t = pid % tiles
+    ng = pid // tiles
+    th = t // tiles_w
+    tw = t - th * tiles_w
+    y = th * BH + tl.arange(0, BH)
+    x = tw * BW + tl.arange(0, BW)
+    ok = (y < H)[:, None] & (x < W)[None, :]
+    sp = y.to(tl.int64)[:, None] * W + x.to(tl.int64)[None, :]
+    return ng // G, ng % G, th, tw, y, x, ok, sp
+
+
+@triton.jit
 def _sa_fwd_kernel(
     b0_ptr, b1_ptr, b2_ptr, b3_ptr, lg_ptr, t_ptr, res_ptr, v_ptr, z_ptr,
     D, H, W, G, Dg, S0, S1, S2, S3,
     szn, szc, szh, szw,
     R: tl.constexpr, ACC_DTYPE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
 ):
-    # One flat grid axis (axes 1/2 are capped at 65535 on CUDA).
-    pid = tl.program_id(0)
-    tiles_w = tl.cdiv(W, BW)
-    tiles = tl.cdiv(H, BH) * tiles_w
-    t = pid % tiles
-    ng = pid // tiles
-    k = ng % G
-    n = ng // G
-    th = t // tiles_w
-    tw = t - th * tiles_w
-    y = th * BH + tl.arange(0, BH)
-    x = tw * BW + tl.arange(0, BW)
-    ok = (y < H)[:, None] & (x < W)[None, :]
+    n, k, th, tw, y, x, ok, sp = _program_tile(H, W, G, BH, BW)
     HW = H * W
-    sp = y.to(tl.int64)[:, None] * W + x.to(tl.int64)[None, :]
     spz = y.to(tl.int64)[:, None] * szh + x.to(tl.int64)[None, :] * szw
 
     e0, e1, e2, e3, w0, w1, w2, w3, inv_t = _softmax_weights(lg_ptr, t_ptr, n, k, G, HW, sp, ok, R, ACC_DTYPE)
@@ -197,19 +203,8 @@ def _sa_bwd_kernel(
     ACC_DTYPE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    tiles_w = tl.cdiv(W, BW)
-    tiles = tl.cdiv(H, BH) * tiles_w
-    t = pid % tiles
-    ng = pid // tiles
-    k = ng % G
-    n = ng // G
-    th = t // tiles_w
-    tw = t - th * tiles_w
-    y = th * BH + tl.arange(0, BH)
-    x = tw * BW + tl.arange(0, BW)
-    ok = (y < H)[:, None] & (x < W)[None, :]
+    n, k, th, tw, y, x, ok, sp = _program_tile(H, W, G, BH, BW)
     HW = H * W
-    sp = y.to(tl.int64)[:, None] * W + x.to(tl.int64)[None, :]
 
     e0, e1, e2, e3, w0, w1, w2, w3, inv_t = _softmax_weights(lg_ptr, t_ptr, n, k, G, HW, sp, ok, R, ACC_DTYPE)
     # dL/dw_j summed over the group's channels.
