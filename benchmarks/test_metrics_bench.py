@@ -2,8 +2,10 @@
 
 - IoU + nIoU + Pd + Fa: ``ISTDMetrics`` against the per-image scikit-image loop that ISTD
   repositories run (``istd_kernels.metrics.reference``), thresholding included in both.
-- Labelling + component statistics: ``connected_components`` + ``component_stats`` against
-  ``cv2.connectedComponentsWithStats`` called per image on the same masks.
+- Labelling + component statistics: ``connected_components`` + ``component_stats`` (label
+  images and statistics, what OpenCV returns) and ``measure_components`` (statistics only,
+  no label images) against ``cv2.connectedComponentsWithStats`` called per image on the
+  same masks.
 """
 
 import cv2
@@ -13,7 +15,7 @@ import torch
 
 from istd_kernels.metrics import ISTDMetrics
 from istd_kernels.metrics.reference import reference_metrics
-from istd_kernels.ops import component_stats, connected_components
+from istd_kernels.ops import component_stats, connected_components, measure_components
 
 from bench_utils import measure, skip_unless_device
 
@@ -93,6 +95,20 @@ def test_labelling_istd(benchmark, pairs):
     benchmark.group = "metrics: labelling+stats cpu 64x512x512"
     measure(benchmark, run, "cpu", benchmark.group, N, baseline=lambda: _cv2_stats(masks))
     benchmark.extra_info["impl"] = "istd_kernels connected_components + component_stats (cpp)"
+
+
+def test_labelling_istd_stats_only(benchmark, pairs):
+    masks = (pairs[0] > 0.5).astype(np.uint8)
+    mask_t = torch.from_numpy(masks.astype(bool))
+
+    def run():
+        return measure_components(mask_t, backend="cpp")
+
+    stats = run()
+    assert [int(n) for n in stats.counts] == [s[0] - 1 for s in _cv2_stats(masks)]
+    benchmark.group = "metrics: labelling+stats cpu 64x512x512"
+    measure(benchmark, run, "cpu", benchmark.group, N, baseline=lambda: _cv2_stats(masks))
+    benchmark.extra_info["impl"] = "istd_kernels measure_components, no label images (cpp)"
 
 
 def test_metrics_istd_gpu(benchmark, pairs):

@@ -4,15 +4,19 @@
 
 #include "binding_common.h"
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "../cpu/components_cpu.h"
 #include "../cpu/depthwise_cpu.h"
 #include "../cpu/hlk_cpu.h"
 #include "../cpu/overlap_cpu.h"
 #include "../cpu/pool_attn_cpu.h"
+#include "../cpu/run_components.h"
+#include "istd/stats_core.h"
 #include "pool_attn_binding.h"
 
 
@@ -234,6 +238,87 @@ std::tuple<at::Tensor, at::Tensor> mask_overlap(const at::Tensor& pred, const at
   return std::make_tuple(inter, uni);
 }
 
+// Component statistics without label images (run_components.h). A float32 mask comes with
+// the threshold its foreground is above; a uint8 mask (bool viewed as bytes) is read as
+// non-zero = foreground and takes no threshold.
+istd::cpu::MaskSource mask_source(const at::Tensor& m, const c10::optional<double>& threshold, const char* name) {
+  TORCH_CHECK(m.device().is_cpu() && m.dim() == 3 && m.is_contiguous(), "istd _C: ", name,
+              " must be a contiguous 3-D [N, H, W] CPU tensor, got ", m.sizes(), " on ", m.device());
+  TORCH_CHECK(m.size(1) * m.size(2) < INT32_MAX, "istd _C: an image of ", m.size(1), "x", m.size(2),
+              " pixels is too large");
+  istd::cpu::MaskSource s;
+  s.data = m.data_ptr();
+  if (m.scalar_type() == at::kFloat) {
+    TORCH_CHECK(threshold.has_value(), "istd _C: a float32 ", name, " needs a threshold");
+    s.is_float = true;
+    s.threshold = static_cast<float>(*threshold);
+  } else {
+    TORCH_CHECK(m.scalar_type() == at::kByte, "istd _C: ", name, " must be uint8 or float32, got ", m.scalar_type());
+    TORCH_CHECK(!threshold.has_value(), "istd _C: a uint8 ", name, " takes no threshold");
+  }
+  return s;
+}
+
+// (counts [N], area [N, M], centroid [N, M, 2], bbox [N, M, 4]), padded with zeros; M is the
+// largest count.
+std::vector<at::Tensor> pack_components(const std::vector<istd::cpu::ImageComponents>& comps,
+                                        const at::TensorOptions& opts) {
+  const int64_t N = static_cast<int64_t>(comps.size());
+  int64_t M = 0;
+  for (const auto& c : comps) M = std::max(M, c.count());
+  at::Tensor counts = at::empty({N}, opts.dtype(at::kLong));
+  at::Tensor area = at::zeros({N, M}, opts.dtype(at::kLong));
+  at::Tensor centroid = at::zeros({N, M, 2}, opts.dtype(at::kDouble));
+  at::Tensor bbox = at::zeros({N, M, 4}, opts.dtype(at::kLong));
+  int64_t* cnt = counts.data_ptr<int64_t>();
+  int64_t* a = area.data_ptr<int64_t>();
+  double* cen = centroid.data_ptr<double>();
+  int64_t* box = bbox.data_ptr<int64_t>();
+  for (int64_t n = 0; n < N; ++n) {
+    const auto& c = comps[static_cast<size_t>(n)];
+    cnt[n] = c.count();
+    for (int64_t k = 0; k < c.count(); ++k) {
+      const size_t kk = static_cast<size_t>(k);
+      a[n * M + k] = c.area[kk];
+      const int64_t* b = c.bounds.data() + 4 * kk;
+      istd::stats_finish(c.area[kk], c.row_sum[kk], c.col_sum[kk], b[0], b[1], b[2], b[3], cen + (n * M + k) * 2,
+                         box + (n * M + k) * 4);
+    }
+  }
+  return {counts, area, centroid, bbox};
+}
+
+std::vector<at::Tensor> measure_components(const at::Tensor& mask, const c10::optional<double>& threshold,
+                                           int64_t connectivity) {
+  TORCH_CHECK(connectivity == 4 || connectivity == 8, "istd _C: connectivity must be 4 or 8, got ", connectivity);
+  const istd::cpu::MaskSource src = mask_source(mask, threshold, "mask");
+  std::vector<istd::cpu::ImageComponents> comps;
+  istd::cpu::measure_components(src, mask.size(0), mask.size(1), mask.size(2), static_cast<int>(connectivity),
+                                comps);
+  return pack_components(comps, mask.options());
+}
+
+std::vector<at::Tensor> measure_pair(const at::Tensor& pred, const c10::optional<double>& pred_threshold,
+                                     const at::Tensor& target, const c10::optional<double>& target_threshold,
+                                     int64_t connectivity) {
+  TORCH_CHECK(connectivity == 4 || connectivity == 8, "istd _C: connectivity must be 4 or 8, got ", connectivity);
+  TORCH_CHECK(pred.sizes() == target.sizes(), "istd _C: pred ", pred.sizes(), " and target ", target.sizes(),
+              " differ in shape");
+  const istd::cpu::MaskSource ps = mask_source(pred, pred_threshold, "pred");
+  const istd::cpu::MaskSource ts = mask_source(target, target_threshold, "target");
+  const int64_t N = pred.size(0);
+  at::Tensor inter = at::empty({N}, pred.options().dtype(at::kLong));
+  at::Tensor uni = at::empty({N}, pred.options().dtype(at::kLong));
+  std::vector<istd::cpu::ImageComponents> pc, tc;
+  istd::cpu::measure_pair(ps, ts, N, pred.size(1), pred.size(2), static_cast<int>(connectivity), pc, tc,
+                          inter.data_ptr<int64_t>(), uni.data_ptr<int64_t>());
+  std::vector<at::Tensor> out{inter, uni};
+  for (const auto& part : {pack_components(pc, pred.options()), pack_components(tc, pred.options())}) {
+    out.insert(out.end(), part.begin(), part.end());
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // multiscale_maxpool and split_attention. Half types run through the float kernels: max
 // pooling only selects values (exact either way) and split attention accumulates in float32
@@ -379,6 +464,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("component_stats", &component_stats,
         "Area, centroid and bbox ([N, M], [N, M, 2], [N, M, 4]) of int32 labels with values in [0, M]",
         py::arg("labels"), py::arg("M"));
+  m.def("measure_components", &measure_components,
+        "Components of a uint8 or thresholded float32 [N, H, W] mask without labels: counts, area, centroid, bbox",
+        py::arg("mask"), py::arg("threshold"), py::arg("connectivity"));
+  m.def("measure_pair", &measure_pair,
+        "measure_components of pred and target in one pass, after their per-image intersection and union",
+        py::arg("pred"), py::arg("pred_threshold"), py::arg("target"), py::arg("target_threshold"),
+        py::arg("connectivity"));
   m.def("mmp_fwd", &mmp_fwd, "multiscale_maxpool forward: radix levels, then their window offsets", py::arg("u"),
         py::arg("groups"), py::arg("radix"), py::arg("scales"));
   m.def("mmp_bwd", &mmp_bwd, "multiscale_maxpool backward: grad_u from level grads and window offsets",

@@ -7,6 +7,7 @@
 
 #include "binding_common.h"
 
+#include "istd/component_stats_cuda.h"
 #include "istd/components_cuda.h"
 #include "istd/depthwise_cuda.h"
 #include "istd/hlk_cuda.h"
@@ -185,6 +186,30 @@ std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, 
   return std::make_tuple(labels, counts);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> component_stats(const at::Tensor& labels, int64_t M, int64_t stream) {
+  TORCH_CHECK(labels.is_cuda(), "istd _cuda: labels must be a CUDA tensor, got ", labels.device());
+  TORCH_CHECK(labels.scalar_type() == at::kInt, "istd _cuda: labels must be int32, got ", labels.scalar_type());
+  TORCH_CHECK(labels.dim() == 3, "istd _cuda: labels must be 3-D [N, H, W], got ", labels.sizes());
+  TORCH_CHECK(labels.is_contiguous(), "istd _cuda: labels must be contiguous");
+  TORCH_CHECK(M >= 0, "istd _cuda: the number of components must be >= 0, got ", M);
+  const int64_t N = labels.size(0), H = labels.size(1), W = labels.size(2);
+  TORCH_CHECK(H * W < INT32_MAX, "istd _cuda: an image of ", H, "x", W, " pixels is too large for int32 labels");
+  const auto opts = labels.options();
+  // Every output element is written by the finish kernel, and the workspace by the init
+  // kernel, so nothing needs zeroing here.
+  at::Tensor area = at::empty({N, M}, opts.dtype(at::kLong));
+  at::Tensor centroid = at::empty({N, M, 2}, opts.dtype(at::kDouble));
+  at::Tensor bbox = at::empty({N, M, 4}, opts.dtype(at::kLong));
+  if (N * M == 0) return std::make_tuple(area, centroid, bbox);
+  at::Tensor sums = at::empty({N * M * 2}, opts.dtype(at::kLong));
+  at::Tensor bounds = at::empty({N * M * 4}, opts.dtype(at::kInt));
+  check_launch(istd_component_stats_cuda(labels.data_ptr<int32_t>(), N, H, W, M, area.data_ptr<int64_t>(),
+                                         centroid.data_ptr<double>(), bbox.data_ptr<int64_t>(),
+                                         sums.data_ptr<int64_t>(), bounds.data_ptr<int32_t>(), as_stream(stream)),
+               "component stats");
+  return std::make_tuple(area, centroid, bbox);
+}
+
 // ---------------------------------------------------------------------------------------
 // multiscale_maxpool and split_attention.
 
@@ -300,6 +325,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("connected_components", &connected_components,
         "Connected-component labels (int32 [N, H, W]) and counts (int64 [N]) of a 0/1 uint8 mask",
         py::arg("mask"), py::arg("connectivity"), py::arg("stream"));
+  m.def("component_stats", &component_stats,
+        "Area (int64 [N, M]), centroid (float64 [N, M, 2]) and bbox (int64 [N, M, 4]) of int32 labels 1..M",
+        py::arg("labels"), py::arg("M"), py::arg("stream"));
   m.def("mmp_fwd", &mmp_fwd, "multiscale_maxpool forward: radix levels, then their window offsets", py::arg("u"),
         py::arg("groups"), py::arg("radix"), py::arg("scales"), py::arg("stream"));
   m.def("mmp_bwd", &mmp_bwd, "multiscale_maxpool backward: grad_u from level grads and window offsets",

@@ -11,22 +11,13 @@
 #include <cstring>
 #include <vector>
 
+#include "istd/stats_core.h"
 #include "istd/union_find.h"
+#include "mask_scan.h"
 
 namespace istd {
 namespace cpu {
 namespace {
-
-// First column >= c of row m (width W) that is foreground, or W.
-inline int64_t next_foreground(const uint8_t* m, int64_t c, int64_t W) {
-  for (; c + 8 <= W; c += 8) {
-    uint64_t word;
-    std::memcpy(&word, m + c, sizeof(word));  // memcpy: the row need not be 8-byte aligned
-    if (word != 0) break;
-  }
-  while (c < W && m[c] == 0) ++c;
-  return c;
-}
 
 // Links pixel p (at row r, column c, foreground) to its foreground neighbours above and to
 // the left. Sets parent[p] to the merged root, or to p if it has none.
@@ -113,40 +104,23 @@ void component_stats(const int32_t* labels, int64_t N, int64_t H, int64_t W, int
     int64_t* a = area + n * M;
     double* cen = centroid + n * M * 2;
     int64_t* box = bbox + n * M * 4;
-    // Coordinate sums stay integers until the final division: summing doubles would make
-    // the centroid depend on the pixel order and drift from skimage's and OpenCV's values.
+    // The running bounds live in the bbox output itself; only the sums need a buffer.
     std::vector<int64_t> sums(static_cast<size_t>(2 * M), 0);
     for (int64_t k = 0; k < M; ++k) {
       a[k] = 0;
-      box[4 * k + 0] = box[4 * k + 1] = INT64_MAX;
-      box[4 * k + 2] = box[4 * k + 3] = -1;
+      stats_box_init<int64_t>(box + 4 * k, INT64_MAX);
     }
     for (int64_t r = 0; r < H; ++r) {
       const int32_t* l = lab + r * W;
       for (int64_t c = next_labelled(l, 0, W); c < W; c = next_labelled(l, c + 1, W)) {
         const int64_t k = static_cast<int64_t>(l[c]) - 1;
         if (k < 0 || k >= M) continue;
-        a[k] += 1;
-        sums[2 * k] += r;
-        sums[2 * k + 1] += c;
-        int64_t* b = box + 4 * k;
-        b[0] = std::min(b[0], r);
-        b[1] = std::min(b[1], c);
-        b[2] = std::max(b[2], r);
-        b[3] = std::max(b[3], c);
+        stats_add_pixel<int64_t>(a[k], &sums[2 * k], box + 4 * k, r, c);
       }
     }
     for (int64_t k = 0; k < M; ++k) {
       int64_t* b = box + 4 * k;
-      if (a[k] == 0) {
-        b[0] = b[1] = b[2] = b[3] = 0;
-        cen[2 * k] = cen[2 * k + 1] = 0.0;
-        continue;
-      }
-      b[2] += 1;
-      b[3] += 1;
-      cen[2 * k] = static_cast<double>(sums[2 * k]) / static_cast<double>(a[k]);
-      cen[2 * k + 1] = static_cast<double>(sums[2 * k + 1]) / static_cast<double>(a[k]);
+      stats_finish(a[k], sums[2 * k], sums[2 * k + 1], b[0], b[1], b[2], b[3], cen + 2 * k, b);
     }
   }
 }

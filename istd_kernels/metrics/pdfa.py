@@ -14,7 +14,7 @@ The matching is sequential in g by nature (a target can only take what earlier t
 left), but is independent across images, which is the dimension that is vectorised.
 
 Host synchronisation: the padded shapes depend on the data, so a batch costs a few reads
-of counts (component_stats' M, the grouping in :func:`match`, the candidate count K) -- a
+of counts (the largest component count M, the grouping in :func:`match`, the candidate count K) -- a
 fixed number per batch for ordinary masks, never one per image. Only images whose
 [G, P] distance blocks exceed a memory bound (thousands of noise components) are split
 into more groups.
@@ -37,10 +37,11 @@ def measure(mask_bin: Tensor, connectivity: int = 8, backend: Optional[str] = No
     """Components of binary [N, H, W] masks: (counts int64 [N], area int64 [N, M],
     centroid float64 [N, M, 2]), padded with zeros past each image's count.
 
-    M (the largest count in the batch) is read on the host: the padded shapes depend on it.
+    Uses :func:`istd_kernels.ops.measure_components`: on the CPU no label image is built.
+    M, the largest count in the batch, is known on the host afterwards (the padded shapes
+    depend on it), which on a GPU is one synchronisation.
     """
-    labels, counts = _ops.connected_components(mask_bin, connectivity=connectivity, backend=backend)
-    stats = _ops.component_stats(labels, counts)
+    stats = _ops.measure_components(mask_bin, connectivity=connectivity, backend=backend)
     return stats.counts.to(torch.int64), stats.area.to(torch.int64), stats.centroid.to(torch.float64)
 
 
@@ -153,7 +154,7 @@ class PdFa(Metric):
         connectivity: 8 (the reference) or 4.
         legacy: count false pixels with the older DNANet rule (see :func:`match`).
         logits: ``pred`` holds logits (threshold 0) instead of probabilities (threshold 0.5).
-        backend: passed to :func:`istd_kernels.ops.connected_components`.
+        backend: passed to :func:`istd_kernels.ops.measure_components`.
 
     ``compute()`` -> ``{"pd", "fa", "detected", "targets", "false_pixels", "pixels"}``.
     Pd is 0.0 when the data set has no targets.
@@ -179,14 +180,19 @@ class PdFa(Metric):
         """Update from bool [N, H, W] maps (thresholds already applied)."""
         if pred_bin.shape[0] == 0:
             return
-        state = self._on(pred_bin.device)
         t_counts, _, t_cent = measure(target_bin, self.connectivity, self.backend)
         p_counts, p_area, p_cent = measure(pred_bin, self.connectivity, self.backend)
+        self._add_measured(t_counts, t_cent, p_counts, p_area, p_cent, pred_bin.numel())
+
+    def _add_measured(self, t_counts: Tensor, t_cent: Tensor, p_counts: Tensor, p_area: Tensor,
+                      p_cent: Tensor, pixels: int) -> None:
+        """Update from the components of a batch (as :func:`measure` returns them)."""
+        state = self._on(p_counts.device)
         detected, false_pixels = match(t_counts, t_cent, p_counts, p_area, p_cent, self.distance, self.legacy)
         state["detected"] += detected.sum()
         state["targets"] += t_counts.sum()
         state["false_pixels"] += false_pixels.sum()
-        state["pixels"] += pred_bin.numel()
+        state["pixels"] += pixels
 
     def compute(self) -> dict:
         c = {k: int(v) for k, v in self.sync().items()}

@@ -1,6 +1,7 @@
 """The ops: public functions with a plain-PyTorch reference (``*_ref``) and fast backends."""
 
-from .components import ComponentStats, component_stats, connected_components, connected_components_ref
+from .components import (ComponentStats, component_stats, connected_components, connected_components_ref,
+                         measure_components)
 from .depthwise import depthwise_conv2d, depthwise_conv2d_ref
 from .hlk_conv import hlk_conv, hlk_conv_ref
 from .multiscale_maxpool import multiscale_maxpool, multiscale_maxpool_ref
@@ -15,6 +16,7 @@ __all__ = [
     "depthwise_conv2d_ref",
     "hlk_conv",
     "hlk_conv_ref",
+    "measure_components",
     "multiscale_maxpool",
     "multiscale_maxpool_ref",
     "split_attention",

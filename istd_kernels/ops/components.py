@@ -23,9 +23,8 @@ from ._checks import FLOAT_DTYPES, check_tensor
 
 OP = "istd.connected_components"
 STATS_OP = "istd.component_stats"
+MEASURE_OP = "istd.measure_components"
 BACKENDS = ("torch", "cpp", "cuda")
-# "cuda" has no kernel of its own: the scatter reductions already run on the GPU, and
-# accepting the name keeps use_backend("cuda") blocks that label and measure working.
 STATS_BACKENDS = ("torch", "cpp", "cuda")
 CONNECTIVITIES = (4, 8)
 
@@ -185,7 +184,8 @@ def component_stats(labels: Tensor, counts: Tensor, backend: str | None = None) 
         labels: int32 or int64 ``[N, H, W]``, 0 for background, 1..counts[i] in image ``i``.
         counts: int64 ``[N]`` on the same device.
         backend: ``"torch"`` (scatter reductions, any device), ``"cpp"`` (one pass per image,
-            CPU), ``"cuda"`` (the same scatter reductions, on CUDA tensors), ``"auto"`` or None.
+            CPU), ``"cuda"`` (one kernel pass; lanes of a warp that hold the same label
+            combine their pixels before one of them issues the atomics), ``"auto"`` or None.
 
     Returns:
         :class:`ComponentStats`. Centroids are exact: integer coordinate sums divided by the
@@ -204,8 +204,57 @@ def component_stats(labels: Tensor, counts: Tensor, backend: str | None = None) 
         if int(low) < 0 or int(high) > m:
             raise ValueError(f"labels must lie in [0, max(counts)] = [0, {m}]; got [{int(low)}, {int(high)}]")
     name = _backend.select(STATS_OP, STATS_BACKENDS, labels.device, torch.float32, backend)
-    if name in ("torch", "cuda"):
+    if name == "torch":
         return ComponentStats(*_stats_torch(labels, m), counts)
     # Values were checked to lie in [0, m], so the cast to int32 is exact.
-    area, centroid, bbox = cpu_extension().module.component_stats(labels.to(torch.int32).contiguous(), m)
+    lab32 = labels.to(torch.int32).contiguous()
+    if name == "cpp":
+        area, centroid, bbox = cpu_extension().module.component_stats(lab32, m)
+    else:
+        with torch.cuda.device(lab32.device):
+            stream = torch.cuda.current_stream(lab32.device).cuda_stream
+            area, centroid, bbox = cuda_extension().module.component_stats(lab32, m, stream)
+    return ComponentStats(area, centroid, bbox, counts)
+
+
+def mask_bytes(mask: Tensor) -> Tuple[Tensor, "float | None"]:
+    """``mask`` as the C++ run scanner reads it: contiguous float32 with the 0.5 threshold of
+    :func:`connected_components`, or contiguous uint8 bytes where non-zero is foreground
+    (a bool mask is viewed, not copied). Other dtypes are thresholded here first."""
+    if mask.dtype == torch.float32:
+        return mask.contiguous(), 0.5
+    if mask.dtype in (torch.bool, torch.uint8):
+        return mask.contiguous().view(torch.uint8), None
+    return _foreground(mask).contiguous().view(torch.uint8), None
+
+
+def measure_components(mask: Tensor, connectivity: int = 8, backend: str | None = None) -> ComponentStats:
+    """Area, centroid and bounding box of the connected components of each image, without
+    returning labels: equivalent to ``component_stats(*connected_components(mask,
+    connectivity))``, bit for bit, on every backend.
+
+    The ``cpp`` backend never builds a label image: it reduces each row to runs of
+    foreground pixels, joins touching runs with a union-find and sums the runs, so its
+    memory grows with the number of runs, not of pixels, and a sparse infrared mask costs
+    about one read (a float32 mask is thresholded on the fly). ``torch`` and ``cuda`` label
+    first and then measure.
+
+    Args:
+        mask: ``[N, H, W]``, as for :func:`connected_components` (bool, integer non-zero, or
+            floating point ``> 0.5``).
+        connectivity: 8 or 4.
+        backend: ``"torch"``, ``"cpp"``, ``"cuda"``, ``"auto"`` or None.
+
+    Returns:
+        :class:`ComponentStats` on ``mask``'s device, components in raster order of their
+        first pixel.
+    """
+    check_tensor(mask, "mask", 3, dtypes=MASK_DTYPES, shape_doc="[N, H, W] (squeeze a channel dimension first)")
+    connectivity = _check_connectivity(connectivity)
+    name = _backend.select(MEASURE_OP, BACKENDS, mask.device, torch.float32, backend)
+    if name != "cpp":
+        labels, counts = connected_components(mask, connectivity, backend=name)
+        return component_stats(labels, counts, backend=name)
+    data, threshold = mask_bytes(mask)
+    counts, area, centroid, bbox = cpu_extension().module.measure_components(data, threshold, connectivity)
     return ComponentStats(area, centroid, bbox, counts)
