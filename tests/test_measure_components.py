@@ -174,3 +174,14 @@ def test_istd_metrics_fused_edge_batches():
         a.update(pred, target)
         b.update(pred, target)
         assert a.compute() == b.compute()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("conn", CONNS)
+def test_cuda_backend_equals_cpp(conn):
+    masks = torch.from_numpy(np.concatenate([ir_like_masks(4, 200, seed=conn),
+                                             np.random.default_rng(conn).random((2, 200, 200)) < 0.5]))
+    want = measure_components(masks, conn, backend="cpp")
+    got = measure_components(masks.cuda(), conn, backend="cuda")
+    assert got.counts.is_cuda and got.centroid.is_cuda
+    assert_same_stats(type(got)(*(t.cpu() for t in got)), want)
