@@ -130,7 +130,7 @@ def test_measure_pair_equals_separate_ops(conn, logits):
     threshold = 0.0 if logits else 0.5
     for p_in in (pred, pred.double(), pred > threshold):
         for t_in in (target, target.bool(), target.float(), target.to(torch.int32)):
-            got = _fused.measure_pair(p_in, t_in, logits, conn, None)
+            got = _fused.measure_pair(p_in, t_in, threshold, conn, None)
             inter, union, ps, ts = separate(p_in > threshold if p_in.dtype != torch.bool else p_in,
                                             t_in > 0.5, conn)
             assert torch.equal(got.inter, inter) and torch.equal(got.union, union)
@@ -141,8 +141,8 @@ def test_measure_pair_equals_separate_ops(conn, logits):
 
 def test_measure_pair_only_on_cpp():
     prob, target = batch(seed=1, n=2)
-    assert _fused.measure_pair(prob[:, 0], target[:, 0], False, 8, "torch") is None
-    assert _fused.measure_pair(prob[:, 0], target[:, 0], False, 8, None) is not None
+    assert _fused.measure_pair(prob[:, 0], target[:, 0], 0.5, 8, "torch") is None
+    assert _fused.measure_pair(prob[:, 0], target[:, 0], 0.5, 8, None) is not None
 
 
 @pytest.mark.parametrize("legacy", [False, True])

@@ -329,8 +329,9 @@ def test_roc_at_half_equals_pdfa_and_iou():
     assert r["tp"][0] + r["fp"][0] + r["fn"][0] + r["tn"][0] == b["pixels"]
 
 
+@pytest.mark.parametrize("backend", [None, "torch"])  # the fused CPU pass, the stacked maps
 @pytest.mark.parametrize("legacy", [False, True])
-def test_roc_sweep_matches_oracle(legacy):
+def test_roc_sweep_matches_oracle(legacy, backend):
     # Continuous maps (blurred spots plus noise), so each threshold really changes the masks.
     rng = np.random.default_rng(13)
     maps = np.stack([np.clip(spots(rng, 4) + rng.normal(0, 0.08, (SIZE, SIZE)), 0, 1) for _ in range(5)])
@@ -338,7 +339,7 @@ def test_roc_sweep_matches_oracle(legacy):
     target[:, :, :] |= maps > 0.6  # targets where the map is bright, so there is much to detect
     prob = torch.tensor(maps, dtype=torch.float32).unsqueeze(1)
     thresholds = [0.1, 0.3, 0.5, 0.7, 0.9]
-    roc = ROC(thresholds, legacy=legacy)
+    roc = ROC(thresholds, legacy=legacy, backend=backend)
     roc.update(prob, torch.from_numpy(target).unsqueeze(1))
     r = roc.compute()
     for i, thr in enumerate(thresholds):
@@ -356,12 +357,32 @@ def test_roc_chunks_thresholds(monkeypatch):
 
     prob, target = batch(14, n=3)
     thresholds = [0.1, 0.45, 0.5, 0.55, 0.95]
-    whole = ROC(thresholds)
+    whole = ROC(thresholds, backend="torch")  # the stacked path; the fused one has no chunks
     whole.update(prob, target)
     monkeypatch.setattr(roc_module, "_STACK_PIXELS", 2 * 3 * SIZE * SIZE)  # two thresholds at a time
-    chunked = ROC(thresholds)
+    chunked = ROC(thresholds, backend="torch")
     chunked.update(prob, target)
     assert chunked.compute() == whole.compute()
+
+
+@pytest.mark.parametrize("logits", [False, True])
+def test_roc_fused_pass_equals_stacked_maps(logits, monkeypatch):
+    import istd_kernels.metrics.roc as roc_module
+
+    calls = []
+    fused = roc_module.measure_pair
+    monkeypatch.setattr(roc_module, "measure_pair", lambda *a: calls.append(fused(*a)) or calls[-1])
+    prob, target = batch(18, n=4)
+    prob[0, 0, 5, 5:9] = float("nan")
+    prob[1, 0, 9, 9] = 0.25  # a pixel exactly at a threshold stays negative
+    pred = torch.logit(prob) if logits else prob
+    thresholds = [0.0, 0.25, 0.5, 0.8, 1.0]
+    a, b = ROC(thresholds, logits=logits), ROC(thresholds, logits=logits, backend="torch")
+    for m in (a, b):
+        m.update(pred, target)
+        m.update(pred[:2], target[:2])
+    assert sum(c is not None for c in calls) == 2 * len(thresholds)  # only `a` took the fused pass
+    assert a.compute() == b.compute()
 
 
 def test_roc_logits_threshold_in_probability_units():

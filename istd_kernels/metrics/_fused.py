@@ -28,26 +28,30 @@ class PairMeasure(NamedTuple):
     target_centroid: Tensor  # float64 [N, G, 2]
 
 
-def _bytes(value: Tensor, float_threshold: float) -> Tuple[Tensor, Optional[float]]:
-    """``value`` as the scanner reads it: float32 with ``float_threshold``, or uint8 where
-    non-zero is foreground. For bool and uint8 maps both rules of SPEC §5 (> 0.5, and > 0
-    for logits) mean non-zero, so they are passed as they are."""
+def _bytes(value: Tensor, threshold: float) -> Tuple[Tensor, Optional[float]]:
+    """``value > threshold`` as the scanner reads it: float32 with the threshold, or uint8
+    where non-zero is foreground. For bool and uint8 maps and a threshold in [0, 1) that is
+    the map itself, passed as it is."""
     if value.dtype == torch.float32:
-        return value.contiguous(), float_threshold
-    if value.dtype in (torch.bool, torch.uint8):
+        return value.contiguous(), threshold
+    if value.dtype in (torch.bool, torch.uint8) and 0.0 <= threshold < 1.0:
         return value.contiguous().view(torch.uint8), None
-    return (value > float_threshold).contiguous().view(torch.uint8), None
+    return (value > threshold).contiguous().view(torch.uint8), None
 
 
-def measure_pair(pred: Tensor, target: Tensor, logits: bool, connectivity: int,
+def measure_pair(pred: Tensor, target: Tensor, threshold: float, connectivity: int,
                  backend: Optional[str]) -> Optional[PairMeasure]:
-    """The fused measurement of checked [N, H, W] maps, or None when the C++ backend is not
-    the one that would measure them (then the caller takes the separate ops)."""
+    """The fused measurement of checked [N, H, W] maps, the prediction positive where
+    ``pred > threshold``, the target where ``target > 0.5``; or None when the C++ backend
+    is not the one that would measure them (then the caller takes the separate ops).
+
+    A float32 ``pred`` is compared with ``threshold`` rounded to float32, as ``pred >
+    threshold`` does in PyTorch."""
     if pred.device.type != "cpu":
         return None
     if _backend.select(MEASURE_OP, BACKENDS, pred.device, torch.float32, backend) != "cpp":
         return None
-    p, p_threshold = _bytes(pred, 0.0 if logits else 0.5)
+    p, p_threshold = _bytes(pred, threshold)
     t, t_threshold = _bytes(target, 0.5)
     out = cpu_extension().module.measure_pair(p, p_threshold, t, t_threshold, connectivity)
     inter, union, p_counts, p_area, p_centroid, _, t_counts, _, t_centroid, _ = out

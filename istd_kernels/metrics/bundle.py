@@ -40,7 +40,7 @@ class ISTDMetrics:
         # Checked, thresholded and counted once for all members; a bad batch raises before
         # any member changes.
         p, t = check_pair(pred, target)
-        fused = measure_pair(p, t, self.logits, self.pdfa.connectivity, self.pdfa.backend)
+        fused = measure_pair(p, t, 0.0 if self.logits else 0.5, self.pdfa.connectivity, self.pdfa.backend)
         if fused is not None:
             self.iou._add(fused.inter, fused.union, p.device)
             self.niou._add(fused.inter, fused.union, p.device)

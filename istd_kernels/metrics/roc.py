@@ -5,6 +5,10 @@ along the batch dimension and runs the pixel counts and the Pd/Fa matching of
 :mod:`.pdfa` on that stack, so a sweep costs a few batched calls rather than one pass per
 threshold. Thresholds are processed in chunks that keep the stack under a fixed number of
 pixels, which bounds memory for long sweeps on large batches.
+
+On the CPU with the C++ extension, float32 maps take a path without the stack: one fused
+pass per threshold (:mod:`._fused`) reads the map, thresholds it on the fly and measures
+it with the target, which is far cheaper than writing and re-reading T binary maps.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import torch
 from torch import Tensor
 
 from ._base import Metric, binarize_target, check_pair, ratio
+from ._fused import measure_pair
 from .pdfa import check_matching_args, match, measure
+from .pixel import intersection_union
 
 _STACK_PIXELS = 1 << 25
 _PER_THRESHOLD = ("tp", "fp", "fn", "tn", "detected", "false_pixels")
@@ -81,31 +87,65 @@ class ROC(Metric):
         n, h, w = p.shape
         if n == 0:
             return
-        state = self._on(p.device)
+        self._on(p.device)
+        if p.dtype == torch.float32 and self._update_fused(p, t):
+            return
         target_bin = binarize_target(t)
-        t_counts, _, t_cent = measure(target_bin, self.connectivity, self.backend)
+        t_counts, t_area, t_cent = measure(target_bin, self.connectivity, self.backend)
         # Bool and integer maps (0/1, 0/255) are compared with fractional thresholds as floats.
         values = p if p.dtype.is_floating_point else p.double()
         levels = self._levels(values, p.dtype == torch.bool)
-        positives = target_bin.sum(dtype=torch.int64)
+        # Every foreground pixel lies in exactly one component; summing the areas avoids a
+        # reduction over the bool map, which PyTorch widens to int64 first.
+        positives = t_area.sum()
         chunk = max(1, _STACK_PIXELS // max(1, n * h * w))
         for start in range(0, levels.shape[0], chunk):
             stop = min(start + chunk, levels.shape[0])
             c = stop - start
             stack = values.unsqueeze(0) > levels[start:stop]                      # [c, N, H, W]
-            tp = (stack & target_bin).flatten(1).sum(1, dtype=torch.int64)
-            predicted = stack.flatten(1).sum(1, dtype=torch.int64)
-            state["tp"][start:stop] += tp
-            state["fp"][start:stop] += predicted - tp
-            state["fn"][start:stop] += positives - tp
-            state["tn"][start:stop] += n * h * w - predicted - positives + tp
-            p_counts, p_area, p_cent = measure(stack.reshape(c * n, h, w), self.connectivity, self.backend)
+            flat = stack.reshape(c * n, h, w)
+            inter, union = intersection_union(flat, target_bin.expand(c, n, h, w).reshape(c * n, h, w))
+            tp = inter.view(c, n).sum(1)
+            predicted = (union.view(c, n).sum(1) - positives) + tp
+            p_counts, p_area, p_cent = measure(flat, self.connectivity, self.backend)
             detected, false_pixels = match(t_counts.repeat(c), t_cent.repeat(c, 1, 1), p_counts, p_area,
                                            p_cent, self.distance, self.legacy)
-            state["detected"][start:stop] += detected.view(c, n).sum(1)
-            state["false_pixels"][start:stop] += false_pixels.view(c, n).sum(1)
-        state["targets"] += t_counts.sum()
-        state["pixels"] += n * h * w
+            self._accumulate(slice(start, stop), tp, predicted, positives, n * h * w,
+                             detected.view(c, n).sum(1), false_pixels.view(c, n).sum(1))
+        self._state["targets"] += t_counts.sum()
+        self._state["pixels"] += n * h * w
+
+    def _update_fused(self, p: Tensor, t: Tensor) -> bool:
+        """The CPU path for float32 maps: one C++ pass per threshold thresholds the map on
+        the fly and measures it with the target (see :mod:`._fused`), so no stack of binary
+        maps is built. Returns False where that path does not apply."""
+        n, h, w = p.shape
+        levels = self._levels(p, False).view(-1).tolist()  # float32 values, exactly
+        first = measure_pair(p, t, levels[0], self.connectivity, self.backend)
+        if first is None:
+            return False
+        positives = first.union.sum() + first.inter.sum() - first.pred_area.sum()
+        for i, level in enumerate(levels):
+            m = first if i == 0 else measure_pair(p, t, level, self.connectivity, self.backend)
+            detected, false_pixels = match(m.target_counts, m.target_centroid, m.pred_counts, m.pred_area,
+                                           m.pred_centroid, self.distance, self.legacy)
+            tp = m.inter.sum()
+            predicted = m.union.sum() - positives + tp
+            self._accumulate(i, tp, predicted, positives, n * h * w, detected.sum(), false_pixels.sum())
+        self._state["targets"] += first.target_counts.sum()
+        self._state["pixels"] += n * h * w
+        return True
+
+    def _accumulate(self, at, tp: Tensor, predicted: Tensor, positives: Tensor, pixels: int,
+                    detected: Tensor, false_pixels: Tensor) -> None:
+        """Adds the counts of the thresholds ``at`` (an index or a slice)."""
+        state = self._state
+        state["tp"][at] += tp
+        state["fp"][at] += predicted - tp
+        state["fn"][at] += positives - tp
+        state["tn"][at] += pixels - predicted - positives + tp
+        state["detected"][at] += detected
+        state["false_pixels"][at] += false_pixels
 
     def compute(self) -> dict:
         c = {k: v.tolist() for k, v in self.sync().items()}
