@@ -204,9 +204,14 @@ def component_stats(labels: Tensor, counts: Tensor, backend: str | None = None) 
         if int(low) < 0 or int(high) > m:
             raise ValueError(f"labels must lie in [0, max(counts)] = [0, {m}]; got [{int(low)}, {int(high)}]")
     name = _backend.select(STATS_OP, STATS_BACKENDS, labels.device, torch.float32, backend)
+    return _measure_labels(labels, counts, m, name)
+
+
+def _measure_labels(labels: Tensor, counts: Tensor, m: int, name: str) -> ComponentStats:
+    """component_stats after its checks: labels in [0, m], ``name`` a selected backend."""
     if name == "torch":
         return ComponentStats(*_stats_torch(labels, m), counts)
-    # Values were checked to lie in [0, m], so the cast to int32 is exact.
+    # Values lie in [0, m], so the cast to int32 is exact.
     lab32 = labels.to(torch.int32).contiguous()
     if name == "cpp":
         area, centroid, bbox = cpu_extension().module.component_stats(lab32, m)
@@ -254,7 +259,10 @@ def measure_components(mask: Tensor, connectivity: int = 8, backend: str | None 
     name = _backend.select(MEASURE_OP, BACKENDS, mask.device, torch.float32, backend)
     if name != "cpp":
         labels, counts = connected_components(mask, connectivity, backend=name)
-        return component_stats(labels, counts, backend=name)
+        # Our own labels need no range check: skipping it saves a pass over them and, on a
+        # GPU, a host synchronisation; reading M is the one that remains.
+        m = int(counts.max()) if counts.numel() else 0
+        return _measure_labels(labels, counts, m, name)
     data, threshold = mask_bytes(mask)
     counts, area, centroid, bbox = cpu_extension().module.measure_components(data, threshold, connectivity)
     return ComponentStats(area, centroid, bbox, counts)
