@@ -8,14 +8,15 @@ overlap and measuring each mask read the batch four times and wrote a bool copy 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
 from .. import backend as _backend
 from ..extensions import cpu_extension
-from ..ops.components import BACKENDS, MEASURE_OP
+from ..ops.components import BACKENDS, MEASURE_OP, scanner_input
+from ._base import binarize_target
 
 
 class PairMeasure(NamedTuple):
@@ -26,17 +27,6 @@ class PairMeasure(NamedTuple):
     pred_centroid: Tensor  # float64 [N, P, 2]
     target_counts: Tensor  # int64 [N]
     target_centroid: Tensor  # float64 [N, G, 2]
-
-
-def _bytes(value: Tensor, threshold: float) -> Tuple[Tensor, Optional[float]]:
-    """``value > threshold`` as the scanner reads it: float32 with the threshold, or uint8
-    where non-zero is foreground. For bool and uint8 maps and a threshold in [0, 1) that is
-    the map itself, passed as it is."""
-    if value.dtype == torch.float32:
-        return value.contiguous(), threshold
-    if value.dtype in (torch.bool, torch.uint8) and 0.0 <= threshold < 1.0:
-        return value.contiguous().view(torch.uint8), None
-    return (value > threshold).contiguous().view(torch.uint8), None
 
 
 def measure_pair(pred: Tensor, target: Tensor, threshold: float, connectivity: int,
@@ -51,8 +41,8 @@ def measure_pair(pred: Tensor, target: Tensor, threshold: float, connectivity: i
         return None
     if _backend.select(MEASURE_OP, BACKENDS, pred.device, torch.float32, backend) != "cpp":
         return None
-    p, p_threshold = _bytes(pred, threshold)
-    t, t_threshold = _bytes(target, 0.5)
+    p, p_threshold = scanner_input(pred, threshold, lambda v: v > threshold)
+    t, t_threshold = scanner_input(target, 0.5, binarize_target)
     out = cpu_extension().module.measure_pair(p, p_threshold, t, t_threshold, connectivity)
     inter, union, p_counts, p_area, p_centroid, _, t_counts, _, t_centroid, _ = out
     return PairMeasure(inter, union, p_counts, p_area, p_centroid, t_counts, t_centroid)

@@ -42,16 +42,15 @@ class ISTDMetrics:
         p, t = check_pair(pred, target)
         fused = measure_pair(p, t, 0.0 if self.logits else 0.5, self.pdfa.connectivity, self.pdfa.backend)
         if fused is not None:
-            self.iou._add(fused.inter, fused.union, p.device)
-            self.niou._add(fused.inter, fused.union, p.device)
+            inter, union = fused.inter, fused.union
             self.pdfa._add_measured(fused.target_counts, fused.target_centroid, fused.pred_counts,
                                     fused.pred_area, fused.pred_centroid, p.numel())
-            return
-        pred_bin, target_bin = binarize_pred(p, self.logits), binarize_target(t)
-        inter, union = intersection_union(pred_bin, target_bin)
+        else:
+            pred_bin, target_bin = binarize_pred(p, self.logits), binarize_target(t)
+            inter, union = intersection_union(pred_bin, target_bin)
+            self.pdfa._add(pred_bin, target_bin)
         self.iou._add(inter, union, p.device)
         self.niou._add(inter, union, p.device)
-        self.pdfa._add(pred_bin, target_bin)
 
     __call__ = update
 

@@ -104,9 +104,9 @@ class ROC(Metric):
             c = stop - start
             stack = values.unsqueeze(0) > levels[start:stop]                      # [c, N, H, W]
             flat = stack.reshape(c * n, h, w)
-            inter, union = intersection_union(flat, target_bin.expand(c, n, h, w).reshape(c * n, h, w))
-            tp = inter.view(c, n).sum(1)
-            predicted = (union.view(c, n).sum(1) - positives) + tp
+            overlaps = [intersection_union(level, target_bin) for level in stack]   # c x ([N], [N])
+            tp = torch.stack([inter.sum() for inter, _ in overlaps])
+            predicted = torch.stack([union.sum() for _, union in overlaps]) - positives + tp
             p_counts, p_area, p_cent = measure(flat, self.connectivity, self.backend)
             detected, false_pixels = match(t_counts.repeat(c), t_cent.repeat(c, 1, 1), p_counts, p_area,
                                            p_cent, self.distance, self.legacy)

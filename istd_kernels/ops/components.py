@@ -11,7 +11,7 @@ number is data dependent, so a plain dispatch to the backends is all that is nee
 
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -222,15 +222,17 @@ def _measure_labels(labels: Tensor, counts: Tensor, m: int, name: str) -> Compon
     return ComponentStats(area, centroid, bbox, counts)
 
 
-def mask_bytes(mask: Tensor) -> Tuple[Tensor, "float | None"]:
-    """``mask`` as the C++ run scanner reads it: contiguous float32 with the 0.5 threshold of
-    :func:`connected_components`, or contiguous uint8 bytes where non-zero is foreground
-    (a bool mask is viewed, not copied). Other dtypes are thresholded here first."""
-    if mask.dtype == torch.float32:
-        return mask.contiguous(), 0.5
-    if mask.dtype in (torch.bool, torch.uint8):
-        return mask.contiguous().view(torch.uint8), None
-    return _foreground(mask).contiguous().view(torch.uint8), None
+def scanner_input(value: Tensor, threshold: float, binarize: Callable[[Tensor], Tensor]
+                  ) -> Tuple[Tensor, Optional[float]]:
+    """``value`` as the C++ run scanner reads it, foreground where ``value > threshold``:
+    contiguous float32 with the threshold (applied on the fly), or contiguous uint8 bytes
+    where non-zero is foreground. Bool and uint8 maps with a threshold in [0, 1) are that
+    already and are viewed, not copied; other dtypes go through ``binarize`` first."""
+    if value.dtype == torch.float32:
+        return value.contiguous(), threshold
+    if value.dtype in (torch.bool, torch.uint8) and 0.0 <= threshold < 1.0:
+        return value.contiguous().view(torch.uint8), None
+    return binarize(value).contiguous().view(torch.uint8), None
 
 
 def measure_components(mask: Tensor, connectivity: int = 8, backend: str | None = None) -> ComponentStats:
@@ -263,6 +265,6 @@ def measure_components(mask: Tensor, connectivity: int = 8, backend: str | None 
         # GPU, a host synchronisation; reading M is the one that remains.
         m = int(counts.max()) if counts.numel() else 0
         return _measure_labels(labels, counts, m, name)
-    data, threshold = mask_bytes(mask)
+    data, threshold = scanner_input(mask, 0.5, _foreground)
     counts, area, centroid, bbox = cpu_extension().module.measure_components(data, threshold, connectivity)
     return ComponentStats(area, centroid, bbox, counts)
