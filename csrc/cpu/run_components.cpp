@@ -1,7 +1,9 @@
 #include "run_components.h"
 
 #include <algorithm>
+#include <cstdint>
 
+#include "istd/stats_core.h"
 #include "istd/union_find.h"
 #include "mask_scan.h"
 
@@ -84,8 +86,8 @@ class RunLabeller {
     out.area.assign(static_cast<size_t>(n), 0);
     out.row_sum.assign(static_cast<size_t>(n), 0);
     out.col_sum.assign(static_cast<size_t>(n), 0);
-    out.bounds.assign(static_cast<size_t>(4 * n), 0);
-    std::vector<char> seen(static_cast<size_t>(n), 0);
+    out.bounds.resize(static_cast<size_t>(4 * n));
+    for (int32_t k = 0; k < n; ++k) stats_box_init<int64_t>(out.bounds.data() + 4 * k, INT64_MAX);
     for (int64_t i = 0; i < n_runs; ++i) {
       const Run& run = s_.runs[static_cast<size_t>(i)];
       const size_t k = static_cast<size_t>(comp[i]);
@@ -95,17 +97,10 @@ class RunLabeller {
       // c0 + (c0 + 1) + ... + (c1 - 1); one of len and c0 + c1 - 1 is even.
       out.col_sum[k] += (static_cast<int64_t>(run.c0) + run.c1 - 1) * len / 2;
       int64_t* b = out.bounds.data() + 4 * k;
-      if (!seen[k]) {
-        // Runs come in raster order: a component's first run is on its top row.
-        seen[k] = 1;
-        b[0] = run.row;
-        b[1] = run.c0;
-        b[3] = run.c1 - 1;
-      } else {
-        b[1] = std::min<int64_t>(b[1], run.c0);
-        b[3] = std::max<int64_t>(b[3], run.c1 - 1);
-      }
-      b[2] = run.row;
+      b[0] = std::min<int64_t>(b[0], run.row);
+      b[1] = std::min<int64_t>(b[1], run.c0);
+      b[2] = std::max<int64_t>(b[2], run.row);
+      b[3] = std::max<int64_t>(b[3], run.c1 - 1);
     }
   }
 
