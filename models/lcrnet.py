@@ -11,6 +11,7 @@ from istd_kernels.nn.dlc import C2FBlock
 from istd_kernels.nn.hlk import HLKConv
 
 from ._input import check_and_pad
+from ._probe import probe_forward
 
 
 def _norm(dim: int) -> nn.GroupNorm:
@@ -201,13 +202,5 @@ def count_flops(model: nn.Module, h: int = 512, w: int = 512, in_chans: Optional
             handles.append(m.register_forward_hook(convt_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))
-    try:
-        p = next(model.parameters(), None)
-        x = torch.zeros(1, in_chans, h, w, device=p.device if p is not None else None,
-                        dtype=p.dtype if p is not None else None)
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    probe_forward(model, in_chans, h, w, handles)
     return total[0]

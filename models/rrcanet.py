@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from istd_kernels.nn.rrca import DIAAM, ResidualBlock, RuCB, check_shared_copies
 
 from ._input import check_and_pad
+from ._probe import probe_forward
 
 __all__ = ["BACKBONES", "CHANNELS", "RRCANet", "convert_official_state_dict", "count_flops"]
 
@@ -205,16 +206,5 @@ def count_flops(model: nn.Module, h: int = 256, w: int = 256, in_chans: Optional
         total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
 
     handles = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    was_training = model.training
-    model.eval()  # a train-mode pass would move the BatchNorm running statistics
-    try:
-        p = next(model.parameters(), None)
-        x = torch.zeros(1, in_chans, h, w, device=p.device if p is not None else None,
-                        dtype=p.dtype if p is not None else None)
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    probe_forward(model, in_chans, h, w, handles)
     return total[0]
