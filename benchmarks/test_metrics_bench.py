@@ -49,10 +49,13 @@ def pairs():
     return prob, target
 
 
+def _reference_loop(prob, target, thresholds=(0.5,)):
+    return [reference_metrics(prob > t, target) for t in thresholds]
+
+
 def test_metrics_reference_loop(benchmark, pairs):
-    prob, target = pairs
     benchmark.group = "metrics: evaluation cpu 64x512x512 IoU+nIoU+Pd+Fa"
-    measure(benchmark, lambda: reference_metrics(prob > 0.5, target), "cpu", benchmark.group, N)
+    measure(benchmark, lambda: _reference_loop(*pairs), "cpu", benchmark.group, N)
     benchmark.extra_info["impl"] = "skimage per-image loop"
 
 
@@ -68,8 +71,7 @@ def test_metrics_istd(benchmark, pairs):
     ours, ref = run(), reference_metrics(prob > 0.5, target)
     assert all(abs(ours[k] - ref[k]) < 1e-9 for k in ref), (ours, ref)
     benchmark.group = "metrics: evaluation cpu 64x512x512 IoU+nIoU+Pd+Fa"
-    measure(benchmark, run, "cpu", benchmark.group, N,
-            baseline=lambda: reference_metrics(prob > 0.5, target))
+    measure(benchmark, run, "cpu", benchmark.group, N, baseline=lambda: _reference_loop(*pairs))
     benchmark.extra_info["impl"] = "istd_kernels ISTDMetrics (cpp)"
 
 
@@ -81,9 +83,8 @@ SWEEP = (0.2, 0.35, 0.5, 0.65, 0.8)
 
 
 def test_roc_reference_loop(benchmark, pairs):
-    prob, target = pairs
     benchmark.group = "metrics: ROC sweep cpu 64x512x512, 5 thresholds"
-    measure(benchmark, lambda: [reference_metrics(prob > t, target) for t in SWEEP], "cpu", benchmark.group, N)
+    measure(benchmark, lambda: _reference_loop(*pairs, SWEEP), "cpu", benchmark.group, N)
     benchmark.extra_info["impl"] = "skimage per-image loop, once per threshold"
 
 
@@ -101,8 +102,7 @@ def test_roc_istd(benchmark, pairs):
         ref = reference_metrics(prob > np.float32(t), target)
         assert abs(ours["pd"][i] - ref["pd"]) < 1e-12 and abs(ours["fa"][i] - ref["fa"]) < 1e-12
     benchmark.group = "metrics: ROC sweep cpu 64x512x512, 5 thresholds"
-    measure(benchmark, run, "cpu", benchmark.group, N,
-            baseline=lambda: [reference_metrics(prob > t, target) for t in SWEEP])
+    measure(benchmark, run, "cpu", benchmark.group, N, baseline=lambda: _reference_loop(*pairs, SWEEP))
     benchmark.extra_info["impl"] = "istd_kernels ROC (cpp, one fused pass per threshold)"
 
 
@@ -117,33 +117,23 @@ def test_labelling_cv2(benchmark, pairs):
     benchmark.extra_info["impl"] = "cv2.connectedComponentsWithStats per image"
 
 
-def test_labelling_istd(benchmark, pairs):
+def _labels_and_stats(mask):
+    labels, counts = connected_components(mask, backend="cpp")
+    return component_stats(labels, counts, backend="cpp")
+
+
+@pytest.mark.parametrize("fn, impl", [
+    (_labels_and_stats, "istd_kernels connected_components + component_stats (cpp)"),
+    (lambda mask: measure_components(mask, backend="cpp"), "istd_kernels measure_components, no label images (cpp)"),
+], ids=["labels", "stats_only"])
+def test_labelling_istd(benchmark, pairs, fn, impl):
     masks = (pairs[0] > 0.5).astype(np.uint8)
     mask_t = torch.from_numpy(masks.astype(bool))
-
-    def run():
-        labels, counts = connected_components(mask_t, backend="cpp")
-        return component_stats(labels, counts, backend="cpp")
-
-    stats = run()
+    stats = fn(mask_t)
     assert [int(n) for n in stats.counts] == [s[0] - 1 for s in _cv2_stats(masks)]
     benchmark.group = "metrics: labelling+stats cpu 64x512x512"
-    measure(benchmark, run, "cpu", benchmark.group, N, baseline=lambda: _cv2_stats(masks))
-    benchmark.extra_info["impl"] = "istd_kernels connected_components + component_stats (cpp)"
-
-
-def test_labelling_istd_stats_only(benchmark, pairs):
-    masks = (pairs[0] > 0.5).astype(np.uint8)
-    mask_t = torch.from_numpy(masks.astype(bool))
-
-    def run():
-        return measure_components(mask_t, backend="cpp")
-
-    stats = run()
-    assert [int(n) for n in stats.counts] == [s[0] - 1 for s in _cv2_stats(masks)]
-    benchmark.group = "metrics: labelling+stats cpu 64x512x512"
-    measure(benchmark, run, "cpu", benchmark.group, N, baseline=lambda: _cv2_stats(masks))
-    benchmark.extra_info["impl"] = "istd_kernels measure_components, no label images (cpp)"
+    measure(benchmark, lambda: fn(mask_t), "cpu", benchmark.group, N, baseline=lambda: _cv2_stats(masks))
+    benchmark.extra_info["impl"] = impl
 
 
 def test_metrics_istd_gpu(benchmark, pairs):
