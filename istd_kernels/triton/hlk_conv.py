@@ -107,6 +107,35 @@ def _dw_a_tile(x_c, sp_off, ih, iw, c_ok, w0_c, b0_c, H, W, K1, sxh, sxw,
 
 
 @triton.jit
+def _tap_src(t, K, DIL, SIGN: tl.constexpr, TW, P: tl.constexpr):
+    # Flat tile positions that tap t of a K x K kernel (dilation DIL) reads for each
+    # position: q + s for a convolution (SIGN 1), q - s for its transpose (SIGN -1). The
+    # clamp only keeps rim lanes, whose results are never used, in bounds.
+    di = (t // K - K // 2) * DIL
+    dj = (t - (t // K) * K - K // 2) * DIL
+    return tl.minimum(tl.maximum(tl.arange(0, P) + SIGN * (di * TW + dj), 0), P - 1)
+
+
+@triton.jit
+def _tap_conv(acc, tile, w_rows, w_ok, K, DIL, SIGN: tl.constexpr, TW, ACC_DTYPE: tl.constexpr,
+              C_CHUNK: tl.constexpr, P: tl.constexpr):
+    # acc + the depthwise K x K convolution (SIGN 1) or its transpose (SIGN -1) of a
+    # [C_CHUNK, P] tile, by gathers inside the tile; w_rows points at each row's K*K taps.
+    # w_ok None loads them unmasked, for callers whose rows all point at valid channels
+    # (the forward, at its register ceiling, cannot afford the predicates); otherwise
+    # rows where w_ok is false read zero weights.
+    for t in range(K * K):
+        src = _tap_src(t, K, DIL, SIGN, TW, P)
+        v = tl.gather(tile, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
+        if w_ok is None:
+            wv = tl.load(w_rows + t)
+        else:
+            wv = tl.load(w_rows + t, mask=w_ok, other=0.0)
+        acc += v * wv.to(ACC_DTYPE)[:, None]
+    return acc
+
+
+@triton.jit
 def _halo_tile(t, tiles_w, H, W, HALO, TH: tl.constexpr, TW: tl.constexpr, P: tl.constexpr):
     # Tile t's TH x TW positions, flattened: local row/col, image row/col, which lie in the
     # image, and which form the tile's own (inner) region. Tiles step by the inner size, so
@@ -149,7 +178,6 @@ def _hlk_fwd_kernel(
     g = ng % G
     n = ng // G
     lr, lc, ih, iw, in_img, inner = _halo_tile(t, tiles_w, H, W, HALO, TH, TW, P)
-    r = tl.arange(0, P)
     sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
 
     C2 = 2 * Cg
@@ -157,7 +185,6 @@ def _hlk_fwd_kernel(
     o_ok = o < Og
     oc = g * Og + o
     x_n = x_ptr + n.to(tl.int64) * sxn
-    p2 = K2 // 2
     KK1 = K1 * K1
     KK2 = K2 * K2
 
@@ -180,17 +207,9 @@ def _hlk_fwd_kernel(
         # time the gathers need theirs (shared memory is the limit on sm_86).
         acc = tl.dot(wa, a, acc, input_precision="ieee")
 
-        d = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
-        for t2 in range(KK2):
-            di = (t2 // K2 - p2) * DIL
-            dj = (t2 - (t2 // K2) * K2 - p2) * DIL
-            # Exact for inner positions (the halo keeps them in the tile);
-            # the clamp only keeps rim lanes, which are never stored, legal.
-            src = tl.minimum(tl.maximum(r + di * TW + dj, 0), P - 1)
-            av = tl.gather(a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
-            # Clamped channel, no mask: padding rows are zeroed below.
-            wv = tl.load(w1_ptr + ch_ld * KK2 + t2).to(ACC_DTYPE)
-            d += av * wv[:, None]
+        # Exact for inner positions: the halo keeps their taps in the tile.
+        d = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), a, w1_ptr + ch_ld * KK2, None, K2, DIL, 1, TW,
+                      ACC_DTYPE, C_CHUNK, P)
         if HAS_B1:
             d += tl.load(b1_ptr + ch_ld).to(ACC_DTYPE)[:, None]
         d = tl.where(c_ok[:, None], d, 0.0)
@@ -248,7 +267,6 @@ def _hlk_bwd_kernel(
     g = ng % G
     n = ng // G
     lr, lc, ih, iw, in_img, owned = _halo_tile(t, tiles_w, H, W, HALO, TH, TW, P)
-    r = tl.arange(0, P)
     sp_g = ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw
     sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
 
@@ -258,7 +276,6 @@ def _hlk_bwd_kernel(
     KK1 = K1 * K1
     KK2 = K2 * K2
     p1 = K1 // 2
-    p2 = K2 // 2
     gy_n = gy_ptr + n.to(tl.int64) * sgn
     x_n = x_ptr + n.to(tl.int64) * sxn
     # Workspace row (n, tile) holds, in order: grad_w0 [C, KK1], grad_b0 [C],
@@ -287,25 +304,13 @@ def _hlk_bwd_kernel(
 
         # Transposed dilated conv: d[q] used a[q + s2], so g_a[q] collects
         # g_d[q - s2].  Exact on [h2, TH - h2), which covers what follows.
-        for t2 in range(KK2):
-            di = (t2 // K2 - p2) * DIL
-            dj = (t2 - (t2 // K2) * K2 - p2) * DIL
-            src = tl.minimum(tl.maximum(r - di * TW - dj, 0), P - 1)
-            gv = tl.gather(g_d, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
-            wv = tl.load(w1_ptr + ch * KK2 + t2, mask=c_ok, other=0.0).to(ACC_DTYPE)
-            g_a += gv * wv[:, None]
+        g_a = _tap_conv(g_a, g_d, w1_ptr + ch * KK2, c_ok, K2, DIL, -1, TW, ACC_DTYPE, C_CHUNK, P)
         # Outside the image a was padding, not a variable: no gradient.
         g_a = tl.where(in_img[None, :], g_a, 0.0)
 
         if NEED_GX:
-            gx = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
-            for t1 in range(KK1):
-                di = t1 // K1 - p1
-                dj = t1 - (t1 // K1) * K1 - p1
-                src = tl.minimum(tl.maximum(r - di * TW - dj, 0), P - 1)
-                gv = tl.gather(g_a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
-                wv = tl.load(w0_ptr + ch * KK1 + t1, mask=c_ok, other=0.0).to(ACC_DTYPE)
-                gx += gv * wv[:, None]
+            gx = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), g_a, w0_ptr + ch * KK1, c_ok, K1, 1, -1, TW,
+                           ACC_DTYPE, C_CHUNK, P)
             sp_q = ih.to(tl.int64) * sqh + iw.to(tl.int64) * sqw
             gx_ptrs = gx_ptr + n.to(tl.int64) * sqn + ch.to(tl.int64)[:, None] * sqc + sp_q[None, :]
             tl.store(gx_ptrs, gx.to(gx_ptr.dtype.element_ty), mask=c_ok[:, None] & owned[None, :])
@@ -331,14 +336,8 @@ def _hlk_bwd_kernel(
             # d is exact on the owned pixels, the only ones grad_y reaches.
             a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * KK1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
                            HAS_B0, ACC_DTYPE, C_CHUNK, P)
-            d = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
-            for t2 in range(KK2):
-                di = (t2 // K2 - p2) * DIL
-                dj = (t2 - (t2 // K2) * K2 - p2) * DIL
-                src = tl.minimum(tl.maximum(r + di * TW + dj, 0), P - 1)
-                av = tl.gather(a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
-                wv = tl.load(w1_ptr + ch * KK2 + t2, mask=c_ok, other=0.0).to(ACC_DTYPE)
-                d += av * wv[:, None]
+            d = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), a, w1_ptr + ch * KK2, c_ok, K2, DIL, 1, TW,
+                          ACC_DTYPE, C_CHUNK, P)
             if HAS_B1:
                 d += tl.load(b1_ptr + ch, mask=c_ok, other=0.0).to(ACC_DTYPE)[:, None]
 
@@ -358,9 +357,7 @@ def _hlk_bwd_kernel(
             # tap live together, which spills.
             gdm = tl.where(owned[None, :], g_d, 0.0)
             for t2 in range(KK2):
-                di = (t2 // K2 - p2) * DIL
-                dj = (t2 - (t2 // K2) * K2 - p2) * DIL
-                src = tl.minimum(tl.maximum(r + di * TW + dj, 0), P - 1)
+                src = _tap_src(t2, K2, DIL, 1, TW, P)
                 av = tl.gather(a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
                 tl.store(ws_row + off_w1 + ch * KK2 + t2, tl.sum(gdm * av, axis=1), mask=c_ok)
             tl.store(ws_row + off_b1 + ch, tl.sum(gdm, axis=1), mask=c_ok)
