@@ -51,17 +51,6 @@ def as_pair(value: object, name: str, low: int, high: int | None = None) -> Tupl
     return int(items[0]), int(items[1])
 
 
-def output_memory_format(t: torch.Tensor) -> torch.memory_format:
-    """Layout for an op's output given its primary input: channels_last stays channels_last.
-
-    Every backend and the fake (meta) implementation allocate with this one rule, so compiled
-    graphs see the strides the kernels produce. (The C++ bindings apply the same test.)
-    """
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def unaliased(outputs, inputs):
     """``outputs`` with every tensor that shares storage with an input or an earlier output cloned.
 

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from .. import backend as _backend
 from ..extensions import cpu_extension, cuda_extension
-from ._checks import as_pair, autocast_cast, check_same, check_tensor, output_memory_format
+from ..layout import output_memory_format
+from ._checks import as_pair, autocast_cast, check_same, check_tensor
 
 OP = "istd.depthwise_conv2d"
 BACKENDS = ("torch", "cpp", "cuda", "triton")

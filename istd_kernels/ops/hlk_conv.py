@@ -29,7 +29,8 @@ from torch import Tensor
 from .. import backend as _backend
 from ..extensions import cpu_extension, cuda_extension
 from . import depthwise as _dw
-from ._checks import autocast_cast, check_same, check_tensor, output_memory_format, unaliased
+from ..layout import output_memory_format
+from ._checks import autocast_cast, check_same, check_tensor, unaliased
 
 OP = "istd.hlk_conv"
 BACKENDS = ("torch", "cpp", "cuda", "triton")

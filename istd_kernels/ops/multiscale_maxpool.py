@@ -32,7 +32,8 @@ from torch import Tensor
 
 from .. import backend as _backend
 from ..extensions import cpu_extension, cuda_extension
-from ._checks import check_tensor, output_memory_format
+from ..layout import index_dtype, output_memory_format
+from ._checks import check_tensor
 
 OP = "istd.multiscale_maxpool"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
@@ -102,15 +103,6 @@ def multiscale_maxpool_ref(u: Tensor, groups: int, radix: int, scales: Optional[
 # ---------------------------------------------------------------------------------------
 # The op's torch implementation (for opcheck and as the kernels' executable spec): the same
 # (levels, offsets) contract as the Triton kernels, from F.max_pool2d's flat indices.
-
-
-#: Largest scale whose window offsets (``< s*s <= 256``) fit the compact uint8 index.
-UINT8_MAX_SCALE = 16
-
-
-def index_dtype(scales: Sequence[int]) -> torch.dtype:
-    """Dtype of the stored window offsets: uint8 while every window has <= 256 cells, else int32."""
-    return torch.uint8 if max(scales) <= UINT8_MAX_SCALE else torch.int32
 
 
 def _torch_fwd(u: Tensor, groups: int, radix: int, scales: Sequence[int]) -> List[Tensor]:

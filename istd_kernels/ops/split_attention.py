@@ -29,7 +29,8 @@ import math
 
 from .. import backend as _backend
 from ..extensions import cpu_extension, cuda_extension
-from ._checks import autocast_cast, check_same, check_tensor, output_memory_format
+from ..layout import output_memory_format
+from ._checks import autocast_cast, check_same, check_tensor
 
 OP = "istd.split_attention"
 BACKENDS = ("torch", "cpp", "cuda", "triton")

@@ -24,18 +24,14 @@ would take minutes per shape.
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 # The one layout rule shared by every backend and the meta implementation, so
 # compiled graphs see the strides these kernels produce.
-from ..ops._checks import output_memory_format as _memory_format
-
-INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
+from ..layout import output_memory_format as _memory_format
+from ._launch import INTERPRET, aot_signature, device_ctx, launch, np2
 
 __all__ = [
     "INTERPRET",
@@ -47,7 +43,6 @@ __all__ = [
     "depthwise_bwd_input",
     "depthwise_bwd_weight",
     "aot_specs",
-    "AOT_SPECS",
 ]
 
 
@@ -329,10 +324,6 @@ BWD_WEIGHT_CONFIGS = _tile_configs()
 WGRAD_REDUCE_CONFIGS = [triton.Config({"BLOCK_R": 32, "BLOCK_M": 64}, num_warps=4, num_stages=1)]
 
 
-def _np2(v: int) -> int:
-    return 1 << max(0, int(v) - 1).bit_length()
-
-
 def _prune_by(h_name: str, w_name: str):
     # Tiles much larger than the plane only add masked lanes; drop them so
     # small planes are not benchmarked on useless shapes.
@@ -340,8 +331,8 @@ def _prune_by(h_name: str, w_name: str):
         h = named_args[h_name]
         w = named_args[w_name]
         keep = [cfg for cfg in configs
-                if cfg.kwargs["BLOCK_H"] <= max(8, _np2(h))
-                and cfg.kwargs["BLOCK_W"] <= max(32, _np2(w))]
+                if cfg.kwargs["BLOCK_H"] <= max(8, np2(h))
+                and cfg.kwargs["BLOCK_W"] <= max(32, np2(w))]
         return keep or configs[:1]
     return prune
 
@@ -385,16 +376,6 @@ else:
                                             _dw_bwd_weight_kernel)
 
 
-def _launch(raw, tuned, configs, grid_fn, args, consts, fixed: bool = False):
-    """Launch ``raw`` with configs[0] or the autotuner; return the config used."""
-    if tuned is None or fixed:
-        cfg = configs[0]
-        raw[grid_fn(cfg.kwargs)](*args, **consts, **cfg.all_kwargs())
-        return cfg
-    tuned[grid_fn](*args, **consts)
-    return tuned.best_config
-
-
 # ---------------------------------------------------------------------------
 # Launch helpers
 # ---------------------------------------------------------------------------
@@ -413,12 +394,6 @@ def _kw_chunk(kw: int) -> int:
 
 def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _device_ctx(t: torch.Tensor):
-    if t.is_cuda:
-        return torch.cuda.device(t.device)
-    return contextlib.nullcontext()
 
 
 def _out_hw(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -458,8 +433,8 @@ def depthwise_fwd(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, 
             SH, SW, PH, PW, DH, DW, KH)
     consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(x.dtype))
     grid = lambda meta: (N * C * _tiles(Ho, Wo, meta),)  # noqa: E731
-    with _device_ctx(x):
-        _launch(_dw_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, consts)
+    with device_ctx(x):
+        launch(_dw_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, consts)
     return y
 
 
@@ -485,8 +460,8 @@ def depthwise_bwd_input(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, st
             SH, SW, PH, PW, DH, DW, KH)
     consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), ACC_DTYPE=_acc_dtype(grad_y.dtype))
     grid = lambda meta: (N * C * _tiles(H, W, meta),)  # noqa: E731
-    with _device_ctx(grad_y):
-        _launch(_dw_bwd_input_kernel, _bwd_input_tuned, BWD_INPUT_CONFIGS, grid, args, consts)
+    with device_ctx(grad_y):
+        launch(_dw_bwd_input_kernel, _bwd_input_tuned, BWD_INPUT_CONFIGS, grid, args, consts)
     return gx
 
 
@@ -532,8 +507,8 @@ def depthwise_bwd_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size, str
     # Deterministic mode pins the tile shape (the first candidate) too, so
     # the partial sums, not just their reduction, match in every process.
     fixed = torch.are_deterministic_algorithms_enabled()
-    with _device_ctx(x):
-        cfg = _launch(_dw_bwd_weight_kernel, _bwd_weight_tuned, candidates, grid, args, consts,
+    with device_ctx(x):
+        cfg = launch(_dw_bwd_weight_kernel, _bwd_weight_tuned, candidates, grid, args, consts,
                       fixed=fixed)
         rows = N * _tiles(Ho, Wo, cfg.kwargs)
         M = C * K1
@@ -555,19 +530,6 @@ def depthwise_bwd_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size, str
 # gradcheck dtype, not a production one.
 _AOT_DTYPES = (("fp32", tl.float32), ("fp16", tl.float32), ("bf16", tl.float32))
 _AOT_KWS = (1, 3, 7, 31)
-
-
-def _sig(fn, names_ptr, names_int, names_const):
-    # Ints are declared i32: that is what the JIT picks for every size and
-    # stride below 2**31, and offsets are widened to 64 bits inside anyway.
-    sig = dict(names_ptr)
-    sig.update({name: "i32" for name in names_int})
-    sig.update({name: "constexpr" for name in names_const})
-    missing = set(fn.arg_names) ^ set(sig)
-    if missing:
-        raise AssertionError(f"AOT signature of {fn.__name__} mismatches its arguments: {sorted(missing)}")
-    # Parameters are bound positionally, so keep the kernel's argument order.
-    return {name: sig[name] for name in fn.arg_names}
 
 
 def aot_specs() -> list[dict]:
@@ -611,7 +573,7 @@ def aot_specs() -> list[dict]:
                     consts = dict(KW=kw, KW_CHUNK=_kw_chunk(kw), ACC_DTYPE=acc, **extra, **cfg.kwargs)
                     specs.append(dict(
                         name=name, fn=fn,
-                        signature=_sig(fn, ptrs, ints, list(consts)),
+                        signature=aot_signature(fn, ptrs, ints, list(consts)),
                         constexprs=consts,
                         num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
                         config=(f"BH={cfg.kwargs['BLOCK_H']} BW={cfg.kwargs['BLOCK_W']} KW={kw} "
@@ -621,7 +583,7 @@ def aot_specs() -> list[dict]:
             consts = dict(HAS_BIAS=True, ACC_DTYPE=acc, **cfg.kwargs)
             specs.append(dict(
                 name="_dw_wgrad_reduce_kernel", fn=_dw_wgrad_reduce_kernel,
-                signature=_sig(_dw_wgrad_reduce_kernel, [("ws_ptr", "*fp32"), ("gw_ptr", p), ("gb_ptr", p)],
+                signature=aot_signature(_dw_wgrad_reduce_kernel, [("ws_ptr", "*fp32"), ("gw_ptr", p), ("gb_ptr", p)],
                                ["R", "M", "K1", "KK"], list(consts)),
                 constexprs=consts,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
@@ -630,6 +592,3 @@ def aot_specs() -> list[dict]:
             ))
     return specs
 
-
-# Alias kept for callers that expect the upper-case name from the design notes.
-AOT_SPECS = aot_specs

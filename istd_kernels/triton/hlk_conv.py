@@ -59,7 +59,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .depthwise import INTERPRET, _device_ctx, _launch, _memory_format, _np2, _sig
+from ..layout import output_memory_format as _memory_format
+from ._launch import INTERPRET, aot_signature, device_ctx, launch, np2
 
 __all__ = [
     "MAX_GPU_HALO",
@@ -422,13 +423,13 @@ def _fits(cfg_kwargs, halo: int, h: int, w: int) -> bool:
     if th - 2 * halo < _MIN_INNER or tw - 2 * halo < _MIN_INNER:
         return False
     # Tiles far larger than the halo-padded image only add masked lanes.
-    return th <= max(16, _np2(h + 2 * halo)) and tw <= max(16, _np2(w + 2 * halo))
+    return th <= max(16, np2(h + 2 * halo)) and tw <= max(16, np2(w + 2 * halo))
 
 
 def _candidates(configs, halo: int, h: int, w: int, og: int):
     keep = [cfg for cfg in configs if _fits(cfg.kwargs, halo, h, w)]
     # Wider output blocks only pay off when there are that many outputs.
-    small = [cfg for cfg in keep if cfg.kwargs["CO_BLOCK"] <= max(16, _np2(og))]
+    small = [cfg for cfg in keep if cfg.kwargs["CO_BLOCK"] <= max(16, np2(og))]
     keep = small or keep
     if keep:
         return keep
@@ -437,7 +438,7 @@ def _candidates(configs, halo: int, h: int, w: int, og: int):
     # inner region of 8 is launched instead.  It is correct but NOT
     # spill-free (32x32 at 16 warps spills ~0.5-2k words) and is not in
     # aot_specs(); 32x32 fits sm_86's shared memory, 64x64 and up do not.
-    side = _np2(2 * halo + 8)
+    side = np2(2 * halo + 8)
     return [triton.Config({"TH": side, "TW": side, "C_CHUNK": 16, "CO_BLOCK": 16},
                           num_warps=16, num_stages=1)]
 
@@ -542,8 +543,8 @@ def hlk_fwd(x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1, w_pw: t
                   ACC_DTYPE=acc_tl)
     cands = _candidates(FWD_CONFIGS, halo, H, W, Og)
     grid = lambda meta: (N * G * _tiles(H, W, halo, meta) * triton.cdiv(Og, meta["CO_BLOCK"]),)  # noqa: E731
-    with _device_ctx(x):
-        _launch(_hlk_fwd_kernel, _tuned_or_fixed(_fwd_tuned, FWD_CONFIGS, cands), cands, grid, args,
+    with device_ctx(x):
+        launch(_hlk_fwd_kernel, _tuned_or_fixed(_fwd_tuned, FWD_CONFIGS, cands), cands, grid, args,
                 consts)
     return y
 
@@ -613,13 +614,13 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
     # Fused, one program keeps g_a, g_d, grad_x, a and d in flight and spills
     # on both sm_86 and sm_90; split, each pass is spill-free at 8 warps.
     # The weight pass recomputes g_d / g_a (two small dots and k2*k2 gathers).
-    with _device_ctx(x):
+    with device_ctx(x):
         if need_gx:
             cands = _candidates(BWD_GX_CONFIGS, halo, H, W, Og)
             # Unused workspace pointer, but typed as the gate compiles it.
             ws_ph = torch.empty(1, dtype=torch.float32, device=dev)
             args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, gx, ws_ph, *common, *gx.stride())
-            _launch(_hlk_bwd_kernel, _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), cands, grid,
+            launch(_hlk_bwd_kernel, _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), cands, grid,
                     args, dict(NEED_GX=True, NEED_W=False, **flags))
         if not need_w:
             return (gx,) + (None,) * 6
@@ -629,7 +630,7 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
         rows = N * _tiles(H, W, halo, cfg.kwargs)
         ws = torch.empty((rows, LW), dtype=acc_t, device=dev)
         args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, ph, ws, *common, 0, 0, 0, 0)
-        _launch(_hlk_bwd_kernel, None, [cfg], grid, args, dict(NEED_GX=False, NEED_W=True, **flags))
+        launch(_hlk_bwd_kernel, None, [cfg], grid, args, dict(NEED_GX=False, NEED_W=True, **flags))
     # torch.sum over a fixed-shape dim is a fixed-order reduction (no atomics).
     return _finish(ws.sum(dim=0))
 
@@ -684,7 +685,7 @@ def aot_specs() -> list[dict]:
                 kw = cfg.kwargs
                 specs.append(dict(
                     name=name, fn=fn,
-                    signature=_sig(fn, ptrs, ints, list(consts)),
+                    signature=aot_signature(fn, ptrs, ints, list(consts)),
                     constexprs=consts,
                     num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
                     config=(f"TH={kw['TH']} TW={kw['TW']} CC={kw['C_CHUNK']} CO={kw['CO_BLOCK']} "

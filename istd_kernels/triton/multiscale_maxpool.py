@@ -31,21 +31,16 @@ at import) the first config is launched directly, as in :mod:`.depthwise`.
 
 from __future__ import annotations
 
-import os
 from typing import List, Sequence
 
 import torch
 import triton
 import triton.language as tl
 
-from ..ops._checks import output_memory_format as _memory_format
-from ..ops.multiscale_maxpool import index_dtype
-from .depthwise import _device_ctx, _launch, _sig
+from ..layout import index_dtype, output_memory_format as _memory_format
+from ._launch import INTERPRET, aot_signature, device_ctx, launch
 
-INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
-
-__all__ = ["INTERPRET", "FWD_CONFIGS", "BWD_CONFIGS", "index_dtype", "mmp_fwd", "mmp_bwd", "aot_specs",
-           "AOT_SPECS"]
+__all__ = ["INTERPRET", "FWD_CONFIGS", "BWD_CONFIGS", "mmp_fwd", "mmp_bwd", "aot_specs"]
 
 # Level-table row layouts (int64 fields).
 _F_FWD = 9   # s, Ho, Wo, y_ptr, i_ptr, syn, syc, syh, syw
@@ -267,8 +262,8 @@ def mmp_fwd(u: torch.Tensor, groups: int, radix: int, scales: Sequence[int]) -> 
         return (N * GC * sum(_cdiv(ho, meta["BLOCK_H"]) * _cdiv(wo, meta["BLOCK_W"]) for ho, wo in los),)
 
     args = (u, tab, ys[0], idx[0], N * GC, GC, c, radix, H, W, *u.stride())
-    with _device_ctx(u):
-        _launch(_mmp_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, dict(F=_F_FWD))
+    with device_ctx(u):
+        launch(_mmp_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, dict(F=_F_FWD))
     return ys + idx
 
 
@@ -300,8 +295,8 @@ def mmp_bwd(grads: Sequence[torch.Tensor], indices: Sequence[torch.Tensor], D: i
         return (N * D * _cdiv(H, meta["BLOCK_H"]) * _cdiv(W, meta["BLOCK_W"]),)
 
     args = (gu, tab, g0, indices[0], D, c, radix, H, W, *gu.stride())
-    with _device_ctx(g0):
-        _launch(_mmp_bwd_kernel, _bwd_tuned, BWD_CONFIGS, grid, args, dict(F=_F_BWD))
+    with device_ctx(g0):
+        launch(_mmp_bwd_kernel, _bwd_tuned, BWD_CONFIGS, grid, args, dict(F=_F_BWD))
     return gu
 
 
@@ -335,7 +330,7 @@ def aot_specs() -> list[dict]:
                     consts = dict(F=fields, **cfg.kwargs)
                     specs.append(dict(
                         name=name, fn=fn,
-                        signature=_sig(fn, ptrs, ints, list(consts)),
+                        signature=aot_signature(fn, ptrs, ints, list(consts)),
                         constexprs=consts,
                         num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
                         config=(f"BH={cfg.kwargs['BLOCK_H']} BW={cfg.kwargs['BLOCK_W']} {dname} idx={iname} "
@@ -343,5 +338,3 @@ def aot_specs() -> list[dict]:
                     ))
     return specs
 
-
-AOT_SPECS = aot_specs

@@ -50,7 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .depthwise import INTERPRET, _device_ctx, _launch, _memory_format, _np2, _sig
+from ..layout import output_memory_format as _memory_format
+from ._launch import INTERPRET, aot_signature, device_ctx, launch, np2
 
 __all__ = [
     "MAX_BRANCHES",
@@ -293,7 +294,7 @@ BWD_CONFIG = triton.Config({"BH": 16, "BW": 32}, num_warps=8, num_stages=1)
 
 def _prune_fwd(configs, named_args, **kwargs):
     h, w = named_args["H"], named_args["W"]
-    keep = [cfg for cfg in configs if cfg.kwargs["BH"] <= max(16, _np2(h)) and cfg.kwargs["BW"] <= max(32, _np2(w))]
+    keep = [cfg for cfg in configs if cfg.kwargs["BH"] <= max(16, np2(h)) and cfg.kwargs["BW"] <= max(32, np2(w))]
     return keep or configs[:1]
 
 
@@ -359,8 +360,8 @@ def split_attention_fwd(branches, logits: torch.Tensor, temperature: torch.Tenso
             D, H, W, G, D // G, *_pad4(scales, 1), *z.stride())
     consts = dict(R=r, ACC_DTYPE=_acc(residual.dtype)[0])
     grid = lambda meta: (N * G * _tiles(H, W, meta["BH"], meta["BW"]),)  # noqa: E731
-    with _device_ctx(residual):
-        _launch(_sa_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, consts)
+    with device_ctx(residual):
+        launch(_sa_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, consts)
     return z
 
 
@@ -400,7 +401,7 @@ def split_attention_bwd(grad_z: torch.Tensor, branches, logits: torch.Tensor, te
             D, H, W, G, D // G)
     s4 = _pad4(scales, 1)
     consts = dict(R=r, S0=s4[0], S1=s4[1], S2=s4[2], S3=s4[3], ACC_DTYPE=acc_tl, BH=bh, BW=bw)
-    with _device_ctx(residual):
+    with device_ctx(residual):
         _sa_bwd_kernel[(progs,)](*args, **consts, num_warps=BWD_CONFIG.num_warps, num_stages=BWD_CONFIG.num_stages)
     # torch.sum over a fixed-size 1-D workspace: a fixed-order reduction, no atomics.
     gt = ws.sum().to(dt).reshape(temperature.shape)
@@ -436,7 +437,7 @@ def aot_specs() -> list[dict]:
                 consts = dict(R=r, ACC_DTYPE=acc, **cfg.kwargs)
                 specs.append(dict(
                     name="_sa_fwd_kernel", fn=_sa_fwd_kernel,
-                    signature=_sig(_sa_fwd_kernel, fwd_ptrs, fwd_ints, list(consts)),
+                    signature=aot_signature(_sa_fwd_kernel, fwd_ptrs, fwd_ints, list(consts)),
                     constexprs=consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
                     config=f"BH={cfg.kwargs['BH']} BW={cfg.kwargs['BW']} R={r} {dname} w{cfg.num_warps}",
                 ))
@@ -451,7 +452,7 @@ def aot_specs() -> list[dict]:
             consts = dict(R=r, S0=s4[0], S1=s4[1], S2=s4[2], S3=s4[3], ACC_DTYPE=acc, **cfg.kwargs)
             specs.append(dict(
                 name="_sa_bwd_kernel", fn=_sa_bwd_kernel,
-                signature=_sig(_sa_bwd_kernel, bwd_ptrs, bwd_ints, list(consts)),
+                signature=aot_signature(_sa_bwd_kernel, bwd_ptrs, bwd_ints, list(consts)),
                 constexprs=consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
                 config=(f"BH={cfg.kwargs['BH']} BW={cfg.kwargs['BW']} R={r} S={tuple(s4[:r])} {dname} "
                         f"w{cfg.num_warps}"),

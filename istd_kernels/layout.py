@@ -1,0 +1,30 @@
+"""Layout and dtype rules shared by every layer (ops, kernels, bindings' Python side).
+
+This module is the ground floor: it imports nothing from the package, so both the op layer
+and the kernel layer can use it without an import circle.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+#: Largest pooling scale whose window offsets (``< s*s <= 256``) fit the compact uint8 index.
+UINT8_MAX_SCALE = 16
+
+
+def output_memory_format(t: torch.Tensor) -> torch.memory_format:
+    """Layout for an op's output given its primary input: channels_last stays channels_last.
+
+    Every backend and the fake (meta) implementation allocate with this one rule, so compiled
+    graphs see the strides the kernels produce. (The C++ bindings apply the same test.)
+    """
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def index_dtype(scales: Sequence[int]) -> torch.dtype:
+    """Dtype of stored max-pool window offsets: uint8 while every window has <= 256 cells, else int32."""
+    return torch.uint8 if max(scales) <= UINT8_MAX_SCALE else torch.int32
