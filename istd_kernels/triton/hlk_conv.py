@@ -206,7 +206,7 @@ def _hlk_fwd_kernel(
         # ieee: fp32 operands must not be rounded to tf32.  The a half is
         # applied before d is built so its dot staging buffer is dead by the
         # time the gathers need theirs (shared memory is the limit on sm_86).
-        acc = tl.dot(wa, a, acc, input_precision="ieee")
+        acc = tl.dot(wa, a, acc, input_precision="ieee", out_dtype=ACC_DTYPE)
 
         # Exact for inner positions: the halo keeps their taps in the tile.
         d = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), a, w1_ptr + ch_ld * KK2, None, K2, DIL, 1, TW,
@@ -216,7 +216,7 @@ def _hlk_fwd_kernel(
         d = tl.where(c_ok[:, None], d, 0.0)
 
         wd = tl.load(wpw_ptr + w_off + Cg, mask=wmask, other=0.0).to(ACC_DTYPE)
-        acc = tl.dot(wd, d, acc, input_precision="ieee")
+        acc = tl.dot(wd, d, acc, input_precision="ieee", out_dtype=ACC_DTYPE)
 
     if HAS_BPW:
         acc += tl.load(bpw_ptr + oc, mask=o_ok, other=0.0).to(ACC_DTYPE)[:, None]
@@ -240,7 +240,7 @@ def _pw_grad_in(gy_n, sp_g, in_img, w_ptr, sgc, g, Og, C2, cc, c_ok,
                      mask=o_ok[:, None] & in_img[None, :], other=0.0).to(ACC_DTYPE)
         w_t = tl.load(w_ptr + oc[None, :] * C2 + cc[:, None], mask=c_ok[:, None] & o_ok[None, :],
                       other=0.0).to(ACC_DTYPE)
-        acc = tl.dot(w_t, gy, acc, input_precision="ieee")
+        acc = tl.dot(w_t, gy, acc, input_precision="ieee", out_dtype=ACC_DTYPE)
     return acc
 
 
