@@ -1,76 +1,200 @@
-"""``istd evaluate``: IoU, nIoU, Pd and Fa (SPEC §5) of trained weights on a data set split.
+"""``istd evaluate``: IoU, nIoU, Pd and Fa (SPEC §5) of a model's weights, or of any model's
+saved predictions (``--pred DIR``, several for a comparison table), on a data set split.
 
-Images are scored at their own size (a padded batch is cropped back per image before the
-metrics see it), so batch size does not change the numbers. images/s counts the forward
-passes only (data loading excluded), synchronised on CUDA.
+Both paths score through one :class:`~.scoring.Scorer`: a pixel is positive when its
+probability is > ``--threshold`` (0.5), Pd/Fa match centroids closer than 3 px.
+
+- Weights: images are batched only with images of their own size (no padding), so the
+  numbers do not depend on ``--batch-size``. images/s counts the forward passes only (data
+  loading excluded), synchronised on CUDA.
+- Saved predictions: files matched to the split's ids by stem (see :mod:`.predictions` for
+  the formats and how 0-255 maps are detected); ids without a prediction and files without
+  an id are reported (``--strict`` makes either an error).
+
+Outputs: the console table, ``--json``, ``--roc`` (PNG + CSV), ``--per-image`` CSV (one row
+per image), ``--worst K`` overlays, ``--table`` (the comparison as md/latex/csv). Every file
+is written whole or not at all (:mod:`.outputs`).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import csv
+import io
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from . import CLIError
+from .checks import check_at_least, load_inference_model
+from .compare import PAPER_HEADER, paper_row, render_table
+from .outputs import check_output_folder, check_output_path, write_json, write_text, write_via_temp
+from .scoring import NIOU_EMPTY, ROW_FIELDS, Progress, Scorer, score_model, size_grouped
 
-ROC_THRESHOLDS = [float(t) for t in np.round(np.concatenate([[0.001, 0.01], np.linspace(0.05, 0.95, 19),
-                                                             [0.99, 0.999]]), 6)]
+
+def _check_args(args) -> None:
+    if args.pred and (args.weights or args.model):
+        raise CLIError("give either --pred (saved predictions) or --model with --weights, not both")
+    if not args.pred and not (args.model and args.weights):
+        raise CLIError("give --model and --weights to evaluate a model, or --pred DIR to evaluate saved predictions")
+    check_at_least("--batch-size", args.batch_size, 1)
+    check_at_least("--workers", args.workers, 0)
+    check_at_least("--worst", args.worst, 1)
+    if not 0 < args.threshold < 1:
+        raise CLIError(f"--threshold must be a probability strictly between 0 and 1; got {args.threshold}")
+    if args.pred and len(args.pred) > 1 and (args.roc or args.worst):
+        raise CLIError("--roc and --worst take one --pred folder (or --weights); run them per folder")
+    for flag in ("json", "roc", "per_image", "table"):
+        if getattr(args, flag):
+            check_output_path(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.worst:
+        check_output_folder(args.overlay_dir, "--overlay-dir")
 
 
-def format_table(rows) -> str:
-    """A plain-text table: ``rows`` is a list of equal-length lists of strings, the first the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
-                     for r in rows)
+def _scorer(args, logits: bool) -> Scorer:
+    return Scorer(args.threshold, logits, args.legacy_fa, args.niou_empty, roc=bool(args.roc),
+                  components=bool(args.per_image or args.worst))
+
+
+def _score_predictions(folder: str, ds, args):
+    """Score one prediction folder; returns (scorer, {id: prediction file})."""
+    from .data import read_mask
+    from .predictions import describe_kinds, index_folder, match_ids, read_prediction
+    ids = [p[0] for p in ds.pairs]
+    matched = match_ids(ids, index_folder(folder), folder, args.strict)
+    if matched.missing:
+        print(f"{folder}: {len(matched.missing)} id(s) of the split have no prediction and are not scored: "
+              f"{', '.join(matched.missing[:10])}{' ...' if len(matched.missing) > 10 else ''}")
+    if matched.extra:
+        print(f"{folder}: {len(matched.extra)} file(s) match no id of the split and are ignored: "
+              f"{', '.join(matched.extra[:10])}{' ...' if len(matched.extra) > 10 else ''}")
+    scorer, kinds, progress = _scorer(args, False), Counter(), Progress(f"evaluate {folder}", len(matched.pairs))
+    for done, (k, path) in enumerate(matched.pairs, 1):
+        ident, _, mask_path = ds.pairs[k]
+        prob, kind = read_prediction(path, args.pred_scale)
+        mask = read_mask(mask_path)
+        if prob.shape != mask.shape:
+            raise CLIError(f"prediction {path} is {prob.shape[1]}x{prob.shape[0]} but its mask {mask_path} is "
+                           f"{mask.shape[1]}x{mask.shape[0]}; expected equal sizes")
+        kinds[kind] += 1
+        scorer.update(torch.from_numpy(prob), torch.from_numpy(mask), ident)
+        progress.step(done)
+    print(f"{folder}: read {describe_kinds(kinds)}; positive where probability > {args.threshold:g}")
+    return scorer, {ds.pairs[k][0]: path for k, path in matched.pairs}
+
+
+def _score_weights(ds, args):
+    """Score the model of ``--weights``; returns (scorer, net, device, images/s)."""
+    from torch.utils.data import DataLoader
+    net, device = load_inference_model(args)
+    items = DataLoader(ds, batch_size=None, shuffle=False, num_workers=args.workers)
+    scorer = _scorer(args, True)
+    seconds = score_model(net, size_grouped(items, args.batch_size), device, args.amp, scorer,
+                          Progress(f"evaluate {args.model}", len(ds)))
+    return scorer, net, device, (len(ds) / seconds if seconds > 0 else float("nan"))
+
+
+def _write_per_image(path: str, named_scorers) -> None:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["predictions", *ROW_FIELDS])
+    for name, scorer in named_scorers:
+        for r in scorer.rows:
+            w.writerow([name, *("" if r[f] is None else (f"{r[f]:.6f}" if f == "iou" else r[f]) for f in ROW_FIELDS)])
+    write_text(Path(path), out.getvalue(), "--per-image")
+    print(f"wrote {path}")
+
+
+def _write_roc(scorer: Scorer, png: Path) -> None:
+    write_via_temp(png.with_suffix(".csv"), scorer.roc.save_csv, "--roc")
+    try:
+        write_via_temp(png, scorer.roc.plot, "--roc")
+    except ImportError as e:
+        raise CLIError(f"--roc {png} needs matplotlib to draw the plot (the CSV "
+                       f"{png.with_suffix('.csv')} was written)") from e
+    print(f"wrote {png} and {png.with_suffix('.csv')}")
+
+
+def _write_worst(scorer: Scorer, ds, args, predicted) -> None:
+    """Overlays of the ``--worst`` images; ``predicted(id, grey)`` gives the bool prediction map."""
+    from .data import read_grey, read_mask
+    from .outputs import write_image
+    from .overlay import draw_overlay
+    folder = Path(args.overlay_dir)
+    by_id = {p[0]: p for p in ds.pairs}
+    rows = scorer.worst(args.worst)
+    for rank, row in enumerate(rows, 1):
+        ident, image_path, mask_path = by_id[row["id"]]
+        grey = read_grey(image_path)
+        iou = "-" if row["iou"] is None else f"{100 * row['iou']:.1f} %"
+        notes = [f"#{rank} {ident}: IoU {iou}",
+                 f"{row['detected']}/{row['targets']} detected, {row['false_pixels']} false px"]
+        picture = draw_overlay(grey, predicted(ident, grey), read_mask(mask_path), notes)
+        name = f"{rank:03d}_{str(ident).replace('/', '_')}.png"
+        write_image(folder / name, picture, "--overlay-dir")
+    print(f"wrote {len(rows)} overlay(s) of the worst images to {folder.resolve()}")
+
+
+def _finish(args, result, named_scorers, ds, predicted) -> None:
+    """The files every path may write: JSON, ROC, per-image CSV, worst-image overlays."""
+    if args.json:
+        write_json(Path(args.json), result, "--json")
+        print(f"wrote {args.json}")
+    if args.roc:
+        _write_roc(named_scorers[0][1], Path(args.roc))
+    if args.per_image:
+        _write_per_image(args.per_image, named_scorers)
+    if args.worst:
+        _write_worst(named_scorers[0][1], ds, args, predicted)
+
+
+def _run_weights(ds, args) -> int:
+    scorer, net, device, images_per_s = _score_weights(ds, args)
+    result = {"model": args.model, "weights": str(args.weights), "data": str(args.data), "subset": args.subset,
+              "threshold": args.threshold, "niou_empty": args.niou_empty, "legacy_fa": bool(args.legacy_fa),
+              **scorer.result(), "images_per_s": images_per_s, "device": str(device)}
+    header = ["model", "data", "images", "IoU (%)", "nIoU (%)", "Pd (%)", "Fa (x1e-6)", "images/s"]
+    row = [args.model, f"{Path(args.data).name} ({args.subset})", *paper_row(args.model, result)[1:],
+           f"{images_per_s:.1f}"]
+    print(render_table([header, row], "text"))
+
+    def predicted(ident, grey):
+        from .data import image_tensor
+        with torch.no_grad():
+            logits = net(image_tensor(grey)[None].to(device), return_logits=True).float()
+        return (logits[0, 0] > scorer.cut).cpu().numpy()
+
+    _finish(args, result, [(args.model, scorer)], ds, predicted)
+    return 0
+
+
+def _run_predictions(ds, args) -> int:
+    from .predictions import read_prediction
+    results, named, files = [], [], {}
+    for folder in args.pred:
+        scorer, files = _score_predictions(folder, ds, args)
+        results.append({"predictions": str(folder), "data": str(args.data), "subset": args.subset,
+                        "threshold": args.threshold, "niou_empty": args.niou_empty,
+                        "legacy_fa": bool(args.legacy_fa), **scorer.result()})
+        named.append((str(folder), scorer))
+    rows = [PAPER_HEADER, *(paper_row(name, r) for (name, _), r in zip(named, results))]
+    print(render_table(rows, args.table_format or "text"))
+    if args.table:
+        fmt = args.table_format or {".md": "md", ".tex": "latex", ".csv": "csv"}.get(Path(args.table).suffix, "md")
+        write_text(Path(args.table), render_table(rows, fmt) + "\n", "--table")
+        print(f"wrote {args.table} ({fmt})")
+
+    def predicted(ident, grey):
+        return read_prediction(files[ident], args.pred_scale)[0] > args.threshold
+
+    result = results[0] if len(results) == 1 else {"data": str(args.data), "subset": args.subset, "results": results}
+    _finish(args, result, named, ds, predicted)
+    return 0
 
 
 def run(args) -> int:
     """The ``istd evaluate`` subcommand."""
-    from torch.utils.data import DataLoader
-
-    from .data import ISTDDataset, pad_collate
-    from .train import inference_model
-
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
-    net, device = inference_model(args)
+    from .data import ISTDDataset
+    _check_args(args)
     ds = ISTDDataset(args.data, args.subset, args.layout, args.split)
-    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                        collate_fn=pad_collate)
-    roc = None
-    if args.roc:
-        from ..metrics import ROC
-        roc = ROC(ROC_THRESHOLDS, logits=True)
-    from .train import evaluate_model
-    m = evaluate_model(net, loader, device, args.amp, roc)
-    result = {"model": args.model, "weights": str(args.weights), "data": str(args.data), "subset": args.subset,
-              "images": m["images_seen"], "iou": m["iou"], "niou": m["niou"], "pd": m["pd"], "fa": m["fa"],
-              "iou_percent": 100 * m["iou"], "niou_percent": 100 * m["niou"], "pd_percent": 100 * m["pd"],
-              "fa_x1e-6": 1e6 * m["fa"], "images_per_s": m["images_per_s"], "device": str(device),
-              "counts": {k: v for k, v in m.items() if k not in ("iou", "niou", "pd", "fa", "images_per_s",
-                                                                  "images_seen")}}
-    header = ["model", "data", "images", "IoU (%)", "nIoU (%)", "Pd (%)", "Fa (x1e-6)", "images/s"]
-    row = [args.model, f"{Path(args.data).name} ({args.subset})", str(result["images"]),
-           f"{result['iou_percent']:.2f}", f"{result['niou_percent']:.2f}", f"{result['pd_percent']:.2f}",
-           f"{result['fa_x1e-6']:.2f}", f"{result['images_per_s']:.1f}"]
-    print(format_table([header, row]))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{args.json}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
-    if roc is not None:
-        png = Path(args.roc)
-        png.parent.mkdir(parents=True, exist_ok=True)
-        roc.save_csv(png.with_suffix(".csv"))
-        try:
-            roc.plot(png)
-        except ImportError as e:
-            raise CLIError(f"--roc {png} needs matplotlib to draw the plot (the CSV "
-                           f"{png.with_suffix('.csv')} was written)") from e
-        print(f"wrote {png} and {png.with_suffix('.csv')}")
-    return 0
+    return _run_predictions(ds, args) if args.pred else _run_weights(ds, args)

@@ -1,9 +1,9 @@
 """``istd predict``: binary target masks, target lists and optional overlays for image files.
 
 For each input ``<stem>.<ext>`` it writes ``OUT/<stem>.png`` (0/255 mask: probability > 0.5,
-SPEC §1) and, with ``--overlay``, ``OUT/overlay/<stem>.png`` (the image in colour with each
-detected target circled in red). ``OUT/targets.json`` maps each input file to its size and its
-targets (8-connected components of the mask, in raster order of their first pixel): centroid
+SPEC §1) and, with ``--overlay``, ``OUT/overlay/<stem>.png`` (the image with each detected
+target outlined and ringed in red, and a legend; see :mod:`.overlay`). ``OUT/targets.json``
+maps each input file to its size and its targets (8-connected components of the mask, in raster order of their first pixel): centroid
 ``[row, col]``, area in pixels, bounding box ``[min_row, min_col, max_row + 1, max_col + 1]``
 and the peak probability. Images are run one at a time, each at its own size.
 """
@@ -11,7 +11,7 @@ and the peak probability. Images are run one at a time, each at its own size.
 from __future__ import annotations
 
 import json
-import os
+import math
 from pathlib import Path
 from typing import List
 
@@ -41,52 +41,55 @@ def expand_inputs(items: List[str]) -> List[Path]:
     return out
 
 
+def _targets(prob, mask) -> List[dict]:
+    """The components of ``mask`` [H, W] as target records (see the module note)."""
+    from ..ops import component_stats, connected_components
+    labels, counts = connected_components(mask[None])
+    stats = component_stats(labels, counts)
+    targets = []
+    for k in range(int(counts[0])):
+        sel = labels[0] == k + 1
+        targets.append({"centroid": [round(float(v), 3) for v in stats.centroid[0, k].tolist()],
+                        "area": int(stats.area[0, k]), "bbox": [int(v) for v in stats.bbox[0, k].tolist()],
+                        "score": round(float(prob[sel].max()), 4)})
+    return targets
+
+
 def run(args) -> int:
     """The ``istd predict`` subcommand."""
-    import cv2
-    import numpy as np
     import torch
 
-    from ..ops import component_stats, connected_components
+    from .checks import load_inference_model
     from .data import image_tensor, read_grey
-    from .train import inference_model
+    from .outputs import check_output_folder, write_image, write_text
+    from .overlay import draw_overlay
 
+    if not 0 < args.threshold < 1:
+        raise CLIError(f"--threshold must be a probability strictly between 0 and 1; got {args.threshold}")
+    out = check_output_folder(args.out, "--out")
     inputs = expand_inputs(args.images)
-    net, device = inference_model(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.overlay:
-        (out / "overlay").mkdir(exist_ok=True)
+    net, device = load_inference_model(args)
     report = {}
     with torch.no_grad():
         for path in inputs:
             grey = read_grey(path)
-            prob = net(image_tensor(grey)[None].to(device))[0, 0]
-            mask = prob > args.threshold
-            labels, counts = connected_components(mask[None])
-            stats = component_stats(labels, counts)
-            targets = []
-            for k in range(int(counts[0])):
-                sel = labels[0] == k + 1
-                targets.append({"centroid": [round(float(v), 3) for v in stats.centroid[0, k].tolist()],
-                                "area": int(stats.area[0, k]), "bbox": [int(v) for v in stats.bbox[0, k].tolist()],
-                                "score": round(float(prob[sel].max()), 4)})
-            mask_np = mask.to(torch.uint8).mul_(255).cpu().numpy()
-            if not cv2.imwrite(str(out / f"{path.stem}.png"), mask_np):
-                raise CLIError(f"could not write {out / f'{path.stem}.png'}")
+            logits = net(image_tensor(grey)[None].to(device), return_logits=True)[0, 0].float()
+            # the rule of istd evaluate (Scorer): logit > log(t / (1 - t)), so that scoring these
+            # masks gives the numbers of scoring the model directly
+            mask = logits > math.log(args.threshold / (1 - args.threshold))
+            prob = torch.sigmoid(logits)
+            targets = _targets(prob, mask)
+            mask_np = mask.cpu().numpy()
+            write_image(out / f"{path.stem}.png", mask_np.astype("uint8") * 255, "--out")
             if args.overlay:
-                vis = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-                for t in targets:
-                    r, c = t["centroid"]
-                    radius = int(max(4, np.sqrt(t["area"]) + 3))
-                    cv2.circle(vis, (int(round(c)), int(round(r))), radius, (0, 0, 255), 1, cv2.LINE_AA)
-                cv2.imwrite(str(out / "overlay" / f"{path.stem}.png"), vis)
+                notes = [f"{path.name}: {len(targets)} target(s)", f"probability > {args.threshold:g}"]
+                write_image(out / "overlay" / f"{path.stem}.png", draw_overlay(grey, mask_np, None, notes), "--out")
             report[str(path)] = {"mask": f"{path.stem}.png", "size": [int(grey.shape[0]), int(grey.shape[1])],
                                  "targets": targets}
             print(f"{path}: {len(targets)} target(s)")
-    tmp = out / f".targets.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({"model": args.model, "weights": str(args.weights), "threshold": args.threshold,
-                               "images": report}, indent=1))
-    os.replace(tmp, out / "targets.json")
+    write_text(out / "targets.json", json.dumps({"model": args.model, "weights": str(args.weights),
+                                                 "threshold": args.threshold, "images": report}, indent=1), "--out")
     print(f"wrote {len(inputs)} mask(s) and {out / 'targets.json'}")
+    if args.overlay:
+        print(f"wrote {len(inputs)} overlay(s) to {(out / 'overlay').resolve()}")
     return 0

@@ -1,0 +1,153 @@
+"""Scoring for ``istd evaluate``: one :class:`Scorer` for both paths (a model's outputs and
+saved predictions), per-image rows, and batches of equal-sized images.
+
+Numbers come from :class:`~istd_kernels.metrics.ISTDMetrics` and
+:class:`~istd_kernels.metrics.ROC` alone; a per-image row is the change in the metric's
+counts that one image caused, so the rows and the totals cannot disagree.
+
+Batch independence: :func:`size_grouped` batches only images of one size, so no image is
+padded and a network sees every image exactly as it would alone (zero padding changes the
+features near the border, and with them the prediction).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where it is used: `istd --help` builds its parser from this module
+    import torch
+    from torch import Tensor
+
+ROC_THRESHOLDS = [float(t) for t in np.round(np.concatenate([[0.001, 0.01], np.linspace(0.05, 0.95, 19),
+                                                             [0.99, 0.999]]), 6)]
+NIOU_EMPTY = ("zero", "one", "skip")
+ROW_FIELDS = ("id", "height", "width", "iou", "intersection", "union", "targets", "detected", "missed",
+              "false_pixels", "pred_components", "false_components")
+
+
+class Scorer:
+    """IoU, nIoU, Pd, Fa (and optionally a ROC and per-image rows) over a data set.
+
+    Args:
+        threshold: a pixel is positive when its probability is > ``threshold``.
+        logits: ``update`` receives logits (compared with ``log(t / (1 - t))``).
+        legacy: the older DNANet false-pixel rule (``--legacy-fa``).
+        niou_empty: the nIoU score of an image with nothing predicted and nothing to find:
+            ``zero`` (the reference), ``one``, or ``skip`` (left out of the mean).
+        roc: also sweep :data:`ROC_THRESHOLDS`.
+        components: count each image's predicted components for its row.
+    """
+
+    def __init__(self, threshold: float = 0.5, logits: bool = False, legacy: bool = False,
+                 niou_empty: str = "zero", roc: bool = False, components: bool = False) -> None:
+        from ..metrics import ROC, ISTDMetrics
+        self.cut = math.log(threshold / (1 - threshold)) if logits else threshold
+        self.niou_empty = niou_empty
+        self.metrics = ISTDMetrics(legacy=legacy, empty_as="one" if niou_empty == "one" else "zero",
+                                   distributed=False)
+        self.roc = ROC(ROC_THRESHOLDS, logits=logits, legacy=legacy, distributed=False) if roc else None
+        self.components = components
+        self.rows: List[dict] = []
+        self._last = self._counts()
+
+    def _counts(self) -> Dict[str, int]:
+        c = self.metrics.sync()
+        return {k: int(c[k]) for k in ("intersection", "union", "detected", "targets", "false_pixels")}
+
+    def update(self, pred: Tensor, target: Tensor, ident: str) -> None:
+        """Score one image: ``pred`` float [H, W] (probabilities or logits), ``target`` [H, W] (> 0.5 is target)."""
+        from ..ops import measure_components
+        positive = (pred > self.cut)[None]
+        self.metrics.update(positive, target[None])
+        if self.roc is not None:
+            self.roc.update(pred[None], target[None])
+        now = self._counts()
+        d = {k: now[k] - self._last[k] for k in now}
+        self._last = now
+        comps = int(measure_components(positive).counts[0]) if self.components else None
+        self.rows.append({"id": ident, "height": int(pred.shape[0]), "width": int(pred.shape[1]),
+                          "iou": d["intersection"] / d["union"] if d["union"] else None, **d,
+                          "missed": d["targets"] - d["detected"], "pred_components": comps,
+                          "false_components": None if comps is None else comps - d["detected"]})
+
+    def result(self) -> dict:
+        """The totals: fractions, the paper-table units, and the raw counts."""
+        m = self.metrics.compute()
+        if self.niou_empty == "skip":
+            scored = sum(1 for r in self.rows if r["iou"] is not None)
+            m["niou"] = m["niou"] * m["images"] / scored if scored else 0.0
+            m["niou_images"] = scored
+        head = {k: m.pop(k) for k in ("iou", "niou", "pd", "fa")}
+        return {**head, "iou_percent": 100 * head["iou"], "niou_percent": 100 * head["niou"],
+                "pd_percent": 100 * head["pd"], "fa_x1e-6": 1e6 * head["fa"], "images": m["images"], "counts": m}
+
+    def worst(self, k: int) -> List[dict]:
+        """The ``k`` worst rows: lowest IoU first (an image with nothing to find and nothing
+        found counts as perfect), then most missed targets, then most false pixels."""
+        def badness(r):
+            return (1.0 if r["iou"] is None else r["iou"], -r["missed"], -r["false_pixels"])
+        return sorted(self.rows, key=badness)[:k]
+
+
+def size_grouped(items: Iterable, batch_size: int) -> Iterator[tuple]:
+    """Batches of ``(images, masks, ids, sizes)`` from ``(image [1,H,W], mask [1,H,W], id)``
+    items, each batch of one image size (see the module note). A batch is emitted as soon as
+    ``batch_size`` images of its size have come; the rest at the end."""
+    from .data import pad_collate
+    buckets: Dict[tuple, list] = {}
+    for item in items:
+        size = tuple(item[0].shape[-2:])
+        bucket = buckets.setdefault(size, [])
+        bucket.append(item)
+        if len(bucket) == batch_size:
+            yield pad_collate(buckets.pop(size))
+    for bucket in buckets.values():
+        yield pad_collate(bucket)
+
+
+class Progress:
+    """A progress bar on a terminal, a line at most every ``every`` seconds in logs and pipes."""
+
+    def __init__(self, prefix: str, total: int, every: float = 30.0) -> None:
+        self.prefix, self.total, self.every = prefix, total, every
+        self.start = self.shown = time.perf_counter()
+
+    def step(self, done: int) -> None:
+        from .train import _progress
+        now = time.perf_counter()
+        if not (sys.stdout.isatty() or now - self.shown >= self.every) or self.total < 2:
+            return
+        self.shown = now
+        rate = done / max(now - self.start, 1e-9)
+        _progress(self.prefix, done, self.total, f"{rate:.1f} img/s, {(self.total - done) / max(rate, 1e-9):.0f} s left")
+
+
+def score_model(net, batches: Iterable, device: torch.device, amp: bool, scorer: Scorer,
+                progress: Optional[Progress] = None) -> float:
+    """Run ``net`` over ``batches`` (from :func:`size_grouped`) into ``scorer``; returns the
+    seconds spent in forward passes (synchronised on CUDA; data loading excluded)."""
+    import torch
+
+    from .train import _autocast
+    seconds, done = 0.0, 0
+    net.eval()
+    with torch.no_grad():
+        for x, y, ids, sizes in batches:
+            x, y = x.to(device), y.to(device)
+            t0 = time.perf_counter()
+            with _autocast(device, amp):
+                logits = net(x, return_logits=True).float()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds += time.perf_counter() - t0
+            for i, (h, w) in enumerate(sizes):
+                scorer.update(logits[i, 0, :h, :w], y[i, 0, :h, :w], ids[i])
+            done += len(ids)
+            if progress is not None:
+                progress.step(done)
+    return seconds
