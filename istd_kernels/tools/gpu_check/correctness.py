@@ -1,0 +1,162 @@
+"""Step 2: the ``cuda``-marked tests (sharded over the machine's cores) and compute-sanitizer.
+
+Each check is recorded as ``{"kind": "check", "name", "passed", "detail", ...}``; ``passed``
+is None for a check that could not run on this machine (it is listed as not run, never as
+passed).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+from .worker import StepContext
+
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+_RESULT = re.compile(r"^(\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.M)
+#: At most this many pytest processes share the GPU (Triton's compiles are CPU-bound).
+MAX_SHARDS = 8
+SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
+_SANITIZER_EXIT = 86  # compute-sanitizer's exit status when it found an error
+
+
+def _env() -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")])))
+    env.pop("TRITON_INTERPRET", None)  # the GPU run compiles the Triton kernels
+    return env
+
+
+def _pytest(args: List[str]) -> List[str]:
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "cuda", *args]
+
+
+def _collect(args: List[str], timeout: float) -> List[str]:
+    out = subprocess.run(_pytest(["--collect-only", "-q", *args]), cwd=_SOURCE_ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=timeout)
+    ids = [line.strip() for line in out.stdout.splitlines() if "::" in line and not line.startswith(" ")]
+    if out.returncode not in (0, 5) or not ids:  # 5: nothing collected
+        raise RuntimeError(f"collecting {' '.join(args)} failed (exit {out.returncode}): {out.stdout[-1500:]}")
+    return ids
+
+
+def count(outputs: List[str]) -> Dict[str, object]:
+    """Outcome counts and failed test ids from ``pytest -v`` outputs."""
+    counts: Dict[str, object] = {}
+    failed = []
+    for text in outputs:
+        for test, outcome in _RESULT.findall(text):
+            counts[outcome] = counts.get(outcome, 0) + 1
+            if outcome in ("FAILED", "ERROR"):
+                failed.append(test)
+    counts["failed_ids"] = failed
+    return counts
+
+
+def run_sharded(ctx: StepContext, name: str, args: List[str]) -> None:
+    """Collect ``args``' cuda tests, run them in shards in parallel until the step's deadline,
+    and record one check: passed when every collected test reported and none failed."""
+    start = time.time()
+    ids = _collect(args, max(5.0, ctx.left()))
+    shards = max(1, min(MAX_SHARDS, (os.cpu_count() or 2) // 2, len(ids)))
+    logs = [os.path.join(ctx.config["out"], "steps", f"{name}-shard{k}.log") for k in range(shards)]
+    procs = []
+    for k, log in enumerate(logs):
+        with open(log, "w") as f:  # test order is kept in each shard: the most important run first
+            procs.append(subprocess.Popen(_pytest(["-v", "-rN", *ids[k::shards]]), cwd=_SOURCE_ROOT, env=_env(),
+                                          stdout=f, stderr=subprocess.STDOUT, start_new_session=True))
+    timed_out = False
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, ctx.left()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    outputs = [open(log).read() for log in logs]
+    c = count(outputs)
+    ran = sum(v for k, v in c.items() if k != "failed_ids")
+    passed = not timed_out and not c["failed_ids"] and c.get("PASSED", 0) > 0 and ran == len(ids)
+    detail = f"{ran}/{len(ids)} tests reported in {time.time() - start:.0f} s over {shards} process(es)"
+    if timed_out:
+        detail += "; the step's time budget ran out (the remaining tests did not run)"
+    elif ran != len(ids):
+        detail += "; some tests did not report (a process crashed: see the shard logs)"
+    ctx.record({"kind": "check", "name": f"pytest -m cuda {' '.join(args)}", "passed": passed, "detail": detail,
+                "counts": {k: v for k, v in c.items() if k != "failed_ids"}, "failed": c["failed_ids"][:50],
+                "logs": logs})
+
+
+def run_op_tests(ctx: StepContext) -> None:
+    """Every op on every GPU backend against its reference, forward and backward, per dtype."""
+    run_sharded(ctx, "tests_ops", ["tests/test_cuda.py"])
+
+
+def run_other_tests(ctx: StepContext) -> None:
+    run_sharded(ctx, "tests_other", ["tests", "--ignore", "tests/test_cuda.py"])
+
+
+def find_sanitizer() -> str | None:
+    """compute-sanitizer on PATH, under CUDA_HOME, or in /usr/local/cuda*."""
+    candidates = [shutil.which("compute-sanitizer")]
+    for root in [os.environ.get("CUDA_HOME"), *sorted(glob.glob("/usr/local/cuda*"), reverse=True)]:
+        if root:
+            candidates += [os.path.join(root, "bin", "compute-sanitizer"),
+                           os.path.join(root, "compute-sanitizer", "compute-sanitizer")]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def run_sanitizer(ctx: StepContext) -> None:
+    """memcheck, racecheck and synccheck (memcheck only with ``--quick``) on sanitize_calls."""
+    tool = find_sanitizer()
+    if tool is None:
+        ctx.record({"kind": "check", "name": "compute-sanitizer", "passed": None,
+                    "detail": "not run: compute-sanitizer is not installed (not on PATH, CUDA_HOME or /usr/local/cuda*)"})
+        return
+    tools = SANITIZER_TOOLS[:1] if ctx.config["name"] == "quick" else SANITIZER_TOOLS
+    for i, name in enumerate(tools):
+        _sanitize(ctx, tool, name, ctx.left() / (len(tools) - i))
+
+
+def _text(output) -> str:
+    """Output captured before a timeout (bytes or str, depending on where it was cut)."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
+def _sanitize(ctx: StepContext, tool: str, name: str, budget: float) -> None:
+    from .sanitize_calls import DONE
+
+    env = _env()
+    if name == "memcheck":
+        env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"  # an overrun then leaves the allocation instead of landing in the pool
+    cmd = [tool, "--tool", name, "--error-exitcode", str(_SANITIZER_EXIT), "--print-limit", "20", sys.executable,
+           "-m", "istd_kernels.tools.gpu_check.sanitize_calls", "--device", "cuda"]
+    log = os.path.join(ctx.config["out"], "steps", f"sanitizer-{name}.log")
+    start = time.time()
+    try:
+        out = subprocess.run(cmd, cwd=_SOURCE_ROOT, env=env, capture_output=True, text=True, timeout=max(1.0, budget))
+        text, rc = out.stdout + out.stderr, out.returncode
+    except subprocess.TimeoutExpired as err:
+        text, rc = _text(err.stdout) + _text(err.stderr), None
+    with open(log, "w") as f:
+        f.write(text)
+    finished = DONE.split("{")[0] in text
+    passed = rc == 0 and finished
+    if rc is None:
+        detail = f"timed out after {budget:.0f} s"
+    elif rc == _SANITIZER_EXIT:
+        detail = "errors found: " + " | ".join(l for l in text.splitlines() if "ERROR SUMMARY" in l or "=========" in l)[:800]
+    elif not passed:
+        detail = f"exit status {rc}" + ("" if finished else ", the calls did not all run") + f": {text[-600:]}"
+    else:
+        detail = f"no errors ({time.time() - start:.0f} s)"
+    ctx.record({"kind": "check", "name": f"compute-sanitizer --tool {name}", "passed": passed, "detail": detail,
+                "log": log})

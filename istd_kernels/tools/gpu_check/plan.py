@@ -1,0 +1,131 @@
+"""What a run does: the steps with their time budgets, and the problem sizes of each mode."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from ..traffic import LCRNET_LEVELS
+
+#: Total device-time budgets (seconds) of the GPU modes; the issue's promise.
+BUDGET_S = {"full": 480, "quick": 240}
+#: Extra time allowed for compiling ``_cuda`` on the GPU machine when it is missing and no
+#: ``--prebuilt`` directory is given (outside the budgets above; the plan says so).
+BUILD_BUDGET_S = 420
+#: Steps that prepare the extensions, outside the budgets above.
+SETUP_STEPS = ("build", "prebuilt")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One time-boxed step: ``target`` is ``"module:function"``, called with a StepContext."""
+
+    name: str
+    title: str
+    target: str
+    budget_s: float
+    isolated: bool  # own interpreter: killable at its budget, survives a CUDA fault elsewhere
+    correctness: bool = False  # its checks decide the exit status
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Problem sizes and repeats of one mode (``full``, ``quick`` or ``smoke``)."""
+
+    name: str
+    device: str
+    lcrnet: Tuple[int, int]  # (batch, side)
+    lcrnet_widths: Tuple[Tuple[int, ...], Tuple[int, ...]]  # LCRNet (channels, depths)
+    rrcanet: Tuple[int, int]
+    levels: Tuple[Tuple[int, int], ...]  # HLKConv/depthwise (channels, side)
+    level_batch: int
+    pdfa: Tuple[int, int]  # labelling + Pd/Fa: (images, side)
+    metrics: Tuple[int, int]  # ISTDMetrics: (images, side)
+    precisions: Tuple[str, ...]
+    forward_impls: Tuple[str, ...]  # LCRNet forward, in the order they are measured
+    train_impls: Tuple[str, ...]
+    rrcanet_impls: Tuple[str, ...]
+    kernel_impls: Tuple[str, ...]  # fused backends at the levels
+    repeats: int
+    warmup: int
+    budgets: Dict[str, float] = field(default_factory=dict)
+
+    def config(self) -> dict:
+        return asdict(self)
+
+
+_GPU_COMMON = dict(device="cuda", lcrnet=(8, 512), lcrnet_widths=((16, 32, 64, 64), (3, 3, 3, 3)), rrcanet=(8, 256), levels=LCRNET_LEVELS, level_batch=8,
+                   pdfa=(8, 512), metrics=(64, 512), kernel_impls=("cuda", "triton"),
+                   forward_impls=("eager", "cuda", "triton", "cuda-graph", "compiled"))
+
+PROFILES = {
+    "full": Profile("full", precisions=("float32", "bf16-autocast"), train_impls=("eager", "cuda", "triton", "compiled"),
+                    rrcanet_impls=("eager", "cuda-graph", "compiled"), repeats=20, warmup=3,
+                    budgets=dict(env=20, tests_ops=110, tests_other=40, sanitizer=90, perf_lcrnet=120,
+                                 perf_kernels=45, perf_metrics=25, perf_rrcanet=25, report=5), **_GPU_COMMON),
+    "quick": Profile("quick", precisions=("float32",), train_impls=("eager", "cuda", "triton"),
+                     rrcanet_impls=("eager", "cuda-graph"), repeats=7, warmup=2,
+                     budgets=dict(env=15, tests_ops=65, tests_other=20, sanitizer=40, perf_lcrnet=55,
+                                  perf_kernels=20, perf_metrics=10, perf_rrcanet=10, report=5), **_GPU_COMMON),
+    # Tiny CPU sizes that prove the pipeline (timing, records, tables, chart), not any speed.
+    "smoke": Profile("smoke", device="cpu", lcrnet=(1, 32), lcrnet_widths=((16, 32), (1, 1)), rrcanet=(1, 32),
+                     levels=tuple((c, side // 16) for c, side in LCRNET_LEVELS), level_batch=1,
+                     pdfa=(2, 64), metrics=(4, 64), precisions=("float32",), forward_impls=("eager", "cpp"),
+                     train_impls=("eager", "cpp"), rrcanet_impls=("eager",), kernel_impls=("cpp",), repeats=2,
+                     warmup=1, budgets=dict(perf_lcrnet=20, perf_kernels=10, perf_metrics=10, perf_rrcanet=10,
+                                            report=10)),
+}
+
+_PKG = "istd_kernels.tools.gpu_check"
+_STEPS = [
+    # name, title, target, isolated, correctness
+    ("env", "1. environment", f"{_PKG}.env:run", True, False),
+    ("tests_ops", "2a. cuda tests: every op and backend against its reference", f"{_PKG}.correctness:run_op_tests",
+     False, True),
+    ("tests_other", "2b. the other cuda tests", f"{_PKG}.correctness:run_other_tests", False, True),
+    ("sanitizer", "2c. compute-sanitizer memcheck/racecheck/synccheck", f"{_PKG}.correctness:run_sanitizer",
+     False, True),
+    ("perf_lcrnet", "3a. LCRNet forward and train step", f"{_PKG}.perf_models:lcrnet", True, False),
+    ("perf_kernels", "3b. fused HLKConv and depthwise at LCRNet's levels", f"{_PKG}.perf_kernels:levels", True, False),
+    ("perf_metrics", "3c. labelling + Pd/Fa, ISTDMetrics", f"{_PKG}.perf_kernels:metrics", True, False),
+    ("perf_rrcanet", "3d. RRCA-Net forward", f"{_PKG}.perf_models:rrcanet", True, False),
+    ("report", "4. report.json, report.md, speedups.png", f"{_PKG}.report:run", False, False),
+]
+
+
+def steps(profile: Profile, setup: Optional[str] = None) -> List[Step]:
+    """The steps of ``profile`` in run order. ``setup``: ``"prebuilt"`` installs ``--prebuilt``
+    first, ``"build"`` compiles ``_cuda`` first (it is missing), None neither.
+
+    The CPU smoke runs its steps in this interpreter: starting one per step costs about 10 s
+    each on a 2-core machine, which would use up the smoke's minute.
+    """
+    out = []
+    if setup == "build":
+        out.append(Step("build", "0. build _cuda for this GPU (it is missing)", f"{_PKG}.build:run_build",
+                        BUILD_BUDGET_S, False))
+    elif setup == "prebuilt":
+        out.append(Step("prebuilt", "0. install the --prebuilt extensions", f"{_PKG}.build:run_prebuilt", 60, False))
+    for name, title, target, isolated, correctness in _STEPS:
+        if name in profile.budgets:
+            out.append(Step(name, title, target, profile.budgets[name], isolated and profile.device == "cuda",
+                            correctness))
+    return out
+
+
+def describe(profile: Profile, plan: List[Step]) -> str:
+    """The plan as text: one line per step with its budget, then the sizes."""
+    total = sum(s.budget_s for s in plan if s.name not in SETUP_STEPS)
+    lines = [f"gpu_check plan, mode {profile.name} on {profile.device}: {len(plan)} steps, {total:.0f} s"
+             + (f" (budget {BUDGET_S[profile.name]} s)" if profile.name in BUDGET_S else "")]
+    for s in plan:
+        how = "own interpreter" if s.isolated else "in process"
+        extra = " (outside the budget)" if s.name in SETUP_STEPS else ""
+        lines.append(f"  {s.title:<62} {s.budget_s:>5.0f} s  {how}{extra}")
+    lines.append(f"  sizes: LCRNet{'' if profile.device == 'cuda' else ' ' + str(profile.lcrnet_widths)} batch "
+                 f"{profile.lcrnet[0]} {profile.lcrnet[1]}px, RRCA-Net batch {profile.rrcanet[0]} "
+                 f"{profile.rrcanet[1]}px, levels {list(profile.levels)} batch {profile.level_batch}, labelling+Pd/Fa "
+                 f"{profile.pdfa[0]}x{profile.pdfa[1]}px, ISTDMetrics {profile.metrics[0]}x{profile.metrics[1]}px")
+    lines.append(f"  precisions {', '.join(profile.precisions)}; {profile.repeats} timed samples after "
+                 f"{profile.warmup} warm-up calls")
+    return "\n".join(lines)

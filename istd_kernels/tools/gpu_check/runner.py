@@ -1,0 +1,117 @@
+"""Runs the plan's steps one after another, each within its budget, and keeps ``report.json``
+current: a step that raises or runs out of time is recorded and the next one starts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from typing import Callable, List, Optional
+
+from .plan import Step
+from .worker import StepContext, StepDeadline, call
+
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+#: Seconds granted past a step's budget for its interpreter to start and stop.
+GRACE_S = 5.0
+_TAIL = 2000  # characters of a failed step's output kept in the report
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_records(path: str) -> List[dict]:
+    """The records of a step's JSON-lines file (a line cut off by a kill is dropped)."""
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    return out
+
+
+class Runner:
+    """Runs steps and writes ``<out>/report.json`` after every one.
+
+    ``report`` holds ``mode``, ``started``, ``config`` and ``steps`` (one entry per step:
+    name, title, budget_s, status, elapsed_s, detail, records).
+    """
+
+    def __init__(self, out: str, mode: str, config: dict):
+        self.out = out
+        os.makedirs(os.path.join(out, "steps"), exist_ok=True)
+        self.config = dict(config, out=os.path.abspath(out))
+        self.report = {"schema": 1, "mode": mode, "started": now(), "config": self.config, "steps": []}
+        self.save()
+
+    def save(self) -> None:
+        path = os.path.join(self.out, "report.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(self.report, f, indent=1)
+        os.replace(path + ".tmp", path)  # a reader never sees half a file
+
+    def run(self, step: Step, in_process: Optional[Callable[[Step, str, float], None]] = None) -> dict:
+        """Run ``step`` and record it; returns its entry."""
+        results = os.path.join(self.out, "steps", f"{step.name}.jsonl")
+        if os.path.exists(results):
+            os.remove(results)
+        start = time.time()
+        deadline = start + step.budget_s
+        if step.isolated:
+            status, detail = self._subprocess(step, results, deadline)
+        else:
+            status, detail = (in_process or self._in_process)(step, results, deadline)
+        entry = {"name": step.name, "title": step.title, "budget_s": step.budget_s, "status": status,
+                 "elapsed_s": round(time.time() - start, 2), "detail": detail,
+                 "correctness": step.correctness, "records": read_records(results)}
+        self.report["steps"].append(entry)
+        self.save()
+        return entry
+
+    def _in_process(self, step: Step, results: str, deadline: float):
+        try:
+            call(step.target, StepContext(results, self.config, deadline))
+        except StepDeadline as err:
+            return "timeout", str(err)
+        except Exception:  # noqa: BLE001 - any failure of a step is recorded, and the run goes on
+            return "failed", traceback.format_exc()[-_TAIL:]
+        return "ok", ""
+
+    def _subprocess(self, step: Step, results: str, deadline: float):
+        config_path = os.path.join(self.out, "steps", f"{step.name}.config.json")
+        with open(config_path, "w") as f:
+            json.dump(self.config, f)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")])))
+        cmd = [sys.executable, _WORKER, step.target, results, config_path, repr(deadline)]
+        log_path = os.path.join(self.out, "steps", f"{step.name}.log")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=max(1.0, deadline - time.time()) + GRACE_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                return "timeout", f"killed after its budget of {step.budget_s:.0f} s (+{GRACE_S:.0f} s grace); log: {log_path}"
+        if rc != 0:
+            with open(log_path) as f:
+                return "failed", f"exit status {rc}: " + f.read()[-_TAIL:]
+        return "ok", ""
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the step's process group (the step and any compiler or test process it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

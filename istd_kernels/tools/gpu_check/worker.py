@@ -1,0 +1,69 @@
+"""Run one step: ``python worker.py MODULE:FUNCTION RESULTS.jsonl CONFIG.json DEADLINE``.
+
+Started by file path (not ``-m``) so that the interpreter imports only the step's own module.
+Every record the step makes is appended to RESULTS.jsonl and flushed at once, so what a step
+measured before it was killed at its budget is kept.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+
+
+class StepDeadline(RuntimeError):
+    """The step's time budget is used up; what follows is recorded as not run."""
+
+
+class StepContext:
+    """What a step function gets: its configuration, its deadline and ``record()``."""
+
+    def __init__(self, results_path: str, config: dict, deadline: float):
+        self.results_path = results_path
+        self.config = config
+        self.deadline = deadline  # time.time() value
+
+    def record(self, item: dict) -> None:
+        """Append one result (a JSON-serialisable dict with a ``kind``) to the step's results."""
+        with open(self.results_path, "a") as f:
+            f.write(json.dumps(item) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def left(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self.deadline - time.time()
+
+    def check_deadline(self, what: str) -> None:
+        if self.left() <= 0:
+            raise StepDeadline(f"not run: the step's time budget ran out before {what}")
+
+
+def call(target: str, ctx: StepContext) -> None:
+    """Import ``module:function`` and call it with ``ctx``."""
+    module, _, function = target.partition(":")
+    getattr(importlib.import_module(module), function)(ctx)
+
+
+def main(argv) -> int:
+    target, results, config_path, deadline = argv
+    with open(config_path) as f:
+        config = json.load(f)
+    try:
+        call(target, StepContext(results, config, float(deadline)))
+    except Exception:  # noqa: BLE001 - the parent records the traceback as the step's failure
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Started by path, Python put this directory first on sys.path; its module names (env,
+    # plan, report) must not shadow anything, so the step imports by full name instead.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
+    raise SystemExit(main(sys.argv[1:]))
