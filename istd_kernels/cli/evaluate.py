@@ -83,15 +83,14 @@ def _score_predictions(folder: str, ds, args):
     return scorer, {ds.pairs[k][0]: path for k, path in matched.pairs}
 
 
-def _score_weights(ds, args):
-    """Score the model of ``--weights``; returns (scorer, net, device, images/s)."""
+def _score_weights(net, device, ds, args):
+    """Score ``net`` on ``ds``; returns (scorer, images/s)."""
     from torch.utils.data import DataLoader
-    net, device = load_inference_model(args)
     items = DataLoader(ds, batch_size=None, shuffle=False, num_workers=args.workers)
     scorer = _scorer(args, True)
     seconds = score_model(net, size_grouped(items, args.batch_size), device, args.amp, scorer,
                           Progress(f"evaluate {args.model}", len(ds)))
-    return scorer, net, device, (len(ds) / seconds if seconds > 0 else float("nan"))
+    return scorer, (len(ds) / seconds if seconds > 0 else float("nan"))
 
 
 def _write_per_image(path: str, named_scorers) -> None:
@@ -129,7 +128,7 @@ def _write_worst(scorer: Scorer, ds, args, predicted) -> None:
         iou = "-" if row["iou"] is None else f"{100 * row['iou']:.1f} %"
         notes = [f"#{rank} {ident}: IoU {iou}",
                  f"{row['detected']}/{row['targets']} detected, {row['false_pixels']} false px"]
-        picture = draw_overlay(grey, predicted(ident, grey), read_mask(mask_path), notes)
+        picture = draw_overlay(grey, predicted(ident, grey), read_mask(mask_path), notes)[0]
         name = f"{rank:03d}_{str(ident).replace('/', '_')}.png"
         write_image(folder / name, picture, "--overlay-dir")
     print(f"wrote {len(rows)} overlay(s) of the worst images to {folder.resolve()}")
@@ -148,8 +147,15 @@ def _finish(args, result, named_scorers, ds, predicted) -> None:
         _write_worst(named_scorers[0][1], ds, args, predicted)
 
 
-def _run_weights(ds, args) -> int:
-    scorer, net, device, images_per_s = _score_weights(ds, args)
+def _dataset(args):
+    from .data import ISTDDataset
+    return ISTDDataset(args.data, args.subset, args.layout, args.split)
+
+
+def _run_weights(args) -> int:
+    net, device = load_inference_model(args)  # before the data: a wrong --weights is named first
+    ds = _dataset(args)
+    scorer, images_per_s = _score_weights(net, device, ds, args)
     result = {"model": args.model, "weights": str(args.weights), "data": str(args.data), "subset": args.subset,
               "threshold": args.threshold, "niou_empty": args.niou_empty, "legacy_fa": bool(args.legacy_fa),
               **scorer.result(), "images_per_s": images_per_s, "device": str(device)}
@@ -194,7 +200,5 @@ def _run_predictions(ds, args) -> int:
 
 def run(args) -> int:
     """The ``istd evaluate`` subcommand."""
-    from .data import ISTDDataset
     _check_args(args)
-    ds = ISTDDataset(args.data, args.subset, args.layout, args.split)
-    return _run_predictions(ds, args) if args.pred else _run_weights(ds, args)
+    return _run_predictions(_dataset(args), args) if args.pred else _run_weights(args)

@@ -9,7 +9,7 @@ frame, the two cases in which an overlay would otherwise look like an untouched 
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,9 +31,10 @@ def _outline(vis: np.ndarray, mask: np.ndarray, colour, circles: bool) -> int:
     return len(contours)
 
 
-def draw_overlay(grey: np.ndarray, pred: np.ndarray, truth: Optional[np.ndarray], notes: Sequence[str]) -> np.ndarray:
-    """BGR uint8 overlay of uint8 ``grey`` [H, W], bool ``pred`` [H, W] and bool ``truth`` [H, W] or
-    None, with the legend lines ``notes`` (white) above the colour key."""
+def draw_overlay(grey: np.ndarray, pred: np.ndarray, truth: Optional[np.ndarray],
+                 notes: Sequence[str]) -> Tuple[np.ndarray, List[str]]:
+    """``(BGR uint8 picture, its legend lines)`` for uint8 ``grey`` [H, W], bool ``pred`` [H, W]
+    and bool ``truth`` [H, W] or None; the legend starts with ``notes`` (white)."""
     import cv2
     h, w = grey.shape
     s = max(1, MIN_SIDE // max(h, w))
@@ -59,4 +60,4 @@ def draw_overlay(grey: np.ndarray, pred: np.ndarray, truth: Optional[np.ndarray]
     for i, (text, colour) in enumerate(lines):
         cv2.putText(canvas, text, (4, vis.shape[0] + _LINE * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1,
                     cv2.LINE_AA)
-    return canvas
+    return canvas, [text for text, _ in lines]

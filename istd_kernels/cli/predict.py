@@ -83,7 +83,7 @@ def run(args) -> int:
             write_image(out / f"{path.stem}.png", mask_np.astype("uint8") * 255, "--out")
             if args.overlay:
                 notes = [f"{path.name}: {len(targets)} target(s)", f"probability > {args.threshold:g}"]
-                write_image(out / "overlay" / f"{path.stem}.png", draw_overlay(grey, mask_np, None, notes), "--out")
+                write_image(out / "overlay" / f"{path.stem}.png", draw_overlay(grey, mask_np, None, notes)[0], "--out")
             report[str(path)] = {"mask": f"{path.stem}.png", "size": [int(grey.shape[0]), int(grey.shape[1])],
                                  "targets": targets}
             print(f"{path}: {len(targets)} target(s)")
