@@ -106,9 +106,10 @@ def build_only(out: str, archs: str = PREBUILT_ARCHS, compile: Callable[[str, st
         for path in built + [os.path.join(tree, "istd_kernels", "_build_info.json")]:
             dst = os.path.join(out, os.path.basename(path))
             shutil.copy2(path, dst)
-            if dst.endswith(".so") and shutil.which("strip"):
-                subprocess.run(["strip", "--strip-debug", dst], check=True)  # line tables and DWARF: size, not speed
-            files[os.path.basename(dst)] = {"bytes": os.path.getsize(dst), "sha256": _sha256(dst)}
+            # Line tables and DWARF cost size, not speed; a file strip cannot read is kept as built.
+            stripped = dst.endswith(".so") and shutil.which("strip") is not None and subprocess.run(
+                ["strip", "--strip-debug", dst], capture_output=True).returncode == 0
+            files[os.path.basename(dst)] = {"bytes": os.path.getsize(dst), "sha256": _sha256(dst), "stripped": stripped}
     total = sum(f["bytes"] for f in files.values())
     if total > MAX_PREBUILT_BYTES:
         raise RuntimeError(f"the prebuilt files take {total / 2**20:.1f} MiB, over the {MAX_PREBUILT_BYTES / 2**20:.0f} MiB limit")

@@ -1,0 +1,361 @@
+"""gpu_check without a GPU: the plan, step recording (failures, timeouts), the report, exit
+codes, the CPU smoke, --build-only/--prebuilt with the compiler mocked, sanitize_calls."""
+
+import json
+import os
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+from istd_kernels.tools.gpu_check import build, cli, correctness, env, plan, report, runner, sanitize_calls, timing
+from istd_kernels.tools.gpu_check.perf_kernels import synthetic_pairs
+from istd_kernels.tools.gpu_check.worker import StepContext, StepDeadline
+
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+
+
+# --- plan --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["full", "quick"])
+def test_plan_fits_its_budget_and_runs_in_order(mode):
+    steps = plan.steps(plan.PROFILES[mode])
+    assert [s.name for s in steps] == ["env", "tests_ops", "tests_other", "sanitizer", "perf_lcrnet", "perf_kernels",
+                                       "perf_metrics", "perf_rrcanet", "report"]
+    assert sum(s.budget_s for s in steps) <= plan.BUDGET_S[mode]
+    assert all(s.isolated for s in steps if s.name.startswith("perf"))
+    assert {s.name for s in steps if s.correctness} == {"tests_ops", "tests_other", "sanitizer"}
+
+
+def test_plan_quick_is_fp32_with_fewer_repeats_and_setup_steps_come_first():
+    full, quick = plan.PROFILES["full"], plan.PROFILES["quick"]
+    assert quick.precisions == ("float32",) and quick.repeats < full.repeats
+    assert "bf16-autocast" in full.precisions
+    assert plan.steps(full, "build")[0].name == "build"
+    assert plan.steps(full, "prebuilt")[0].name == "prebuilt"
+    text = plan.describe(full, plan.steps(full, "build"))
+    assert "480 s (budget 480 s)" in text and "outside the budget" in text
+
+
+def test_smoke_plan_is_steps_3_and_4_in_process():
+    steps = plan.steps(plan.PROFILES["smoke"])
+    assert [s.name for s in steps] == ["perf_lcrnet", "perf_kernels", "perf_metrics", "perf_rrcanet", "report"]
+    assert not any(s.isolated for s in steps)
+
+
+@no_gpu
+def test_dry_run_prints_plan_and_says_there_is_no_gpu(capsys):
+    assert cli.main(["--dry-run"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    for step in plan.steps(plan.PROFILES["full"]):
+        assert step.title in out
+    assert out.strip().splitlines()[-1].startswith("no CUDA GPU on this machine")
+
+
+@no_gpu
+def test_run_without_gpu_says_so_in_one_line_and_exits_2(capsys, tmp_path):
+    assert cli.main(["--out", str(tmp_path)]) == cli.EXIT_NO_GPU
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "not run on a GPU" in out[0]
+
+
+# --- runner: every step is recorded, the next one runs ------------------------------------
+
+FAKE_STEPS = '''
+import time
+
+def good(ctx):
+    ctx.record({"kind": "note", "value": 1})
+
+def boom(ctx):
+    ctx.record({"kind": "note", "value": "before"})
+    raise RuntimeError("kernel exploded")
+
+def slow(ctx):
+    ctx.record({"kind": "note", "value": "partial"})
+    time.sleep(60)
+
+def check_pass(ctx):
+    ctx.record({"kind": "check", "name": "fake check", "passed": True, "detail": ""})
+
+def check_fail(ctx):
+    ctx.record({"kind": "check", "name": "fake check", "passed": False, "detail": "wrong"})
+'''
+
+
+@pytest.fixture
+def fake_steps(tmp_path, monkeypatch):
+    (tmp_path / "fake_gpu_steps.py").write_text(FAKE_STEPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    sys.modules.pop("fake_gpu_steps", None)
+    return lambda name, fn, budget=20.0, isolated=False, correctness=False: plan.Step(
+        name, name, f"fake_gpu_steps:{fn}", budget, isolated, correctness)
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["in_process", "own_interpreter"])
+def test_failed_step_is_recorded_and_the_next_one_runs(tmp_path, fake_steps, isolated):
+    r = runner.Runner(str(tmp_path / "out"), "test", {"device": "cpu"})
+    first = r.run(fake_steps("a", "boom", isolated=isolated))
+    second = r.run(fake_steps("b", "good", isolated=isolated))
+    assert first["status"] == "failed" and "kernel exploded" in first["detail"]
+    assert first["records"] == [{"kind": "note", "value": "before"}]  # what it recorded before failing is kept
+    assert second["status"] == "ok" and second["records"] == [{"kind": "note", "value": 1}]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [s["status"] for s in saved["steps"]] == ["failed", "ok"]
+
+
+def test_step_past_its_budget_is_killed_recorded_and_the_next_one_runs(tmp_path, fake_steps, monkeypatch):
+    monkeypatch.setattr(runner, "GRACE_S", 0.5)
+    r = runner.Runner(str(tmp_path), "test", {"device": "cpu"})
+    start = time.time()
+    slow = r.run(fake_steps("slow", "slow", budget=3.0, isolated=True))
+    assert time.time() - start < 30
+    assert slow["status"] == "timeout" and "budget" in slow["detail"]
+    assert slow["records"] == [{"kind": "note", "value": "partial"}]
+    assert r.run(fake_steps("next", "good", isolated=True))["status"] == "ok"
+
+
+def test_in_process_step_that_runs_out_of_time_is_a_timeout(tmp_path):
+    r = runner.Runner(str(tmp_path), "test", {"device": "cpu"})
+
+    def over(step, results, deadline):
+        try:
+            raise StepDeadline("3 case(s) not run")
+        except StepDeadline as err:
+            return "timeout", str(err)
+    entry = r.run(plan.Step("x", "x", "unused:unused", 1.0, False), in_process=over)
+    assert entry["status"] == "timeout"
+
+
+# --- exit status ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("check, expected", [("check_pass", cli.EXIT_OK), ("check_fail", cli.EXIT_FAILED),
+                                             ("boom", cli.EXIT_FAILED), ("good", cli.EXIT_FAILED)])
+def test_exit_status_is_whether_every_correctness_check_passed(tmp_path, fake_steps, monkeypatch, capsys, check,
+                                                               expected):
+    # "good" records no check at all: nothing was checked, which is not a pass.
+    steps = [fake_steps("tests", check, correctness=True), fake_steps("perf", "boom"),
+             plan.Step("report", "report", "istd_kernels.tools.gpu_check.report:run", 30, False)]
+    monkeypatch.setattr(cli.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cli, "_setup", lambda prebuilt: None)
+    monkeypatch.setattr(cli.plan_mod, "steps", lambda profile, setup=None: steps)
+    assert cli.main(["--quick", "--out", str(tmp_path)]) == expected
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert [s["name"] for s in saved["steps"]] == ["tests", "perf", "report"]  # a failed perf step did not stop it
+    assert saved["correctness"]["passed"] is (expected == cli.EXIT_OK)
+    assert (tmp_path / "report.md").exists()
+
+
+# --- report --------------------------------------------------------------------------------
+
+def _timing(case, group, impl, ms, baseline="eager", **extra):
+    return dict(kind="timing", case=case, group=group, impl=impl, baseline=baseline, median_ms=ms, q1_ms=ms,
+                q3_ms=ms, min_ms=ms, samples=5, calls_per_sample=1, images_per_s=8e3 / ms, batch=8, **extra)
+
+
+def _gpu_report(checks):
+    g = "LCRNet forward float32 batch 8 512x512"
+    perf = [_timing("lcrnet-forward-float32", g, "eager", 400.0), _timing("lcrnet-forward-float32", g, "compiled", 200.0),
+            _timing("lcrnet-forward-float32", g, "cuda", 100.0),
+            dict(kind="timing", case="lcrnet-forward-float32", group=g, impl="triton", error="RuntimeError: x | y\nmore"),
+            _timing("hlk-forward-float32-C16-512", "HLK C16", "unfused", 2.0, "unfused", fused=False, level=[16, 512]),
+            _timing("hlk-forward-float32-C16-512", "HLK C16", "cuda", 1.0, "unfused", fused=True, level=[16, 512],
+                    gbps=3500.0, fraction_of_peak=0.73),
+            _timing("hlk-forward-float32-C64-64", "HLK C64", "cuda", 0.1, "unfused", fused=True, level=[64, 64],
+                    gbps=2000.0, fraction_of_peak=0.42, l2_resident=True),
+            _timing("pdfa", "labelling + Pd/Fa 8x512x512", "PdFa (cuda)", 0.7, "skimage per-image loop")]
+    steps = [dict(name="tests_ops", title="2a", budget_s=100, status="ok", elapsed_s=50, detail="", correctness=True,
+                  records=checks),
+             dict(name="perf", title="3a", budget_s=100, status="ok", elapsed_s=50, detail="", correctness=False,
+                  records=perf)]
+    return {"mode": "full", "started": "t0", "config": {"device": "cuda"}, "steps": steps}
+
+
+def test_targets_are_judged_from_the_measured_figures():
+    summary = report.summarize(_gpu_report([{"kind": "check", "name": "c", "passed": True, "detail": ""}]))
+    t = {x["target"].split(" (")[0]: x for x in summary["targets"]}
+    assert t["LCRNet forward fp32 vs eager PyTorch"]["measured"] == pytest.approx(4.0)
+    assert t["LCRNet forward fp32 vs eager PyTorch"]["met"] is True
+    assert t["LCRNet forward fp32 vs torch.compile"]["measured"] == pytest.approx(2.0)
+    assert t["fused HLKConv fp32 forward C16 512px, fraction of peak bandwidth"]["met"] is True
+    assert t["fused HLKConv fp32 forward C64 64px, fraction of peak bandwidth"]["met"] is False
+    assert t["labelling + Pd/Fa of the batch"]["met"] is False  # 0.7 ms against < 0.5 ms
+    assert summary["correctness"]["passed"] is True
+
+
+def test_markdown_marks_targets_and_keeps_tables_intact():
+    text = report.markdown(_gpu_report([{"kind": "check", "name": "sanitizer", "passed": None, "detail": "not installed"}]))
+    assert "## Targets" in text and "| met |" in text and "**not met**" in text
+    assert "| sanitizer | not run | not installed |" in text
+    assert "Correctness: **NOT all passed**" in text  # a check that could not run is no pass
+    assert "RuntimeError: x \\| y |" in text and "more" not in text  # an error stays one table cell
+    assert "4.00x" in text and "2.00x" in text  # cuda against eager and against compiled
+    assert "42 % (L2)" in text
+    for line in text.splitlines():
+        if line.startswith("|"):
+            assert line.endswith("|")
+
+
+def test_failed_correctness_step_fails_the_run_even_without_records():
+    rep = _gpu_report([{"kind": "check", "name": "c", "passed": True, "detail": ""}])
+    rep["steps"].append(dict(name="sanitizer", title="2c", budget_s=10, status="timeout", elapsed_s=10,
+                             detail="killed", correctness=True, records=[]))
+    assert report.correctness(rep)["passed"] is False
+
+
+def test_smoke_targets_are_not_judged():
+    rep = _gpu_report([])
+    rep["config"]["device"] = "cpu"
+    assert all(t["met"] is None for t in report.summarize(rep)["targets"])
+
+
+def test_chart_is_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    report.chart(_gpu_report([]), str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- steps' pieces -------------------------------------------------------------------------
+
+def test_time_call_stops_at_the_deadline_after_one_sample():
+    out = timing.time_call(lambda: sum(range(100)), "cpu", repeats=50, warmup=1, deadline=time.time() - 1)
+    assert out["samples"] == 1 and out["median_ms"] > 0 and out["timer"] == "time.perf_counter"
+    out = timing.time_call(lambda: sum(range(100)), "cpu", repeats=5, warmup=1, deadline=time.time() + 60)
+    assert out["samples"] == 5 and out["q1_ms"] <= out["median_ms"] <= out["q3_ms"]
+
+
+def test_run_cases_records_a_failing_case_and_goes_on(tmp_path):
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {}, time.time() + 60)
+
+    def fail():
+        raise ValueError("bad shape")
+    timing.run_cases(ctx, [({"impl": "a"}, fail), ({"impl": "b"}, lambda: {"median_ms": 1.0})])
+    rows = runner.read_records(str(tmp_path / "r.jsonl"))
+    assert rows[0]["impl"] == "a" and rows[0]["error"] == "ValueError: bad shape"
+    assert rows[1] == {"impl": "b", "kind": "timing", "median_ms": 1.0}
+
+
+def test_run_cases_past_the_deadline_records_not_run(tmp_path):
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {}, time.time() - 1)
+    with pytest.raises(StepDeadline, match="2 case"):
+        timing.run_cases(ctx, [({"impl": "a"}, lambda: {}), ({"impl": "b"}, lambda: {})])
+    assert all(r["error"].startswith("not run") for r in runner.read_records(str(tmp_path / "r.jsonl")))
+
+
+def test_pytest_output_is_counted():
+    text = ("tests/test_cuda.py::test_a[x-1] PASSED  [ 10%]\ntests/test_cuda.py::test_b FAILED   [ 20%]\n"
+            "tests/test_cuda.py::test_c SKIPPED (no)\nFAILED tests/test_cuda.py::test_b - AssertionError\n")
+    c = correctness.count([text, "tests/t.py::test_d ERROR\n"])
+    assert c["PASSED"] == 1 and c["FAILED"] == 1 and c["SKIPPED"] == 1 and c["ERROR"] == 1
+    assert c["failed_ids"] == ["tests/test_cuda.py::test_b", "tests/t.py::test_d"]
+
+
+def test_missing_compute_sanitizer_is_recorded_as_not_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(correctness, "find_sanitizer", lambda: None)
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {"name": "full", "out": str(tmp_path)}, time.time() + 10)
+    correctness.run_sanitizer(ctx)
+    (rec,) = runner.read_records(str(tmp_path / "r.jsonl"))
+    assert rec["passed"] is None and rec["detail"].startswith("not run")
+
+
+def test_sanitize_calls_run_on_the_cpu(capsys):
+    assert sanitize_calls.main(["--device", "cpu", "--backends", "torch"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == sanitize_calls.DONE.format(len(out) - 1) and len(out) == 5
+
+
+def test_synthetic_pairs():
+    prob, target = synthetic_pairs(3, 40, "cpu")
+    assert prob.shape == target.shape == (3, 1, 40, 40)
+    assert prob.dtype == torch.float32 and target.dtype == torch.bool
+    assert target.flatten(1).any(1).all()  # every image has a target
+
+
+def test_peak_bandwidth_from_device_then_table(monkeypatch):
+    props = types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", memory_clock_rate=2_619_000, memory_bus_width=5120)
+    monkeypatch.setattr(env.torch.cuda, "get_device_properties", lambda i: props)
+    assert env.peak_bandwidth()[0] == pytest.approx(3.35e12, rel=0.01)
+    props.memory_clock_rate = 0
+    assert env.peak_bandwidth()[0] == 3.35e12
+    props.name = "NVIDIA H200"
+    assert env.peak_bandwidth()[0] == 4.8e12
+    props.name = "Mystery GPU"
+    assert env.peak_bandwidth()[0] is None
+    assert env.device_slug("NVIDIA GeForce RTX 3080 Ti") == "nvidia-geforce-rtx-3080-ti"
+
+
+# --- --build-only / --prebuilt -------------------------------------------------------------
+
+def _fake_compile(tree, archs, timeout):
+    pkg = os.path.join(tree, "istd_kernels")
+    assert os.path.exists(os.path.join(tree, "setup.py")) and os.path.isdir(os.path.join(tree, "csrc"))
+    assert not any(n.endswith(".so") for n in os.listdir(pkg))  # built from sources only
+    for name in ("_C", "_cuda"):
+        with open(os.path.join(pkg, name + build.sysconfig.get_config_var("EXT_SUFFIX")), "wb") as f:
+            f.write(b"not an ELF file " + archs.encode())
+    with open(os.path.join(pkg, "_build_info.json"), "w") as f:
+        json.dump({"cuda_arch_list": archs}, f)
+
+
+def test_build_only_then_prebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    manifest = build.build_only(str(tmp_path / "pre"), compile=_fake_compile)
+    assert manifest["archs"] == "8.6;9.0" and manifest["torch"] == torch.__version__
+    assert len(manifest["files"]) == 3 and (tmp_path / "pre" / "manifest.json").exists()
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    assert "installed 3 prebuilt files" in build.install_prebuilt(str(tmp_path / "pre"), str(pkg))
+    assert sorted(os.listdir(pkg)) == sorted(manifest["files"])
+
+
+def test_prebuilt_refuses_another_torch_and_a_changed_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    pre = tmp_path / "pre"
+    manifest = build.build_only(str(pre), compile=_fake_compile)
+    with open(pre / next(iter(manifest["files"])), "ab") as f:
+        f.write(b"x")
+    with pytest.raises(ValueError, match="checksum"):
+        build.install_prebuilt(str(pre), str(tmp_path))
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    with pytest.raises(ValueError, match="built for torch"):
+        build.install_prebuilt(str(pre), str(tmp_path))
+    with pytest.raises(ValueError, match="no manifest.json"):
+        build.install_prebuilt(str(tmp_path / "nothing"), str(tmp_path))
+
+
+def test_build_only_needs_a_cuda_torch(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(RuntimeError, match="has no CUDA"):
+        build.build_only(str(tmp_path), compile=_fake_compile)
+
+
+def test_cuda_home_behind_an_nvcc_wrapper(tmp_path, monkeypatch):
+    wrapper = tmp_path / "nvcc"
+    wrapper.write_text("#!/bin/sh\nexec /opt/cuda-13.0/bin/nvcc \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert build.cuda_home() == "/opt/cuda-13.0"
+
+
+# --- the CPU smoke, as CI runs it ----------------------------------------------------------
+
+@no_gpu
+def test_cpu_smoke_writes_the_whole_report(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(["--cpu-smoke", "--out", str(tmp_path)]) == cli.EXIT_OK
+    finally:
+        torch.set_num_threads(threads)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert [s["status"] for s in saved["steps"]] == ["ok"] * 5
+    measured = [r for r in report.timings(saved) if "error" not in r]
+    assert {r["case"] for r in measured} >= {"lcrnet-forward-float32", "pdfa", "metrics"}
+    assert any(r["case"].startswith("hlk-forward") for r in measured)
+    text = (tmp_path / "report.md").read_text()
+    assert "Not run on a GPU" in text and "## Targets" in text and "### LCRNet forward float32" in text
+    assert (tmp_path / "speedups.png").read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out.startswith("no CUDA GPU on this machine")
