@@ -18,9 +18,9 @@ import sysconfig
 import tempfile
 from typing import Callable, Optional
 
+from .paths import SOURCE_ROOT, child_env
 from .worker import StepContext
 
-SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 PACKAGE_DIR = os.path.join(SOURCE_ROOT, "istd_kernels")
 #: sm_86 (RTX 30xx, A10) and sm_90 (H100/H200): the GPUs this project expects.
 PREBUILT_ARCHS = "8.6;9.0"
@@ -47,7 +47,7 @@ def cuda_home() -> Optional[str]:
 
 
 def _build_env(archs: str, jobs: int) -> dict:
-    env = dict(os.environ, TORCH_CUDA_ARCH_LIST=archs, ISTD_FORCE_CUDA="1", MAX_JOBS=str(jobs))
+    env = child_env(TORCH_CUDA_ARCH_LIST=archs, ISTD_FORCE_CUDA="1", MAX_JOBS=str(jobs))
     home = cuda_home()
     if home:
         env["CUDA_HOME"] = home
@@ -153,7 +153,8 @@ def _cuda_status() -> tuple:
     """Whether a fresh interpreter can load ``_cuda``, and the loader's reason."""
     code = ("from istd_kernels.extensions import cuda_extension as c; e = c(); print(e.reason); "
             "raise SystemExit(0 if e.available else 1)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=SOURCE_ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=SOURCE_ROOT, env=child_env(), capture_output=True, text=True,
+                         timeout=120)
     return out.returncode == 0, (out.stdout.strip() or out.stderr.strip()[-500:])
 
 

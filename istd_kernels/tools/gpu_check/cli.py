@@ -55,7 +55,7 @@ def _build_only(out: Optional[str]) -> int:
 
 def _setup(prebuilt: Optional[str]) -> Optional[str]:
     """The setup step the run needs: install ``--prebuilt``, build a missing ``_cuda``, or none."""
-    from .build import SOURCE_ROOT
+    from .paths import SOURCE_ROOT
 
     if prebuilt:
         return "prebuilt"

@@ -17,9 +17,9 @@ import sys
 import time
 from typing import Dict, List
 
+from .paths import SOURCE_ROOT, child_env
 from .worker import StepContext
 
-_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 _RESULT = re.compile(r"^(\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.M)
 #: At most this many pytest processes share the GPU (Triton's compiles are CPU-bound).
 MAX_SHARDS = 8
@@ -28,7 +28,7 @@ _SANITIZER_EXIT = 86  # compute-sanitizer's exit status when it found an error
 
 
 def _env() -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")])))
+    env = child_env()
     env.pop("TRITON_INTERPRET", None)  # the GPU run compiles the Triton kernels
     return env
 
@@ -38,7 +38,7 @@ def _pytest(args: List[str]) -> List[str]:
 
 
 def _collect(args: List[str], timeout: float) -> List[str]:
-    out = subprocess.run(_pytest(["--collect-only", "-q", *args]), cwd=_SOURCE_ROOT, env=_env(), capture_output=True,
+    out = subprocess.run(_pytest(["--collect-only", "-q", *args]), cwd=SOURCE_ROOT, env=_env(), capture_output=True,
                          text=True, timeout=timeout)
     ids = [line.strip() for line in out.stdout.splitlines() if "::" in line and not line.startswith(" ")]
     if out.returncode not in (0, 5) or not ids:  # 5: nothing collected
@@ -69,7 +69,7 @@ def run_sharded(ctx: StepContext, name: str, args: List[str]) -> None:
     procs = []
     for k, log in enumerate(logs):
         with open(log, "w") as f:  # test order is kept in each shard: the most important run first
-            procs.append(subprocess.Popen(_pytest(["-v", "-rN", *ids[k::shards]]), cwd=_SOURCE_ROOT, env=_env(),
+            procs.append(subprocess.Popen(_pytest(["-v", "-rN", *ids[k::shards]]), cwd=SOURCE_ROOT, env=_env(),
                                           stdout=f, stderr=subprocess.STDOUT, start_new_session=True))
     timed_out = False
     for p in procs:
@@ -142,7 +142,7 @@ def _sanitize(ctx: StepContext, tool: str, name: str, budget: float) -> None:
     log = os.path.join(ctx.config["out"], "steps", f"sanitizer-{name}.log")
     start = time.time()
     try:
-        out = subprocess.run(cmd, cwd=_SOURCE_ROOT, env=env, capture_output=True, text=True, timeout=max(1.0, budget))
+        out = subprocess.run(cmd, cwd=SOURCE_ROOT, env=env, capture_output=True, text=True, timeout=max(1.0, budget))
         text, rc = out.stdout + out.stderr, out.returncode
     except subprocess.TimeoutExpired as err:
         text, rc = _text(err.stdout) + _text(err.stderr), None

@@ -61,11 +61,11 @@ _GPU_COMMON = dict(device="cuda", lcrnet=(8, 512), lcrnet_widths=((16, 32, 64, 6
 PROFILES = {
     "full": Profile("full", precisions=("float32", "bf16-autocast"), train_impls=("eager", "cuda", "triton", "compiled"),
                     rrcanet_impls=("eager", "cuda-graph", "compiled"), repeats=20, warmup=3,
-                    budgets=dict(env=20, tests_ops=110, tests_other=40, sanitizer=90, perf_lcrnet=120,
-                                 perf_kernels=45, perf_metrics=25, perf_rrcanet=25, report=5), **_GPU_COMMON),
+                    budgets=dict(env=15, tests_ops=100, tests_other=35, sanitizer=75, perf_lcrnet=150,
+                                 perf_kernels=45, perf_metrics=25, perf_rrcanet=30, report=5), **_GPU_COMMON),
     "quick": Profile("quick", precisions=("float32",), train_impls=("eager", "cuda", "triton"),
                      rrcanet_impls=("eager", "cuda-graph"), repeats=7, warmup=2,
-                     budgets=dict(env=15, tests_ops=65, tests_other=20, sanitizer=40, perf_lcrnet=55,
+                     budgets=dict(env=15, tests_ops=60, tests_other=20, sanitizer=35, perf_lcrnet=65,
                                   perf_kernels=20, perf_metrics=10, perf_rrcanet=10, report=5), **_GPU_COMMON),
     # Tiny CPU sizes that prove the pipeline (timing, records, tables, chart), not any speed.
     "smoke": Profile("smoke", device="cpu", lcrnet=(1, 32), lcrnet_widths=((16, 32), (1, 1)), rrcanet=(1, 32),
@@ -83,7 +83,7 @@ _STEPS = [
     ("tests_ops", "2a. cuda tests: every op and backend against its reference", f"{_PKG}.correctness:run_op_tests",
      False, True),
     ("tests_other", "2b. the other cuda tests", f"{_PKG}.correctness:run_other_tests", False, True),
-    ("sanitizer", "2c. compute-sanitizer memcheck/racecheck/synccheck", f"{_PKG}.correctness:run_sanitizer",
+    ("sanitizer", "2c. compute-sanitizer (memcheck; racecheck, synccheck unless quick)", f"{_PKG}.correctness:run_sanitizer",
      False, True),
     ("perf_lcrnet", "3a. LCRNet forward and train step", f"{_PKG}.perf_models:lcrnet", True, False),
     ("perf_kernels", "3b. fused HLKConv and depthwise at LCRNet's levels", f"{_PKG}.perf_kernels:levels", True, False),

@@ -14,11 +14,11 @@ import time
 import traceback
 from typing import Callable, List, Optional
 
+from .paths import child_env
 from .plan import Step
 from .worker import StepContext, StepDeadline, call
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
-_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 #: Seconds granted past a step's budget for its interpreter to start and stop.
 GRACE_S = 5.0
 _TAIL = 2000  # characters of a failed step's output kept in the report
@@ -92,11 +92,11 @@ class Runner:
         config_path = os.path.join(self.out, "steps", f"{step.name}.config.json")
         with open(config_path, "w") as f:
             json.dump(self.config, f)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_SOURCE_ROOT, os.environ.get("PYTHONPATH")])))
         cmd = [sys.executable, _WORKER, step.target, results, config_path, repr(deadline)]
         log_path = os.path.join(self.out, "steps", f"{step.name}.log")
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
+                                    start_new_session=True)
             try:
                 rc = proc.wait(timeout=max(1.0, deadline - time.time()) + GRACE_S)
             except subprocess.TimeoutExpired:
