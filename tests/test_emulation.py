@@ -214,3 +214,30 @@ def test_component_stats(shape, sm70):
     assert torch.equal(area, ref.area)
     assert torch.equal(bbox, ref.bbox)
     assert torch.equal(centroid, ref.centroid)
+
+
+# ----------------------------------------------------------------------------------------
+# The race-checked build (shared-memory checker on) over the tiling paths of each kernel.
+@pytest.mark.parametrize("case", [DW_CASES[0], DW_CASES[3]], ids=["tiled", "direct"])
+def test_depthwise_race_checked(case):
+    n, c, h, w, k, s, p, d, _ = case
+    x, wt = rand((n, c, h, w), torch.float32, seed=1), rand((c, 1, *k), torch.float32, seed=2)
+    y = emu.dw_fwd(x, wt, None, s, p, d, variant="race")
+    close(y, depthwise_conv2d_ref(x, wt, None, s, p, d))
+    emu.dw_bwd_input(y, wt, (h, w), s, p, d, variant="race")
+    emu.dw_bwd_weight(y, x, k, s, p, d, variant="race")
+
+
+@pytest.mark.parametrize("case,mode", HLK_CASES[::2] + HLK_CASES[3:], ids=["tiled", "global-x", "direct"])
+def test_hlk_race_checked(case, mode):
+    args = _hlk_inputs(case, torch.float32)
+    torch.testing.assert_close(emu.hlk_fwd(*args, variant="race"), hlk_conv_ref(*args), rtol=2e-4, atol=2e-4)
+
+
+def test_split_attention_and_labelling_race_checked():
+    shape, groups, scales = SA_CASES[1]
+    ins = _sa_inputs(shape, groups, scales, torch.float32, False)
+    emu.sa_bwd(rand(shape, torch.float32, seed=9), *ins, groups, scales, variant="race")
+    mask = _mask(1, 40, 37, 0.55, 0)
+    labels, counts = emu.connected_components(mask, 8, variant="race")
+    assert torch.equal(labels.long(), connected_components_ref(mask, 8)[0].long())
