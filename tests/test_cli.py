@@ -107,7 +107,8 @@ def test_predict_writes_masks_overlays_and_targets(run1, data, tmp_path, capsys)
     for p in images:
         m = cv2.imread(str(tmp_path / p.name), cv2.IMREAD_UNCHANGED)
         assert m.shape == (32, 32) and set(np.unique(m)) <= {0, 255}
-        assert cv2.imread(str(tmp_path / "overlay" / p.name)).shape == (32, 32, 3)
+        overlay = cv2.imread(str(tmp_path / "overlay" / p.name))
+        assert overlay.shape[1] == 256 and overlay.shape[0] > 256 and overlay.shape[2] == 3   # enlarged + legend
     report = json.loads((tmp_path / "targets.json").read_text())["images"]
     entry = report[str(images[0])]
     assert entry["size"] == [32, 32]
