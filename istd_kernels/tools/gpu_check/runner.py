@@ -12,11 +12,11 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from .paths import child_env
 from .plan import Step
-from .worker import StepContext, StepDeadline, call
+from .worker import EXIT_DEADLINE, StepContext, call, is_deadline
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 #: Seconds granted past a step's budget for its interpreter to start and stop.
@@ -61,7 +61,7 @@ class Runner:
             json.dump(self.report, f, indent=1)
         os.replace(path + ".tmp", path)  # a reader never sees half a file
 
-    def run(self, step: Step, in_process: Optional[Callable[[Step, str, float], None]] = None) -> dict:
+    def run(self, step: Step, in_process: Optional[Callable[[Step, str, float], Tuple[str, str]]] = None) -> dict:
         """Run ``step`` and record it; returns its entry."""
         results = os.path.join(self.out, "steps", f"{step.name}.jsonl")
         if os.path.exists(results):
@@ -82,9 +82,9 @@ class Runner:
     def _in_process(self, step: Step, results: str, deadline: float):
         try:
             call(step.target, StepContext(results, self.config, deadline))
-        except StepDeadline as err:
-            return "timeout", str(err)
-        except Exception:  # noqa: BLE001 - any failure of a step is recorded, and the run goes on
+        except Exception as err:  # noqa: BLE001 - any failure of a step is recorded, and the run goes on
+            if is_deadline(err):
+                return "timeout", str(err)
             return "failed", traceback.format_exc()[-_TAIL:]
         return "ok", ""
 
@@ -102,10 +102,13 @@ class Runner:
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 return "timeout", f"killed after its budget of {step.budget_s:.0f} s (+{GRACE_S:.0f} s grace); log: {log_path}"
-        if rc != 0:
-            with open(log_path) as f:
-                return "failed", f"exit status {rc}: " + f.read()[-_TAIL:]
-        return "ok", ""
+        if rc == 0:
+            return "ok", ""
+        with open(log_path) as f:
+            text = f.read()
+        if rc == EXIT_DEADLINE:
+            return "timeout", text.strip().splitlines()[-1] if text.strip() else "the step's time budget ran out"
+        return "failed", f"exit status {rc}: " + text[-_TAIL:]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -15,8 +15,18 @@ import time
 import traceback
 
 
+#: The worker's exit status when the step ran out of time (it recorded what it cut).
+EXIT_DEADLINE = 4
+
+
 class StepDeadline(RuntimeError):
     """The step's time budget is used up; what follows is recorded as not run."""
+
+
+def is_deadline(err: BaseException) -> bool:
+    """Whether ``err`` is a :class:`StepDeadline`. By name: run as a script, this file is
+    ``__main__`` while a step raises the class of ``istd_kernels.tools.gpu_check.worker``."""
+    return type(err).__name__ == StepDeadline.__name__
 
 
 class StepContext:
@@ -55,7 +65,10 @@ def main(argv) -> int:
         config = json.load(f)
     try:
         call(target, StepContext(results, config, float(deadline)))
-    except Exception:  # noqa: BLE001 - the parent records the traceback as the step's failure
+    except Exception as err:  # noqa: BLE001 - the parent records the traceback as the step's failure
+        if is_deadline(err):
+            print(err)
+            return EXIT_DEADLINE
         traceback.print_exc()
         return 1
     return 0
