@@ -31,7 +31,9 @@ import triton.language as tl
 # The one layout rule shared by every backend and the meta implementation, so
 # compiled graphs see the strides these kernels produce.
 from ..layout import output_memory_format as _memory_format
+from . import _workspace
 from ._launch import INTERPRET, aot_signature, device_ctx, launch, np2
+from ._workspace import accumulate, item_run, used_rows_jit
 
 __all__ = [
     "INTERPRET",
@@ -42,6 +44,7 @@ __all__ = [
     "depthwise_fwd",
     "depthwise_bwd_input",
     "depthwise_bwd_weight",
+    "wgrad_workspace_bytes",
     "aot_specs",
 ]
 
@@ -55,22 +58,19 @@ __all__ = [
 def _x_row_taps(acc, row_ptr, row_ok, iw0, w_row, j_first, DW, W, sxw,
                 KW: tl.constexpr, N_TAPS: tl.constexpr, ACC_DTYPE: tl.constexpr):
     # Taps j_first .. j_first+N_TAPS-1 of one kernel row, forward direction.
-    # Taps at j >= KW pad the last chunk: their loads are masked off and
-    # their weight is zeroed, so they add exactly nothing.
+    # Taps at j >= KW pad the last chunk and are skipped like padding.
     for jj in tl.static_range(N_TAPS):
         j = j_first + jj
-        tap_ok = j < KW
         iw = iw0 + j * DW
-        # tap_ok is tested in vector form: the interpreter mishandles a
+        # j < KW is tested in vector form: the interpreter mishandles a
         # scalar bool broadcast into a mask (the compiler folds either).
-        col_ok = (iw >= 0) & (iw < W) & ((iw0 * 0 + j) < KW)
-        # Out-of-image taps read as zero: this is the zero padding, and it
-        # also keeps the overhanging part of edge tiles in bounds.
-        xv = tl.load(row_ptr + iw.to(tl.int64)[None, :] * sxw,
-                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
-        wv = tl.load(w_row + tl.minimum(j, KW - 1))
-        wv = tl.where(tap_ok, wv.to(ACC_DTYPE), 0.0)
-        acc += xv.to(ACC_DTYPE) * wv
+        ok = row_ok[:, None] & ((iw >= 0) & (iw < W) & ((iw0 * 0 + j) < KW))[None, :]
+        # Out-of-image taps are zero padding: skipped, not multiplied by a zero
+        # load, so a non-finite weight reaches only the outputs F.conv2d gives it.
+        # The masked load also keeps the overhanging part of edge tiles in bounds.
+        xv = tl.load(row_ptr + iw.to(tl.int64)[None, :] * sxw, mask=ok, other=0.0)
+        wv = tl.load(w_row + tl.minimum(j, KW - 1)).to(ACC_DTYPE)
+        acc += tl.where(ok, xv.to(ACC_DTYPE) * wv, 0.0)
     return acc
 
 
@@ -80,30 +80,28 @@ def _gy_row_taps(acc, row_ptr, row_ok, nw0, w_row, j_first, DW, SW, Wo, sgw,
     # Same taps, gathered from grad_y for the input gradient.
     for jj in tl.static_range(N_TAPS):
         j = j_first + jj
-        tap_ok = j < KW
         nw = nw0 - j * DW
         nw_c = tl.maximum(nw, 0)
         ow = nw_c // SW
-        col_ok = (nw >= 0) & (ow * SW == nw_c) & (ow < Wo) & ((nw0 * 0 + j) < KW)
-        gv = tl.load(row_ptr + ow.to(tl.int64)[None, :] * sgw,
-                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
-        wv = tl.load(w_row + tl.minimum(j, KW - 1))
-        wv = tl.where(tap_ok, wv.to(ACC_DTYPE), 0.0)
-        acc += gv.to(ACC_DTYPE) * wv
+        ok = row_ok[:, None] & ((nw >= 0) & (ow * SW == nw_c) & (ow < Wo) & ((nw0 * 0 + j) < KW))[None, :]
+        gv = tl.load(row_ptr + ow.to(tl.int64)[None, :] * sgw, mask=ok, other=0.0)
+        wv = tl.load(w_row + tl.minimum(j, KW - 1)).to(ACC_DTYPE)
+        acc += tl.where(ok, gv.to(ACC_DTYPE) * wv, 0.0)
     return acc
 
 
 @triton.jit
 def _wgrad_row_taps(g, row_ptr, row_ok, iw0, ws_row, j_first, DW, W, sxw,
                     N_TAPS: tl.constexpr, ACC_DTYPE: tl.constexpr):
-    # Tile partial of each tap: sum(grad_y * shifted x) over the tile.
+    # Tile share of each tap: sum(grad_y * shifted x) over the tile's outputs whose tap
+    # reads the image (row_ok covers the output plane and the tap row); the rest is
+    # skipped, so a non-finite grad_y meets no padding.
     for jj in tl.static_range(N_TAPS):
         j = j_first + jj
         iw = iw0 + j * DW
-        col_ok = (iw >= 0) & (iw < W)
-        xv = tl.load(row_ptr + iw.to(tl.int64)[None, :] * sxw,
-                     mask=row_ok[:, None] & col_ok[None, :], other=0.0)
-        tl.store(ws_row + j, tl.sum(g * xv.to(ACC_DTYPE)))
+        ok = row_ok & ((iw >= 0) & (iw < W))[None, :]
+        xv = tl.load(row_ptr + iw.to(tl.int64)[None, :] * sxw, mask=ok, other=0.0)
+        accumulate(ws_row + j, tl.sum(tl.where(ok, g * xv.to(ACC_DTYPE), 0.0)), None)
 
 
 @triton.jit
@@ -210,47 +208,17 @@ def _dw_bwd_input_kernel(
 
 
 @triton.jit
-def _dw_bwd_weight_kernel(
-    gy_ptr, x_ptr, ws_ptr,
-    C, H, W, Ho, Wo,
-    sgn, sgc, sgh, sgw,
-    sxn, sxc, sxh, sxw,
-    SH, SW, PH, PW, DH, DW, KH, K1,
-    KW: tl.constexpr, KW_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-):
-    # Each program reduces its output tile to one partial per tap and writes
-    # them to its own workspace row [n * tiles + t, c, :]; the sum over rows is
-    # done by _dw_wgrad_reduce_kernel in a fixed order.
-    pid = tl.program_id(0)
-    tiles_w = tl.cdiv(Wo, BLOCK_W)
-    tiles = tl.cdiv(Ho, BLOCK_H) * tiles_w
-    nc = pid // tiles
-    t = pid - nc * tiles
-    n = nc // C
-    c = nc - n * C
-    th = t // tiles_w
-    tw = t - th * tiles_w
-
-    oh = th * BLOCK_H + tl.arange(0, BLOCK_H)
-    ow = tw * BLOCK_W + tl.arange(0, BLOCK_W)
-
-    g_base = gy_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc
+def _dw_wgrad_tile(g_base, x_base, ws_base, oh, ow, H, W, Ho, Wo, sgh, sgw, sxh, sxw, SH, SW, PH, PW, DH, DW, KH,
+                   KW: tl.constexpr, KW_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    # Adds one output tile's share of every tap (and of the bias) to the workspace row.
     g_ptrs = g_base + oh.to(tl.int64)[:, None] * sgh + ow.to(tl.int64)[None, :] * sgw
     out_ok = (oh < Ho)[:, None] & (ow < Wo)[None, :]
-    # Zeroing grad_y outside the output plane lets the tap loop below mask
-    # only on input bounds.
     g = tl.load(g_ptrs, mask=out_ok, other=0.0).to(ACC_DTYPE)
-
     ih0 = oh * SH - PH
     iw0 = ow * SW - PW
-    x_base = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
-    row = n.to(tl.int64) * tiles + t
-    ws_base = ws_ptr + (row * C + c) * K1
-
     for i in range(KH):
         ih = ih0 + i * DH
-        row_ok = (ih >= 0) & (ih < H)
+        row_ok = out_ok & ((ih >= 0) & (ih < H))[:, None]
         row_ptr = x_base + ih.to(tl.int64)[:, None] * sxh
         ws_row = ws_base + i * KW
         # Here the remainder is a separate unrolled block rather than masked
@@ -261,9 +229,44 @@ def _dw_bwd_weight_kernel(
         if KW % KW_CHUNK != 0:
             _wgrad_row_taps(g, row_ptr, row_ok, iw0, ws_row, KW - KW % KW_CHUNK, DW, W, sxw,
                             KW % KW_CHUNK, ACC_DTYPE)
-
     if HAS_BIAS:
-        tl.store(ws_base + KH * KW, tl.sum(g))
+        accumulate(ws_base + KH * KW, tl.sum(g), None)
+
+
+@triton.jit
+def _dw_bwd_weight_kernel(
+    gy_ptr, x_ptr, ws_ptr,
+    N, C, H, W, Ho, Wo,
+    sgn, sgc, sgh, sgw,
+    sxn, sxc, sxh, sxw,
+    SH, SW, PH, PW, DH, DW, KH, K1, ROWS,
+    KW: tl.constexpr, KW_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    # Program (channel c, workspace row r) sums r's run of (image, tile) items, in
+    # order, into its row [r, c, :] (_workspace.item_run); _dw_wgrad_reduce_kernel then
+    # sums the rows in a fixed order.  Neighbouring programs take neighbouring runs of
+    # one plane, so they share halo rows in L2.
+    pid = tl.program_id(0)
+    tiles_w = tl.cdiv(Wo, BLOCK_W)
+    tiles = tl.cdiv(Ho, BLOCK_H) * tiles_w
+    used = used_rows_jit(N * tiles, ROWS)
+    c = pid // used
+    r = pid - c * used
+    first, last = item_run(r, N * tiles, ROWS)
+    ws_base = ws_ptr + (r.to(tl.int64) * C + c) * K1
+    for item in range(first, last):
+        n = item // tiles
+        t = item - n * tiles
+        th = t // tiles_w
+        oh = th * BLOCK_H + tl.arange(0, BLOCK_H)
+        ow = (t - th * tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+        # This item adds to what the previous one stored in the row: order them.
+        tl.debug_barrier()
+        _dw_wgrad_tile(gy_ptr + n.to(tl.int64) * sgn + c.to(tl.int64) * sgc,
+                       x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc, ws_base, oh, ow,
+                       H, W, Ho, Wo, sgh, sgw, sxh, sxw, SH, SW, PH, PW, DH, DW, KH,
+                       KW, KW_CHUNK, HAS_BIAS, ACC_DTYPE)
 
 
 @triton.jit
@@ -337,10 +340,9 @@ def _prune_by(h_name: str, w_name: str):
     return prune
 
 
-# Above this many taps (8x8) the weight-gradient workspace, one partial per
-# tap per tile, can outgrow the activations; only the tile shapes with the
-# fewest tiles are then allowed.  They also amortise the per-tap block
-# reduction best.
+# Above this many taps (8x8) the per-tap block reductions of the weight
+# gradient dominate; only the tile shapes with the fewest tiles, which
+# amortise them best, are then allowed.
 WGRAD_BIG_KERNEL_TAPS = 64
 
 
@@ -394,6 +396,10 @@ def _kw_chunk(kw: int) -> int:
 
 def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _acc_torch(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _out_hw(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -465,60 +471,79 @@ def depthwise_bwd_input(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, st
     return gx
 
 
+def _wgrad_rows(N: int, C: int, H: int, W: int, Ho: int, Wo: int, K1: int, dtype: torch.dtype):
+    # (autotune candidates, workspace rows).  The autotuner may pick any candidate, so the
+    # rows suit the one with the most tiles; the kernel spreads any tiling over them.
+    candidates = _prune_wgrad(BWD_WEIGHT_CONFIGS, dict(Ho=Ho, Wo=Wo, K1=K1))
+    items = N * max(_tiles(Ho, Wo, cfg.kwargs) for cfg in candidates)
+    row_bytes = C * K1 * _acc_torch(dtype).itemsize
+    return candidates, _workspace.rows(items, row_bytes, N * C * H * W * dtype.itemsize)
+
+
+def wgrad_workspace_bytes(N: int, C: int, H: int, W: int, Ho: int, Wo: int, kernel_size, need_bias: bool,
+                          dtype: torch.dtype) -> int:
+    """Bytes of the workspace one :func:`depthwise_bwd_weight` call allocates.
+
+    For x [N, C, H, W] of ``dtype``, grad_y [N, C, Ho, Wo] and a (kh, kw) kernel, from the
+    real tiling, without running anything (0 where no kernel runs).  At most
+    ``_workspace.budget(x.nbytes)`` unless one row (C * (kh*kw + bias) accumulators) is larger.
+    """
+    if C == 0 or N == 0 or Ho * Wo == 0 or H * W == 0:
+        return 0
+    K1 = kernel_size[0] * kernel_size[1] + int(bool(need_bias))
+    return _wgrad_rows(N, C, H, W, Ho, Wo, K1, dtype)[1] * C * K1 * _acc_torch(dtype).itemsize
+
+
+def _wgrad_without_products(grad_y, x, gw, gb):
+    # No products contribute to the weight; grad_y may still be nonzero when x is an
+    # empty padded image, which only feeds the bias.
+    gw.zero_()
+    if gb is not None:
+        if grad_y.numel() == 0:
+            gb.zero_()
+        else:
+            gb.copy_(grad_y.sum(dim=(0, 2, 3), dtype=_acc_torch(x.dtype)).to(x.dtype))
+    return gw, gb
+
+
+def _wgrad_reduce(ws, gw, gb, rows: int, K1: int, KK: int):
+    M = ws.shape[1] * K1
+    rcfg = WGRAD_REDUCE_CONFIGS[0]
+    _dw_wgrad_reduce_kernel[(triton.cdiv(M, rcfg.kwargs["BLOCK_M"]),)](
+        ws, gw, gb if gb is not None else gw, rows, M, K1, KK,
+        HAS_BIAS=gb is not None, ACC_DTYPE=_acc_dtype(gw.dtype), **rcfg.all_kwargs())
+
+
 def depthwise_bwd_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size, stride, padding, dilation,
                          need_bias: bool):
+    """Weight (and bias) gradient of :func:`depthwise_fwd`: ([C, 1, kh, kw], [C] or None).
+
+    grad_y [N, C, Ho, Wo] and x [N, C, H, W] with any strides; results in x's dtype,
+    accumulated in fp32 (fp64 for fp64) through a workspace of
+    :func:`wgrad_workspace_bytes`, reduced in a fixed order.
+    """
     N, C, H, W = x.shape
     Ho, Wo = int(grad_y.shape[2]), int(grad_y.shape[3])
     KH, KW = kernel_size
-    SH, SW = stride
-    PH, PW = padding
-    DH, DW = dilation
-    KK = KH * KW
-    K1 = KK + (1 if need_bias else 0)
+    K1 = KH * KW + (1 if need_bias else 0)
     gw = torch.empty((C, 1, KH, KW), dtype=x.dtype, device=x.device)
     gb = torch.empty((C,), dtype=x.dtype, device=x.device) if need_bias else None
     if C == 0:
         return gw, gb
     if N == 0 or Ho * Wo == 0 or x.numel() == 0:
-        # No products contribute to the weight; grad_y may still be nonzero
-        # when x is an empty padded image, which only feeds the bias.
-        gw.zero_()
-        if gb is not None:
-            if grad_y.numel() == 0:
-                gb.zero_()
-            else:
-                gb.copy_(grad_y.sum(dim=(0, 2, 3), dtype=torch.float32 if x.dtype != torch.float64
-                                    else torch.float64).to(x.dtype))
-        return gw, gb
-
-    acc_t = torch.float64 if x.dtype == torch.float64 else torch.float32
-    # The autotuner may pick any config that survives pruning, so size the
-    # workspace for the one with the most tiles and read back how many rows
-    # the chosen config wrote.
-    candidates = _prune_wgrad(BWD_WEIGHT_CONFIGS, dict(Ho=Ho, Wo=Wo, K1=K1))
-    max_rows = N * max(_tiles(Ho, Wo, cfg.kwargs) for cfg in candidates)
-    ws = torch.empty((max_rows, C, K1), dtype=acc_t, device=x.device)
-    args = (grad_y, x, ws,
-            C, H, W, Ho, Wo,
-            *grad_y.stride(), *x.stride(),
-            SH, SW, PH, PW, DH, DW, KH, K1)
+        return _wgrad_without_products(grad_y, x, gw, gb)
+    candidates, rows = _wgrad_rows(N, C, H, W, Ho, Wo, K1, x.dtype)
+    ws = torch.zeros((rows, C, K1), dtype=_acc_torch(x.dtype), device=x.device)
+    args = (grad_y, x, ws, N, C, H, W, Ho, Wo, *grad_y.stride(), *x.stride(),
+            *stride, *padding, *dilation, KH, K1, rows)
     consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(x.dtype))
-    grid = lambda meta: (N * C * _tiles(Ho, Wo, meta),)  # noqa: E731
+    grid = lambda meta: (C * _workspace.used_rows(N * _tiles(Ho, Wo, meta), rows),)  # noqa: E731
     # Deterministic mode pins the tile shape (the first candidate) too, so
     # the partial sums, not just their reduction, match in every process.
     fixed = torch.are_deterministic_algorithms_enabled()
     with device_ctx(x):
-        cfg = launch(_dw_bwd_weight_kernel, _bwd_weight_tuned, candidates, grid, args, consts,
-                      fixed=fixed)
-        rows = N * _tiles(Ho, Wo, cfg.kwargs)
-        M = C * K1
-        rcfg = WGRAD_REDUCE_CONFIGS[0]
-        rgrid = (triton.cdiv(M, rcfg.kwargs["BLOCK_M"]),)
-        _dw_wgrad_reduce_kernel[rgrid](
-            ws, gw, gb if gb is not None else gw,
-            rows, M, K1, KK,
-            HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(x.dtype),
-            **rcfg.all_kwargs())
+        cfg = launch(_dw_bwd_weight_kernel, _bwd_weight_tuned, candidates, grid, args, consts, fixed=fixed)
+        _wgrad_reduce(ws, gw, gb, _workspace.used_rows(N * _tiles(Ho, Wo, cfg.kwargs), rows), K1, KH * KW)
     return gw, gb
 
 
@@ -526,20 +551,15 @@ def depthwise_bwd_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size, str
 # Ahead-of-time compile specs (used by istd_kernels.tools.triton_gate)
 # ---------------------------------------------------------------------------
 
-# (signature name, accumulator); fp64 is left out: it is an interpreter /
-# gradcheck dtype, not a production one.
-_AOT_DTYPES = (("fp32", tl.float32), ("fp16", tl.float32), ("bf16", tl.float32))
 _AOT_KWS = (1, 3, 7, 31)
 
 
 def aot_specs() -> list[dict]:
     """Every kernel configuration the compile gate builds.
 
-    One dict per (kernel, autotune config, dtype, KW) with keys ``name``,
-    ``fn`` (the raw @triton.jit function), ``signature`` (argument -> type,
-    constexprs as "constexpr", in argument order), ``constexprs``,
-    ``num_warps``, ``num_stages``, ``maxnreg`` and a short ``config`` label.
-    Covered: every tile config x {fp32, fp16, bf16} x KW in {1, 3, 7, 31} for
+    One dict per (kernel, autotune config, dtype, KW), built by
+    :func:`._launch.aot_spec` (``fn`` is the raw @triton.jit function).
+    Covered: every tile config x {fp32, fp16, bf16, fp64} x KW in {1, 3, 7, 31} for
     the three convolution kernels, and the reduction kernel per dtype.  The
     bias variants are the ones compiled (a superset of the no-bias code).
 
@@ -547,12 +567,14 @@ def aot_specs() -> list[dict]:
     that is not compilable, so the gate imports this module in a process
     without TRITON_INTERPRET.
     """
+    from ._launch import AOT_DTYPES, aot_spec
+
     specs = []
     conv_ints = ["C", "H", "W", "Ho", "Wo"]
     dims = ["SH", "SW", "PH", "PW", "DH", "DW", "KH"]
 
-    for dname, acc in _AOT_DTYPES:
-        p = "*" + dname
+    for dt in AOT_DTYPES:
+        p = "*" + dt.name
         kernels = [
             ("_dw_fwd_kernel", _dw_fwd_kernel, FWD_CONFIGS,
              [("x_ptr", p), ("w_ptr", p), ("b_ptr", p), ("y_ptr", p)],
@@ -563,32 +585,20 @@ def aot_specs() -> list[dict]:
              conv_ints + ["sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw"] + dims,
              dict()),
             ("_dw_bwd_weight_kernel", _dw_bwd_weight_kernel, BWD_WEIGHT_CONFIGS,
-             [("gy_ptr", p), ("x_ptr", p), ("ws_ptr", "*fp32")],
-             conv_ints + ["sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw"] + dims + ["K1"],
+             [("gy_ptr", p), ("x_ptr", p), ("ws_ptr", dt.acc_ptr)],
+             ["N"] + conv_ints + ["sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw"] + dims + ["K1", "ROWS"],
              dict(HAS_BIAS=True)),
         ]
         for name, fn, configs, ptrs, ints, extra in kernels:
             for cfg in configs:
                 for kw in _AOT_KWS:
-                    consts = dict(KW=kw, KW_CHUNK=_kw_chunk(kw), ACC_DTYPE=acc, **extra, **cfg.kwargs)
-                    specs.append(dict(
-                        name=name, fn=fn,
-                        signature=aot_signature(fn, ptrs, ints, list(consts)),
-                        constexprs=consts,
-                        num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
-                        config=(f"BH={cfg.kwargs['BLOCK_H']} BW={cfg.kwargs['BLOCK_W']} KW={kw} "
-                                f"{dname} w{cfg.num_warps}"),
-                    ))
+                    consts = dict(KW=kw, KW_CHUNK=_kw_chunk(kw), ACC_DTYPE=dt.acc, **extra, **cfg.kwargs)
+                    specs.append(aot_spec(name, fn, ptrs, ints, consts, cfg,
+                                          f"BH={cfg.kwargs['BLOCK_H']} BW={cfg.kwargs['BLOCK_W']} KW={kw} {dt.name}"))
         for cfg in WGRAD_REDUCE_CONFIGS:
-            consts = dict(HAS_BIAS=True, ACC_DTYPE=acc, **cfg.kwargs)
-            specs.append(dict(
-                name="_dw_wgrad_reduce_kernel", fn=_dw_wgrad_reduce_kernel,
-                signature=aot_signature(_dw_wgrad_reduce_kernel, [("ws_ptr", "*fp32"), ("gw_ptr", p), ("gb_ptr", p)],
-                               ["R", "M", "K1", "KK"], list(consts)),
-                constexprs=consts,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
-                config=(f"BR={cfg.kwargs['BLOCK_R']} BM={cfg.kwargs['BLOCK_M']} {dname} "
-                        f"w{cfg.num_warps}"),
-            ))
+            consts = dict(HAS_BIAS=True, ACC_DTYPE=dt.acc, **cfg.kwargs)
+            specs.append(aot_spec("_dw_wgrad_reduce_kernel", _dw_wgrad_reduce_kernel,
+                                  [("ws_ptr", dt.acc_ptr), ("gw_ptr", p), ("gb_ptr", p)], ["R", "M", "K1", "KK"],
+                                  consts, cfg, f"BR={cfg.kwargs['BLOCK_R']} BM={cfg.kwargs['BLOCK_M']} {dt.name}"))
     return specs
 

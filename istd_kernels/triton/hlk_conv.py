@@ -60,7 +60,9 @@ import triton
 import triton.language as tl
 
 from ..layout import output_memory_format as _memory_format
+from . import _workspace
 from ._launch import INTERPRET, aot_signature, device_ctx, launch, np2
+from ._workspace import accumulate, item_run
 
 __all__ = [
     "MAX_GPU_HALO",
@@ -70,6 +72,7 @@ __all__ = [
     "BWD_W_CONFIGS",
     "hlk_fwd",
     "hlk_bwd",
+    "bwd_workspace_bytes",
     "aot_specs",
 ]
 
@@ -80,45 +83,58 @@ __all__ = [
 
 
 @triton.jit
+def _in_image(hh, ww, H, W):
+    return (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+
+
+@triton.jit
+def _x_tap(x_c, sp_x, ih, iw, t, K, H, W, sxh, sxw, extra_ok):
+    # Tap t of a K x K conv read straight from x ([C_CHUNK, P] rows x_c): the values and
+    # which positions read the image (and extra_ok, when given). Elsewhere the load reads
+    # zero and callers skip the lane: padding is not multiplied, so a non-finite weight
+    # reaches only the outputs it reaches in F.conv2d.
+    di = t // K - K // 2
+    dj = t - (t // K) * K - K // 2
+    ok = _in_image(ih + di, iw + dj, H, W)
+    if extra_ok is not None:
+        ok = ok & extra_ok
+    tap = di.to(tl.int64) * sxh + dj.to(tl.int64) * sxw
+    return tl.load(x_c + (sp_x + tap)[None, :], mask=ok[None, :], other=0.0), ok
+
+
+@triton.jit
 def _dw_a_tile(x_c, sp_off, ih, iw, c_ok, w0_c, b0_c, H, W, K1, sxh, sxw,
                HAS_B0: tl.constexpr, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, P: tl.constexpr):
-    # First depthwise conv on every tile position.  Loads outside the image
-    # read zero (the conv's own zero padding), and the result is forced to
-    # zero there too: that is the zero padding the dilated conv sees.
+    # First depthwise conv on every tile position, forced to zero outside the image: that is
+    # the zero padding the dilated conv sees.
     # x_c / w0_c / b0_c must point at valid channels even in padding rows
     # (callers clamp the channel): the loads then need no channel mask, whose
     # per-element predicates cost ~70 registers; padding rows are zeroed at
     # the end instead, so even a non-finite x cannot leak into them.
-    p1 = K1 // 2
     a = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
     for t1 in range(K1 * K1):
-        di = t1 // K1 - p1
-        dj = t1 - (t1 // K1) * K1 - p1
-        hh = ih + di
-        ww = iw + dj
-        ok = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-        tap = di.to(tl.int64) * sxh + dj.to(tl.int64) * sxw
-        xv = tl.load(x_c + (sp_off + tap)[None, :], mask=ok[None, :], other=0.0)
+        xv, ok = _x_tap(x_c, sp_off, ih, iw, t1, K1, H, W, sxh, sxw, None)
         wv = tl.load(w0_c + t1).to(ACC_DTYPE)
-        a += xv.to(ACC_DTYPE) * wv[:, None]
+        a += tl.where(ok[None, :], xv.to(ACC_DTYPE) * wv[:, None], 0.0)
     if HAS_B0:
         a += tl.load(b0_c).to(ACC_DTYPE)[:, None]
-    in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    return tl.where(c_ok[:, None] & in_img[None, :], a, 0.0)
+    return tl.where(c_ok[:, None] & _in_image(ih, iw, H, W)[None, :], a, 0.0)
 
 
 @triton.jit
-def _tap_src(t, K, DIL, SIGN: tl.constexpr, TW, P: tl.constexpr):
-    # Flat tile positions that tap t of a K x K kernel (dilation DIL) reads for each
-    # position: q + s for a convolution (SIGN 1), q - s for its transpose (SIGN -1). The
+def _tap(t, K, DIL, SIGN: tl.constexpr, TW, ih, iw, H, W, P: tl.constexpr):
+    # Tap t of a K x K kernel (dilation DIL): the flat tile position each position reads,
+    # q + s for a convolution (SIGN 1) or q - s for its transpose (SIGN -1), and whether
+    # that source lies in the image; callers skip the others (padding, see _x_tap). The
     # clamp only keeps rim lanes, whose results are never used, in bounds.
-    di = (t // K - K // 2) * DIL
-    dj = (t - (t // K) * K - K // 2) * DIL
-    return tl.minimum(tl.maximum(tl.arange(0, P) + SIGN * (di * TW + dj), 0), P - 1)
+    di = SIGN * (t // K - K // 2) * DIL
+    dj = SIGN * (t - (t // K) * K - K // 2) * DIL
+    src = tl.minimum(tl.maximum(tl.arange(0, P) + (di * TW + dj), 0), P - 1)
+    return src, _in_image(ih + di, iw + dj, H, W)
 
 
 @triton.jit
-def _tap_conv(acc, tile, w_rows, w_ok, K, DIL, SIGN: tl.constexpr, TW, ACC_DTYPE: tl.constexpr,
+def _tap_conv(acc, tile, w_rows, w_ok, K, DIL, SIGN: tl.constexpr, TW, ih, iw, H, W, ACC_DTYPE: tl.constexpr,
               C_CHUNK: tl.constexpr, P: tl.constexpr):
     # acc + the depthwise K x K convolution (SIGN 1) or its transpose (SIGN -1) of a
     # [C_CHUNK, P] tile, by gathers inside the tile; w_rows points at each row's K*K taps.
@@ -126,21 +142,21 @@ def _tap_conv(acc, tile, w_rows, w_ok, K, DIL, SIGN: tl.constexpr, TW, ACC_DTYPE
     # (the forward, at its register ceiling, cannot afford the predicates); otherwise
     # rows where w_ok is false read zero weights.
     for t in range(K * K):
-        src = _tap_src(t, K, DIL, SIGN, TW, P)
+        src, ok = _tap(t, K, DIL, SIGN, TW, ih, iw, H, W, P)
         v = tl.gather(tile, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
         if w_ok is None:
             wv = tl.load(w_rows + t)
         else:
             wv = tl.load(w_rows + t, mask=w_ok, other=0.0)
-        acc += v * wv.to(ACC_DTYPE)[:, None]
+        acc += tl.where(ok[None, :], v * wv.to(ACC_DTYPE)[:, None], 0.0)
     return acc
 
 
 @triton.jit
 def _halo_tile(t, tiles_w, H, W, HALO, TH: tl.constexpr, TW: tl.constexpr, P: tl.constexpr):
-    # Tile t's TH x TW positions, flattened: local row/col, image row/col, which lie in the
-    # image, and which form the tile's own (inner) region. Tiles step by the inner size, so
-    # every image pixel is inner to exactly one tile.
+    # Tile t's TH x TW positions, flattened: image row/col, which lie in the image, and
+    # which form the tile's own (inner) region. Tiles step by the inner size, so every image
+    # pixel is inner to exactly one tile.
     th = t // tiles_w
     tw = t - th * tiles_w
     r = tl.arange(0, P)
@@ -148,9 +164,9 @@ def _halo_tile(t, tiles_w, H, W, HALO, TH: tl.constexpr, TW: tl.constexpr, P: tl
     lc = r % TW
     ih = th * (TH - 2 * HALO) - HALO + lr
     iw = tw * (TW - 2 * HALO) - HALO + lc
-    in_img = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    in_img = _in_image(ih, iw, H, W)
     inner = (lr >= HALO) & (lr < TH - HALO) & (lc >= HALO) & (lc < TW - HALO) & in_img
-    return lr, lc, ih, iw, in_img, inner
+    return ih, iw, in_img, inner
 
 
 @triton.jit
@@ -178,7 +194,7 @@ def _hlk_fwd_kernel(
     ng = rest // tiles
     g = ng % G
     n = ng // G
-    lr, lc, ih, iw, in_img, inner = _halo_tile(t, tiles_w, H, W, HALO, TH, TW, P)
+    ih, iw, in_img, inner = _halo_tile(t, tiles_w, H, W, HALO, TH, TW, P)
     sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
 
     C2 = 2 * Cg
@@ -210,7 +226,7 @@ def _hlk_fwd_kernel(
 
         # Exact for inner positions: the halo keeps their taps in the tile.
         d = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), a, w1_ptr + ch_ld * KK2, None, K2, DIL, 1, TW,
-                      ACC_DTYPE, C_CHUNK, P)
+                      ih, iw, H, W, ACC_DTYPE, C_CHUNK, P)
         if HAS_B1:
             d += tl.load(b1_ptr + ch_ld).to(ACC_DTYPE)[:, None]
         d = tl.where(c_ok[:, None], d, 0.0)
@@ -245,9 +261,115 @@ def _pw_grad_in(gy_n, sp_g, in_img, w_ptr, sgc, g, Og, C2, cc, c_ok,
 
 
 @triton.jit
+def _grad_tiles(gy_n, sp_g, ih, iw, in_img, wpw_ptr, w1_rows, sgc, g, H, W, Cg, Og, K2, DIL, TW, cc, c_ok,
+                ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, CO_BLOCK: tl.constexpr, P: tl.constexpr):
+    # g_d and g_a of one channel chunk on the whole tile (grad_y reads zero outside the
+    # image, where y does not exist).  Two passes over grad_y rather than one: a single
+    # pass keeps two FMA-dot accumulators and their operands live at once, which spills.
+    g_d = _pw_grad_in(gy_n, sp_g, in_img, wpw_ptr + Cg, sgc, g, Og, 2 * Cg, cc, c_ok,
+                      ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
+    g_a = _pw_grad_in(gy_n, sp_g, in_img, wpw_ptr, sgc, g, Og, 2 * Cg, cc, c_ok,
+                      ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
+    # Transposed dilated conv: d[q] used a[q + s2], so g_a[q] collects
+    # g_d[q - s2].  Exact on [h2, TH - h2), which covers what follows.
+    g_a = _tap_conv(g_a, g_d, w1_rows, c_ok, K2, DIL, -1, TW, ih, iw, H, W, ACC_DTYPE, C_CHUNK, P)
+    # Outside the image a was padding, not a variable: no gradient.
+    return g_d, tl.where(in_img[None, :], g_a, 0.0)
+
+
+@triton.jit
+def _store_grad_x(gx_n, g_a, w0_rows, ch, c_ok, owned, ih, iw, H, W, K1, TW, sqc, sqh, sqw,
+                  ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, P: tl.constexpr):
+    gx = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), g_a, w0_rows, c_ok, K1, 1, -1, TW, ih, iw, H, W,
+                   ACC_DTYPE, C_CHUNK, P)
+    sp_q = ih.to(tl.int64) * sqh + iw.to(tl.int64) * sqw
+    gx_ptrs = gx_n + ch.to(tl.int64)[:, None] * sqc + sp_q[None, :]
+    tl.store(gx_ptrs, gx.to(gx_n.dtype.element_ty), mask=c_ok[:, None] & owned[None, :])
+
+
+@triton.jit
+def _wgrad_w0(ws_w0, ws_b0, g_a, x_c, sp_x, ih, iw, owned, c_ok, H, W, K1, sxh, sxw, ACC_DTYPE: tl.constexpr):
+    # grad_w0[c, t1] = sum over owned q of g_a[c, q] x[c, q + s1], padding taps skipped.
+    for t1 in range(K1 * K1):
+        xv, ok = _x_tap(x_c, sp_x, ih, iw, t1, K1, H, W, sxh, sxw, owned)
+        accumulate(ws_w0 + t1, tl.sum(tl.where(ok[None, :], g_a * xv.to(ACC_DTYPE), 0.0), axis=1), c_ok)
+    accumulate(ws_b0, tl.sum(tl.where(owned[None, :], g_a, 0.0), axis=1), c_ok)
+
+
+@triton.jit
+def _wgrad_pw(ws_wpw, a, d, gy_n, sp_g, owned, sgc, g, Og, Cg, cc, c_ok, ACC_DTYPE: tl.constexpr):
+    # grad_w_pw as one row reduction per output channel.  A tl.dot here would contract
+    # over the P pixels, and the FMA dot holds a whole K-long operand row per thread:
+    # hundreds of registers.  Only owned pixels count (every image pixel once); the rest
+    # of a is skipped, not multiplied by a zero grad_y (d is already zero there).
+    for o in range(Og):
+        oc = g * Og + o
+        gy = tl.load(gy_n + oc.to(tl.int64) * sgc + sp_g, mask=owned, other=0.0).to(ACC_DTYPE)
+        w_off = oc * (2 * Cg) + cc
+        accumulate(ws_wpw + w_off, tl.sum(tl.where(owned[None, :], a * gy[None, :], 0.0), axis=1), c_ok)
+        accumulate(ws_wpw + w_off + Cg, tl.sum(d * gy[None, :], axis=1), c_ok)
+
+
+@triton.jit
+def _wgrad_w1(ws_w1, ws_b1, g_d, a, ih, iw, owned, c_ok, H, W, K2, DIL, TW,
+              C_CHUNK: tl.constexpr, P: tl.constexpr):
+    # grad_w1[c, t2] = sum over owned q of g_d[c, q] a[c, q + s2], padding taps skipped.
+    # Its own loop, after d is dead: reducing inside the d loop keeps a, d, g_d and the
+    # gathered tap live together, which spills.
+    for t2 in range(K2 * K2):
+        src, ok = _tap(t2, K2, DIL, 1, TW, ih, iw, H, W, P)
+        av = tl.gather(a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
+        accumulate(ws_w1 + t2, tl.sum(tl.where((ok & owned)[None, :], g_d * av, 0.0), axis=1), c_ok)
+    accumulate(ws_b1, tl.sum(tl.where(owned[None, :], g_d, 0.0), axis=1), c_ok)
+
+
+@triton.jit
+def _wgrad_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, w1_ptr, b1_ptr, gy_n, sp_x, sp_g, ih, iw, owned,
+                 g, cc, c_ok, H, W, Cg, Og, G, K1, K2, DIL, TW, sxc, sxh, sxw, sgc,
+                 HAS_B0: tl.constexpr, HAS_B1: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                 C_CHUNK: tl.constexpr, P: tl.constexpr):
+    # Adds one channel chunk's share of one tile to the workspace row, whose columns are
+    # grad_w0 [C, KK1], grad_b0 [C], grad_w1 [C, KK2], grad_b1 [C], grad_w_pw [Cout, 2*Cg],
+    # grad_b_pw [Cout] (hlk_bwd's _ws_columns).  Each group writes only its own columns.
+    C = G * Cg
+    ch = g * Cg + cc
+    ch_ld = g * Cg + tl.minimum(cc, Cg - 1)
+    x_c = x_n + ch_ld.to(tl.int64)[:, None] * sxc
+    off_b0 = C * K1 * K1
+    off_w1 = off_b0 + C
+    off_b1 = off_w1 + C * K2 * K2
+    _wgrad_w0(ws_row + ch * K1 * K1, ws_row + off_b0 + ch, g_a, x_c, sp_x, ih, iw, owned, c_ok,
+              H, W, K1, sxh, sxw, ACC_DTYPE)
+    # a on the whole tile (exact everywhere: it reads x from global); d is exact on the
+    # owned pixels, the only ones grad_y reaches, and zeroed elsewhere.
+    a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * K1 * K1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
+                   HAS_B0, ACC_DTYPE, C_CHUNK, P)
+    d = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), a, w1_ptr + ch * K2 * K2, c_ok, K2, DIL, 1, TW,
+                  ih, iw, H, W, ACC_DTYPE, C_CHUNK, P)
+    if HAS_B1:
+        d += tl.load(b1_ptr + ch, mask=c_ok, other=0.0).to(ACC_DTYPE)[:, None]
+    d = tl.where(owned[None, :], d, 0.0)
+    _wgrad_pw(ws_row + off_b1 + C, a, d, gy_n, sp_g, owned, sgc, g, Og, Cg, cc, c_ok, ACC_DTYPE)
+    _wgrad_w1(ws_row + off_w1 + ch * K2 * K2, ws_row + off_b1 + ch, g_d, a, ih, iw, owned, c_ok,
+              H, W, K2, DIL, TW, C_CHUNK, P)
+
+
+@triton.jit
+def _wgrad_bpw(ws_bpw, gy_n, sp_g, owned, sgc, g, Og, ACC_DTYPE: tl.constexpr, CO_BLOCK: tl.constexpr,
+               P: tl.constexpr):
+    for o0 in range(0, Og, CO_BLOCK):
+        o = o0 + tl.arange(0, CO_BLOCK)
+        o_ok = o < Og
+        oc = g * Og + o
+        gy = tl.load(gy_n + oc.to(tl.int64)[:, None] * sgc + sp_g[None, :],
+                     mask=o_ok[:, None] & owned[None, :], other=0.0)
+        accumulate(ws_bpw + oc, tl.sum(gy.to(ACC_DTYPE), axis=1), o_ok)
+
+
+@triton.jit
 def _hlk_bwd_kernel(
     gy_ptr, x_ptr, w0_ptr, b0_ptr, w1_ptr, b1_ptr, wpw_ptr, gx_ptr, ws_ptr,
-    H, W, Cg, Og, G, K1, K2, DIL, HALO, LW,
+    N, H, W, Cg, Og, G, K1, K2, DIL, HALO, LW, ROWS,
     sgn, sgc, sgh, sgw,
     sxn, sxc, sxh, sxw,
     sqn, sqc, sqh, sqw,
@@ -257,117 +379,39 @@ def _hlk_bwd_kernel(
 ):
     # HALO here is k1 // 2 + dilation * (k2 // 2): g_d is needed on the whole
     # tile, g_a on it less h2, grad_x and the owned pixels less the full halo.
+    # Program (workspace row r, group g) handles r's run of (image, tile) items in order
+    # (_workspace.item_run); the grad_x pass gets ROWS >= items, one item each.
     P: tl.constexpr = TH * TW
     pid = tl.program_id(0)
-    IH = TH - 2 * HALO
-    IW = TW - 2 * HALO
-    tiles_w = tl.cdiv(W, IW)
-    tiles = tl.cdiv(H, IH) * tiles_w
-    t = pid % tiles
-    ng = pid // tiles
-    g = ng % G
-    n = ng // G
-    lr, lc, ih, iw, in_img, owned = _halo_tile(t, tiles_w, H, W, HALO, TH, TW, P)
-    sp_g = ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw
-    sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-
-    C = G * Cg
-    Cout = G * Og
-    C2 = 2 * Cg
-    KK1 = K1 * K1
-    KK2 = K2 * K2
-    p1 = K1 // 2
-    gy_n = gy_ptr + n.to(tl.int64) * sgn
-    x_n = x_ptr + n.to(tl.int64) * sxn
-    # Workspace row (n, tile) holds, in order: grad_w0 [C, KK1], grad_b0 [C],
-    # grad_w1 [C, KK2], grad_b1 [C], grad_w_pw [Cout, 2*Cg], grad_b_pw [Cout].
-    # Each group writes only its own columns, so each entry has one writer.
-    ws_row = ws_ptr + (n.to(tl.int64) * tiles + t) * LW
-    off_b0 = C * KK1
-    off_w1 = off_b0 + C
-    off_b1 = off_w1 + C * KK2
-    off_wpw = off_b1 + C
-    off_bpw = off_wpw + Cout * C2
-
-    for c0 in range(0, Cg, C_CHUNK):
-        cc = c0 + tl.arange(0, C_CHUNK)
-        c_ok = cc < Cg
-        ch = g * Cg + cc
-
-        # grad of the pointwise conv's two halves, on the whole tile (grad_y
-        # reads zero outside the image, where y does not exist).  Two passes
-        # over grad_y rather than one: a single pass keeps two FMA-dot
-        # accumulators and their operands live at once, which spills.
-        g_d = _pw_grad_in(gy_n, sp_g, in_img, wpw_ptr + Cg, sgc, g, Og, C2, cc, c_ok,
-                          ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
-        g_a = _pw_grad_in(gy_n, sp_g, in_img, wpw_ptr, sgc, g, Og, C2, cc, c_ok,
-                          ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
-
-        # Transposed dilated conv: d[q] used a[q + s2], so g_a[q] collects
-        # g_d[q - s2].  Exact on [h2, TH - h2), which covers what follows.
-        g_a = _tap_conv(g_a, g_d, w1_ptr + ch * KK2, c_ok, K2, DIL, -1, TW, ACC_DTYPE, C_CHUNK, P)
-        # Outside the image a was padding, not a variable: no gradient.
-        g_a = tl.where(in_img[None, :], g_a, 0.0)
-
-        if NEED_GX:
-            gx = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), g_a, w0_ptr + ch * KK1, c_ok, K1, 1, -1, TW,
-                           ACC_DTYPE, C_CHUNK, P)
-            sp_q = ih.to(tl.int64) * sqh + iw.to(tl.int64) * sqw
-            gx_ptrs = gx_ptr + n.to(tl.int64) * sqn + ch.to(tl.int64)[:, None] * sqc + sp_q[None, :]
-            tl.store(gx_ptrs, gx.to(gx_ptr.dtype.element_ty), mask=c_ok[:, None] & owned[None, :])
-
+    tiles_w = tl.cdiv(W, TW - 2 * HALO)
+    tiles = tl.cdiv(H, TH - 2 * HALO) * tiles_w
+    g = pid % G
+    row = pid // G
+    first, last = item_run(row, N * tiles, ROWS)
+    for item in range(first, last):
+        n = item // tiles
+        ih, iw, in_img, owned = _halo_tile(item - n * tiles, tiles_w, H, W, HALO, TH, TW, P)
+        sp_g = ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw
+        gy_n = gy_ptr + n.to(tl.int64) * sgn
         if NEED_W:
-            ch_ld = g * Cg + tl.minimum(cc, Cg - 1)
-            x_c = x_n + ch_ld.to(tl.int64)[:, None] * sxc
-            # grad_w0[c, t1] = sum_q g_a[c, q] x[c, q + s1], over owned q only.
-            gam = tl.where(owned[None, :], g_a, 0.0)
-            for t1 in range(KK1):
-                di = t1 // K1 - p1
-                dj = t1 - (t1 // K1) * K1 - p1
-                hh = ih + di
-                ww = iw + dj
-                ok = (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W) & owned
-                tap = di.to(tl.int64) * sxh + dj.to(tl.int64) * sxw
-                # Padding rows of gam are zero and their sums are not stored.
-                xv = tl.load(x_c + (sp_x + tap)[None, :], mask=ok[None, :], other=0.0)
-                tl.store(ws_row + ch * KK1 + t1, tl.sum(gam * xv.to(ACC_DTYPE), axis=1), mask=c_ok)
-            tl.store(ws_row + off_b0 + ch, tl.sum(gam, axis=1), mask=c_ok)
-
-            # a on the whole tile (exact everywhere: it reads x from global);
-            # d is exact on the owned pixels, the only ones grad_y reaches.
-            a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * KK1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
-                           HAS_B0, ACC_DTYPE, C_CHUNK, P)
-            d = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), a, w1_ptr + ch * KK2, c_ok, K2, DIL, 1, TW,
-                          ACC_DTYPE, C_CHUNK, P)
-            if HAS_B1:
-                d += tl.load(b1_ptr + ch, mask=c_ok, other=0.0).to(ACC_DTYPE)[:, None]
-
-            # grad_w_pw as one row reduction per output channel.  A tl.dot
-            # here would contract over the P pixels, and the FMA dot holds a
-            # whole K-long operand row per thread: hundreds of registers.
-            for o in range(Og):
-                oc = g * Og + o
-                # grad_y restricted to owned pixels: every pixel counted once.
-                gy = tl.load(gy_n + oc.to(tl.int64) * sgc + sp_g, mask=owned, other=0.0).to(ACC_DTYPE)
-                w_off = off_wpw + oc * C2 + cc
-                tl.store(ws_row + w_off, tl.sum(a * gy[None, :], axis=1), mask=c_ok)
-                tl.store(ws_row + w_off + Cg, tl.sum(d * gy[None, :], axis=1), mask=c_ok)
-
-            # grad_w1 re-gathers a in a loop of its own, after d is dead:
-            # reducing inside the d loop keeps a, d, g_d and the gathered
-            # tap live together, which spills.
-            gdm = tl.where(owned[None, :], g_d, 0.0)
-            for t2 in range(KK2):
-                src = _tap_src(t2, K2, DIL, 1, TW, P)
-                av = tl.gather(a, tl.broadcast_to(src[None, :], (C_CHUNK, P)), axis=1)
-                tl.store(ws_row + off_w1 + ch * KK2 + t2, tl.sum(gdm * av, axis=1), mask=c_ok)
-            tl.store(ws_row + off_b1 + ch, tl.sum(gdm, axis=1), mask=c_ok)
-
-    if NEED_W:
-        for o in range(Og):
-            oc = g * Og + o
-            gy = tl.load(gy_n + oc.to(tl.int64) * sgc + sp_g, mask=owned, other=0.0).to(ACC_DTYPE)
-            tl.store(ws_row + off_bpw + oc, tl.sum(gy, axis=0))
+            # This item adds to what the previous one stored in the row: order them.
+            tl.debug_barrier()
+        for c0 in range(0, Cg, C_CHUNK):
+            cc = c0 + tl.arange(0, C_CHUNK)
+            c_ok = cc < Cg
+            g_d, g_a = _grad_tiles(gy_n, sp_g, ih, iw, in_img, wpw_ptr, w1_ptr + (g * Cg + cc) * (K2 * K2), sgc,
+                                   g, H, W, Cg, Og, K2, DIL, TW, cc, c_ok, ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
+            if NEED_GX:
+                _store_grad_x(gx_ptr + n.to(tl.int64) * sqn, g_a, w0_ptr + (g * Cg + cc) * (K1 * K1), g * Cg + cc,
+                              c_ok, owned, ih, iw, H, W, K1, TW, sqc, sqh, sqw, ACC_DTYPE, C_CHUNK, P)
+            if NEED_W:
+                sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
+                _wgrad_chunk(ws_ptr + row.to(tl.int64) * LW, g_a, g_d, x_ptr + n.to(tl.int64) * sxn, w0_ptr,
+                             b0_ptr, w1_ptr, b1_ptr, gy_n, sp_x, sp_g, ih, iw, owned, g, cc, c_ok, H, W, Cg, Og,
+                             G, K1, K2, DIL, TW, sxc, sxh, sxw, sgc, HAS_B0, HAS_B1, ACC_DTYPE, C_CHUNK, P)
+        if NEED_W:
+            _wgrad_bpw(ws_ptr + row.to(tl.int64) * LW + (LW - G * Og), gy_n, sp_g, owned, sgc, g, Og, ACC_DTYPE,
+                       CO_BLOCK, P)
 
 
 # ---------------------------------------------------------------------------
@@ -549,6 +593,58 @@ def hlk_fwd(x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1, w_pw: t
     return y
 
 
+def _ws_columns(C: int, Cout: int, Cg: int, K1: int, K2: int) -> list[int]:
+    # Column layout of a workspace row (mirrored in _wgrad_chunk / _wgrad_bpw).
+    return [C * K1 * K1, C, C * K2 * K2, C, Cout * 2 * Cg, Cout]
+
+
+def _ws_plan(N: int, C: int, H: int, W: int, Cout: int, groups: int, K1: int, K2: int, dilation: int,
+             dtype: torch.dtype):
+    # (weight-pass config, workspace rows, row length) of one backward call.
+    halo = K1 // 2 + dilation * (K2 // 2)
+    cfg = _candidates(BWD_W_CONFIGS, halo, H, W, Cout // groups)[0]
+    lw = sum(_ws_columns(C, Cout, C // groups, K1, K2))
+    row_bytes = lw * _acc(dtype)[1].itemsize
+    items = N * _tiles(H, W, halo, cfg.kwargs)
+    return cfg, _workspace.rows(items, row_bytes, N * C * H * W * dtype.itemsize), lw
+
+
+def bwd_workspace_bytes(N: int, C: int, H: int, W: int, Cout: int, groups: int, k1: int, k2: int,
+                        dilation: int, dtype: torch.dtype) -> int:
+    """Bytes of the weight-gradient workspace one :func:`hlk_bwd` call allocates.
+
+    For x [N, C, H, W] of ``dtype``, w_pw [Cout, 2*C/groups], kernels k1 / k2 and
+    ``dilation``, when any weight gradient is asked for (0 for an empty input).  Uses the
+    weight pass's real tiling, so it is what the kernel gets, without running it.  At most
+    ``_workspace.budget(x.nbytes)`` unless one row (all weight gradients in the
+    accumulation dtype) is larger.
+    """
+    if N * H * W == 0:
+        return 0
+    _, rows, lw = _ws_plan(N, C, H, W, Cout, groups, k1, k2, dilation, dtype)
+    return rows * lw * _acc(dtype)[1].itemsize
+
+
+def _split_grads(gx, wsum, cols, need, shapes, dtype):
+    out = [gx]
+    off = 0
+    for k, (size, shape) in enumerate(zip(cols, shapes)):
+        out.append(wsum[off:off + size].view(shape).to(dtype) if need[k + 1] else None)
+        off += size
+    return tuple(out)
+
+
+def _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, cfg_or_cands, tuned, need_gx):
+    # One launch of _hlk_bwd_kernel: the grad_x pass (ws unused) or the weight pass (gx unused).
+    H, W = int(x.shape[2]), int(x.shape[3])
+    w0c, b0p, w1c, b1p, wpc, geo, flags = pass_args
+    args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, gx if need_gx else w0c, ws, N, H, W, *geo, rows,
+            *grad_y.stride(), *x.stride(), *(gx.stride() if need_gx else (0, 0, 0, 0)))
+    consts = dict(NEED_GX=need_gx, NEED_W=not need_gx, **flags)
+    grid = lambda meta: (G * _workspace.used_rows(N * _tiles(H, W, halo, meta), rows),)  # noqa: E731
+    launch(_hlk_bwd_kernel, tuned, cfg_or_cands, grid, args, consts)
+
+
 def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1,
             w_pw: torch.Tensor, dilation: int, groups: int, need):
     """HLKConv backward, recomputing a and d from x.
@@ -558,88 +654,54 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
     grad_w1, grad_b1, grad_w_pw, grad_b_pw); the result is that 7-tuple with
     None in slots not needed.  Each gradient has its input's shape and dtype
     (grad_b_pw: [Cout], x's dtype); grad_x has memory format
-    ``_memory_format(x)``.  Weight gradients are reduced deterministically.
+    ``_memory_format(x)``.  Weight gradients are reduced deterministically, through a
+    workspace of :func:`bwd_workspace_bytes`.
     """
     need = tuple(bool(v) for v in need)
     N, C, H, W = (int(s) for s in x.shape)
-    Cout = int(w_pw.shape[0])
-    G = int(groups)
-    Cg, Og = C // G, Cout // G
+    Cout, G, DIL = int(w_pw.shape[0]), int(groups), int(dilation)
     K1, K2 = int(w0.shape[-1]), int(w1.shape[-1])
-    DIL = int(dilation)
     halo = K1 // 2 + DIL * (K2 // 2)
-    dt, dev = x.dtype, x.device
-    acc_tl, acc_t = _acc(dt)
-
-    need_gx = need[0]
-    need_w = any(need[1:])
-    gx = (torch.empty((N, C, H, W), dtype=dt, device=dev, memory_format=_memory_format(x))
-          if need_gx else None)
-    KK1, KK2 = K1 * K1, K2 * K2
-    # Column layout of a workspace row (mirrored in _hlk_bwd_kernel).
-    sizes = [C * KK1, C, C * KK2, C, Cout * 2 * Cg, Cout]
-    LW = sum(sizes)
-
-    def _finish(wsum):
-        out = [gx]
-        shapes = [tuple(w0.shape), (C,), tuple(w1.shape), (C,), tuple(w_pw.shape), (Cout,)]
-        off = 0
-        for k, (sz, shp) in enumerate(zip(sizes, shapes)):
-            if need[k + 1]:
-                out.append(wsum[off:off + sz].view(shp).to(dt))
-            else:
-                out.append(None)
-            off += sz
-        return tuple(out)
-
+    acc_tl, acc_t = _acc(x.dtype)
+    gx = torch.empty((N, C, H, W), dtype=x.dtype, device=x.device, memory_format=_memory_format(x)) if need[0] else None
+    cols = _ws_columns(C, Cout, C // G, K1, K2)
+    shapes = [tuple(w0.shape), (C,), tuple(w1.shape), (C,), tuple(w_pw.shape), (Cout,)]
     if N * H * W == 0 or C == 0:
-        if gx is not None:
-            gx.zero_()
-        wsum = torch.zeros(LW, dtype=acc_t, device=dev)
+        wsum = torch.zeros(sum(cols), dtype=acc_t, device=x.device)
         if need[6] and grad_y.numel() > 0:
-            wsum[LW - Cout:] = grad_y.sum(dim=(0, 2, 3), dtype=acc_t)
-        return _finish(wsum)
-    if not need_gx and not need_w:
+            wsum[-Cout:] = grad_y.sum(dim=(0, 2, 3), dtype=acc_t)
+        return _split_grads(gx.zero_() if gx is not None else None, wsum, cols, need, shapes, x.dtype)
+    if not any(need):
         return (None,) * 7
     _check_halo(x, halo, "backward")
-
-    w0c, w1c, wpc = w0.contiguous(), w1.contiguous(), w_pw.contiguous()
-    ph = w0c  # placeholder pointer, never read
-    b0p = b0.contiguous() if b0 is not None else ph
-    b1p = b1.contiguous() if b1 is not None else ph
-    common = (H, W, Cg, Og, G, K1, K2, DIL, halo, LW, *grad_y.stride(), *x.stride())
-    flags = dict(HAS_B0=b0 is not None, HAS_B1=b1 is not None, ACC_DTYPE=acc_tl)
-    grid = lambda meta: (N * G * _tiles(H, W, halo, meta),)  # noqa: E731
-    # Two launches of the same kernel: grad_x, then the weight partials.
-    # Fused, one program keeps g_a, g_d, grad_x, a and d in flight and spills
-    # on both sm_86 and sm_90; split, each pass is spill-free at 8 warps.
-    # The weight pass recomputes g_d / g_a (two small dots and k2*k2 gathers).
+    w0c = w0.contiguous()
+    pass_args = (w0c, b0.contiguous() if b0 is not None else w0c, w1.contiguous(),
+                 b1.contiguous() if b1 is not None else w0c, w_pw.contiguous(),
+                 (C // G, Cout // G, G, K1, K2, DIL, halo, sum(cols)),
+                 dict(HAS_B0=b0 is not None, HAS_B1=b1 is not None, ACC_DTYPE=acc_tl))
     with device_ctx(x):
-        if need_gx:
-            cands = _candidates(BWD_GX_CONFIGS, halo, H, W, Og)
-            # Unused workspace pointer, but typed as the gate compiles it.
-            ws_ph = torch.empty(1, dtype=torch.float32, device=dev)
-            args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, gx, ws_ph, *common, *gx.stride())
-            launch(_hlk_bwd_kernel, _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), cands, grid,
-                    args, dict(NEED_GX=True, NEED_W=False, **flags))
-        if not need_w:
+        if need[0]:
+            # Unused workspace pointer, but typed as the gate compiles it; ROWS = H * W is at
+            # least the item count of any tile, so every program takes one item.
+            ws_ph = torch.empty(1, dtype=torch.float32, device=x.device)
+            cands = _candidates(BWD_GX_CONFIGS, halo, H, W, Cout // G)
+            _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws_ph, N * H * W, cands,
+                        _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), True)
+        if not any(need[1:]):
             return (gx,) + (None,) * 6
-        # A single, fixed tile: the partial sums, not only their reduction
-        # order, are then the same in every process.
-        cfg = _candidates(BWD_W_CONFIGS, halo, H, W, Og)[0]
-        rows = N * _tiles(H, W, halo, cfg.kwargs)
-        ws = torch.empty((rows, LW), dtype=acc_t, device=dev)
-        args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, ph, ws, *common, 0, 0, 0, 0)
-        launch(_hlk_bwd_kernel, None, [cfg], grid, args, dict(NEED_GX=False, NEED_W=True, **flags))
+        # A single, fixed tile and a split that depends on the shape only: the partial sums,
+        # not only their reduction order, are the same in every process.
+        cfg, rows, lw = _ws_plan(N, C, H, W, Cout, G, K1, K2, DIL, x.dtype)
+        ws = torch.zeros((rows, lw), dtype=acc_t, device=x.device)
+        _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, [cfg], None, False)
     # torch.sum over a fixed-shape dim is a fixed-order reduction (no atomics).
-    return _finish(ws.sum(dim=0))
+    return _split_grads(gx, ws.sum(dim=0), cols, need, shapes, x.dtype)
 
 
 # ---------------------------------------------------------------------------
 # Ahead-of-time compile specs (used by istd_kernels.tools.triton_gate)
 # ---------------------------------------------------------------------------
 
-_AOT_DTYPES = (("fp32", tl.float32), ("fp16", tl.float32), ("bf16", tl.float32))
 # k1 and k2 are runtime loop bounds, so every (k1, k2) shares one binary;
 # the pair in the label only records what the specs stand for.
 _AOT_KS = "k1,k2 runtime (3,3)/(5,7)"
@@ -648,20 +710,20 @@ _AOT_KS = "k1,k2 runtime (3,3)/(5,7)"
 def aot_specs() -> list[dict]:
     """Every kernel configuration the compile gate builds.
 
-    Same dict format as ``depthwise.aot_specs()``: ``name``, ``fn``,
-    ``signature``, ``constexprs``, ``num_warps``, ``num_stages``, ``maxnreg``,
-    ``config``.  Covered: every FWD / BWD_GX / BWD_W config x {fp32, fp16,
-    bf16} with all biases on; the backward kernel appears twice, as its
+    Built by :func:`._launch.aot_spec`.  Covered: every FWD / BWD_GX / BWD_W
+    config x {fp32, fp16, bf16, fp64} with all biases on; the backward kernel appears twice, as its
     grad_x pass and its weight pass (the two constexpr variants launched).
     k1 / k2 are runtime arguments, so the (3, 3) and (5, 7) kernels are the
     same binary and compiled once.  The large-halo fallback tile of
     ``_candidates`` is deliberately absent: it is known to spill.
     """
+    from ._launch import AOT_DTYPES, aot_spec
+
     specs = []
     geo = ["H", "W", "Cg", "Og", "G", "K1", "K2", "DIL", "HALO"]
-    for dname, acc in _AOT_DTYPES:
-        p = "*" + dname
-        wsp = "*fp32"
+    for dt in AOT_DTYPES:
+        p = "*" + dt.name
+        wsp = dt.acc_ptr
         kernels = [
             ("_hlk_fwd_kernel", _hlk_fwd_kernel, FWD_CONFIGS,
              [("x_ptr", p), ("w0_ptr", p), ("b0_ptr", p), ("w1_ptr", p), ("b1_ptr", p),
@@ -671,7 +733,7 @@ def aot_specs() -> list[dict]:
         ]
         bwd_ptrs = [("gy_ptr", p), ("x_ptr", p), ("w0_ptr", p), ("b0_ptr", p), ("w1_ptr", p),
                     ("b1_ptr", p), ("wpw_ptr", p), ("gx_ptr", p), ("ws_ptr", wsp)]
-        bwd_ints = geo + ["LW", "sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw",
+        bwd_ints = ["N"] + geo + ["LW", "ROWS", "sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw",
                           "sqn", "sqc", "sqh", "sqw"]
         kernels += [
             ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, BWD_GX_CONFIGS, bwd_ptrs, bwd_ints,
@@ -681,14 +743,9 @@ def aot_specs() -> list[dict]:
         ]
         for name, fn, configs, ptrs, ints, extra in kernels:
             for cfg in configs:
-                consts = dict(ACC_DTYPE=acc, **extra, **cfg.kwargs)
+                consts = dict(ACC_DTYPE=dt.acc, **extra, **cfg.kwargs)
                 kw = cfg.kwargs
-                specs.append(dict(
-                    name=name, fn=fn,
-                    signature=aot_signature(fn, ptrs, ints, list(consts)),
-                    constexprs=consts,
-                    num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
-                    config=(f"TH={kw['TH']} TW={kw['TW']} CC={kw['C_CHUNK']} CO={kw['CO_BLOCK']} "
-                            f"{dname} w{cfg.num_warps} {_AOT_KS}"),
-                ))
+                specs.append(aot_spec(name, fn, ptrs, ints, consts, cfg,
+                                      f"TH={kw['TH']} TW={kw['TW']} CC={kw['C_CHUNK']} CO={kw['CO_BLOCK']} "
+                                      f"{dt.name} {_AOT_KS}"))
     return specs
