@@ -120,7 +120,7 @@ def _fused_hlk(module: nn.Module, k_size: int, backend: Optional[str]) -> HLKCon
     fused = HLKConv(conv1.in_channels // 2, k_size, out_dim=conv1.out_channels, backend=backend, device="meta")
     fused._modules.clear()
     fused._modules.update(module._modules)
-    fused.train(module.training)
+    fused.training = module.training  # its own flag only: train() would recurse into the children
     object.__setattr__(fused, _ORIGINAL_ATTR, module)  # not registered: no state_dict entry
     return fused
 
@@ -250,7 +250,7 @@ def restore(model: nn.Module, inplace: bool = False) -> nn.Module:
         if original is not None:
             original._modules.clear()
             original._modules.update(module._modules)
-            original.train(module.training)
+            original.training = module.training
             model = _replace(model, module, original, edges)
     model.__dict__.pop(REPORT_ATTR, None)
     return model
