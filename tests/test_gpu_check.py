@@ -297,6 +297,15 @@ def test_peak_bandwidth_from_device_then_table(monkeypatch):
     assert env.device_slug("NVIDIA GeForce RTX 3080 Ti") == "nvidia-geforce-rtx-3080-ti"
 
 
+@no_gpu
+def test_environment_record_without_a_gpu(tmp_path):
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {}, time.time() + 60)
+    env.run(ctx)
+    (rec,) = runner.read_records(str(tmp_path / "r.jsonl"))
+    assert rec["kind"] == "env" and rec["gpu"] is None and rec["torch"] == torch.__version__
+    assert set(rec["extensions"]) == {"_C", "_cuda"} and "triton" in rec["backends"]
+
+
 # --- --build-only / --prebuilt -------------------------------------------------------------
 
 def _fake_compile(tree, archs, timeout):

@@ -66,6 +66,14 @@ def _setup(prebuilt: Optional[str]) -> Optional[str]:
     return None
 
 
+def _default_out(slug: str) -> str:
+    """``benchmarks/results/<slug>`` of the source checkout, else of the current directory."""
+    from .paths import SOURCE_ROOT
+
+    root = SOURCE_ROOT if os.path.isdir(os.path.join(SOURCE_ROOT, "benchmarks")) else os.getcwd()
+    return os.path.join(root, "benchmarks", "results", slug)
+
+
 def run(profile: plan_mod.Profile, steps: List[plan_mod.Step], out: str, prebuilt: Optional[str] = None) -> dict:
     """Run ``steps`` into ``out``; returns the final report (also in ``out/report.json``)."""
     from .report import summarize
@@ -110,7 +118,7 @@ def main(argv=None) -> int:
         return EXIT_NO_GPU
     from .env import device_slug
 
-    out = args.out or os.path.join("benchmarks", "results", device_slug(torch.cuda.get_device_name(0)))
+    out = args.out or _default_out(device_slug(torch.cuda.get_device_name(0)))
     steps = plan_mod.steps(profile, _setup(args.prebuilt))
     print(plan_mod.describe(profile, steps), flush=True)
     report = run(profile, steps, out, args.prebuilt)

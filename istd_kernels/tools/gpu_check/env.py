@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import re
@@ -39,13 +38,6 @@ def device_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown-device"
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _driver() -> str:
     smi = shutil.which("nvidia-smi")
     if smi is None:
@@ -62,9 +54,10 @@ def describe() -> dict:
     """Versions and, when there is one, the first GPU."""
     from istd_kernels.backend import backends
     from istd_kernels.extensions import build_info, cpu_extension, cuda_extension
+    from istd_kernels.info import _nvcc, _version  # the versions `python -m istd_kernels.info` shows
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "triton": _version("triton"), "istd_kernels": _version("istd-kernels"), "build_info": build_info(),
+            "triton": _version("triton"), "istd_kernels": _version("istd-kernels"), "nvcc": _nvcc(), "build_info": build_info(),
             "extensions": {e.name: e.reason for e in (cpu_extension(), cuda_extension())},
             "backends": {k: {"available": ok, "reason": why} for k, (ok, why) in backends().items()},
             "cpu_count": os.cpu_count()}

@@ -4,6 +4,7 @@ peak bandwidth), and the evaluation path (labelling + Pd/Fa, ISTDMetrics) on syn
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -19,6 +20,7 @@ from .timing import Case, run_cases, time_call
 from .worker import StepContext
 
 K_SIZE = 7  # LCRNet's HLKConv
+#: The kernels run in the dtype a precision of the models computes in (no autocast at this level).
 DTYPES = {"float32": torch.float32, "bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
 
 
@@ -52,9 +54,9 @@ def _timed(ctx: StepContext, make: Callable[[], Callable[[], object]], nbytes: C
     return measure
 
 
-def _hlk_cases(ctx: StepContext, dtype_name: str, c: int, side: int) -> Iterator[Case]:
+def _hlk_cases(ctx: StepContext, dtype: torch.dtype, c: int, side: int) -> Iterator[Case]:
     cfg = ctx.config
-    device, batch, dtype = cfg["device"], cfg["level_batch"], DTYPES[dtype_name]
+    device, batch, dtype_name = cfg["device"], cfg["level_batch"], str(dtype)[6:]
     dbytes = torch.finfo(dtype).bits // 8
     group = f"HLKConv k{K_SIZE} forward {dtype_name} C{c} {side}px batch {batch}"
     for impl in ("unfused",) + tuple(cfg["kernel_impls"]):
@@ -72,9 +74,9 @@ def _hlk_cases(ctx: StepContext, dtype_name: str, c: int, side: int) -> Iterator
         yield meta, _timed(ctx, make, nbytes)
 
 
-def _depthwise_cases(ctx: StepContext, dtype_name: str, c: int, side: int) -> Iterator[Case]:
+def _depthwise_cases(ctx: StepContext, dtype: torch.dtype, c: int, side: int) -> Iterator[Case]:
     cfg = ctx.config
-    device, batch, dtype = cfg["device"], cfg["level_batch"], DTYPES[dtype_name]
+    device, batch, dtype_name = cfg["device"], cfg["level_batch"], str(dtype)[6:]
     k1, k2, dil = decompose(K_SIZE)
     for k, d in ((k1, 1), (k2, dil)):
         kname = f"{k}x{k}" + (f"d{d}" if d > 1 else "")
@@ -100,19 +102,21 @@ def _depthwise_cases(ctx: StepContext, dtype_name: str, c: int, side: int) -> It
 def levels(ctx: StepContext) -> None:
     """HLKConv then depthwise, level by level, per precision."""
     def cases():
-        for dtype_name in ctx.config["precisions"]:
+        for dtype in (DTYPES[p] for p in ctx.config["precisions"]):
             for c, side in ctx.config["levels"]:
-                yield from _hlk_cases(ctx, dtype_name, c, side)
+                yield from _hlk_cases(ctx, dtype, c, side)
             for c, side in ctx.config["levels"]:
-                yield from _depthwise_cases(ctx, dtype_name, c, side)
+                yield from _depthwise_cases(ctx, dtype, c, side)
     run_cases(ctx, cases())
 
 
+@functools.lru_cache(maxsize=2)
 def synthetic_pairs(n: int, side: int, device: str, seed: int = 0):
     """IR-like ``(prob [n, 1, side, side] float32, target [n, 1, side, side] bool)``.
 
     One to three disk targets of radius 0.5-5.5 px per image; the prediction finds 90 % of them
-    shifted by up to 2 px and adds up to two small false blobs.
+    shifted by up to 2 px and adds up to two small false blobs. Cached: the cases of a size
+    share one set (callers must not modify it).
     """
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")

@@ -29,8 +29,11 @@ PAPER_FPS = 20.3
 @contextlib.contextmanager
 def _running(impl: str, device: str, precision: str) -> Iterator[None]:
     amp = AUTOCAST[precision]
+    # A graph replays the casts it captured; autocast's weight-cast cache would hand the
+    # capture tensors that live outside the graph's memory pool.
     with use_backend(BACKEND.get(impl, impl)), torch.autocast(device, dtype=amp or torch.float32,
-                                                               enabled=amp is not None):
+                                                               enabled=amp is not None,
+                                                               cache_enabled=impl != "cuda-graph"):
         yield
 
 
@@ -109,7 +112,7 @@ def _model_cases(ctx: StepContext, name: str, factory, size, modes) -> Iterator[
                 meta = {"case": f"{name.lower()}-{mode}-{precision}", "group": group, "impl": impl,
                         "baseline": "eager", "batch": batch, "device": device}
 
-                def make(impl=impl, build=build):
+                def make(impl=impl, build=build, precision=precision):
                     torch.manual_seed(0)
                     x = torch.rand(batch, 1, side, side, device=device)
                     return build(factory().to(device), impl, x, precision)
