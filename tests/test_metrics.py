@@ -168,20 +168,6 @@ def test_first_remaining_prediction_in_label_order():
                                                            "pixels": 600}
 
 
-def test_pdfa_grouping_of_images_does_not_change_counts(monkeypatch):
-    # A memory bound of one element puts every image in a group of its own; counts must not
-    # depend on how images are grouped for the distance blocks.
-    import istd_kernels.metrics.pdfa as pdfa_module
-
-    prob, target = batch(21)
-    expect = {legacy: oracle_pdfa(*as_np(prob, target), legacy=legacy) for legacy in (False, True)}
-    monkeypatch.setattr(pdfa_module, "_BLOCK_ELEMENTS", 1)
-    for legacy in (False, True):
-        m = PdFa(legacy=legacy)
-        m.update(prob, target)
-        assert pdfa_counts(m) == expect[legacy]
-
-
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2 ** 32 - 1), st.booleans())
 def test_pdfa_dense_tiny_components(seed, legacy):

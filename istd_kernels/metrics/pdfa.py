@@ -7,17 +7,19 @@ whose centroid lies at Euclidean distance < ``distance`` px is counted as a dete
 removed from the candidates. Pd = detections / ground-truth components; Fa = predicted
 pixels outside matched components / all pixels.
 
-The greedy matching runs for the whole batch at once on the device: centroids are padded
-to [N, G] (ground truth) and [N, P] (prediction), and the only Python loop is over the
-ground-truth index g < G, where G, the largest number of targets in one image, is small.
-The matching is sequential in g by nature (a target can only take what earlier targets
-left), but is independent across images, which is the dimension that is vectorised.
+The greedy matching runs for the whole batch at once on the device, in memory and time
+linear in the number of components (G targets, P predictions), never G x P:
 
-Host synchronisation: the padded shapes depend on the data, so a batch costs a few reads
-of counts (the largest component count M, the grouping in :func:`match`, the candidate count K) -- a
-fixed number per batch for ordinary masks, never one per image. Only images whose
-[G, P] distance blocks exceed a memory bound (thousands of noise components) are split
-into more groups.
+1. Candidates: predicted centroids are sorted into a grid of cells as wide as ``distance``,
+   so the predictions near a target lie in the 3 x 3 cells around it (:func:`_near_pairs`).
+2. Greedy order: the sequential rule is replayed in rounds over those pairs
+   (:func:`_resolve`); each round settles every target whose choice no earlier target can
+   still change, which takes a few tens of rounds even on pure noise masks.
+
+Images are independent (components are numbered over the batch in (image, label) order),
+and the same code runs on CPU and GPU. Host synchronisation: the pair lists have
+data-dependent sizes, so a batch costs a few reads of counts plus one per round, never one
+per image.
 """
 
 from __future__ import annotations
@@ -45,30 +47,26 @@ def measure(mask_bin: Tensor, connectivity: int = 8, backend: Optional[str] = No
     return stats.counts.to(torch.int64), stats.area.to(torch.int64), stats.centroid.to(torch.float64)
 
 
-# Elements of the [images, G, P] distance block handled at once: bounds memory when a low
-# threshold breaks a prediction into thousands of components.
-_BLOCK_ELEMENTS = 1 << 24
-
-
 def match(target_counts: Tensor, target_centroid: Tensor, pred_counts: Tensor, pred_area: Tensor,
           pred_centroid: Tensor, distance: float = 3.0, legacy: bool = False) -> Tuple[Tensor, Tensor]:
     """Greedy centroid matching of SPEC §5 for a batch; returns per-image (detected, false
     pixels), both int64 [N].
+
+    Args (as :func:`measure` returns them, all on one device):
+        target_counts: int64 [N]; target_centroid: float64 [N, G, 2].
+        pred_counts: int64 [N]; pred_area: int64 [N, P]; pred_centroid: float64 [N, P, 2].
+        distance: strict centroid distance in pixels.
 
     ``legacy=True`` reproduces the older DNANet count of false pixels: the areas of the
     matched components are removed from the list of predicted areas *by value*, so an
     unmatched component whose area equals that of any matched component in the same image is
     not counted as false either. Detections are the same under both rules.
     """
-    n, g_max = target_centroid.shape[:2]
-    p_max = pred_centroid.shape[1]
+    g_max, p_max = target_centroid.shape[1], pred_centroid.shape[1]
     device = pred_area.device
-    valid_p = torch.arange(p_max, device=device) < pred_counts[:, None]            # [N, P]
-    taken = torch.zeros((n, p_max), dtype=torch.bool, device=device)
-    if g_max and p_max:
-        for rows, g, p in _blocks(target_counts, pred_counts):
-            taken[rows, :p] = _greedy(target_counts[rows], target_centroid[rows, :g], valid_p[rows, :p],
-                                      pred_centroid[rows, :p], distance)
+    valid_t = torch.arange(g_max, device=device) < _check_counts(target_counts, "target_counts", g_max)[:, None]
+    valid_p = torch.arange(p_max, device=device) < _check_counts(pred_counts, "pred_counts", p_max)[:, None]
+    taken = _greedy(valid_t, target_centroid, valid_p, pred_centroid, distance)
     detected = taken.sum(1)
     if legacy:
         kept = valid_p & ~_same_area_as_matched(pred_area, taken)
@@ -77,59 +75,100 @@ def match(target_counts: Tensor, target_centroid: Tensor, pred_counts: Tensor, p
     return detected, (pred_area * kept).sum(1)
 
 
-def _blocks(target_counts: Tensor, pred_counts: Tensor):
-    """Groups of images, as (index tensor, G, P) with G and P the group's largest counts,
-    such that each group's [images, G, P] distance block stays under _BLOCK_ELEMENTS.
-
-    Images are grouped in order of their prediction count, so that a batch mixing a few
-    noisy maps (thousands of components) with clean ones (a handful) does not pad every
-    image to the noisiest one; ROC stacks every threshold of a sweep into one batch, which
-    is exactly that mix. Reading the counts is one host synchronisation per call.
-    """
-    counts = torch.stack([target_counts, pred_counts], 1).tolist()
-    order = sorted((i for i, (g, p) in enumerate(counts) if g and p), key=lambda i: counts[i][1])
-    device = pred_counts.device
-    group: list = []
-    g_max = 0
-    for i in order:
-        g, p = counts[i]
-        # p is the group's largest count so far, since images come in increasing p.
-        if group and (len(group) + 1) * max(g_max, g) * p > _BLOCK_ELEMENTS:
-            yield torch.tensor(group, device=device), g_max, counts[group[-1]][1]
-            group, g_max = [], 0
-        group.append(i)
-        g_max = max(g_max, g)
-    if group:
-        yield torch.tensor(group, device=device), g_max, counts[group[-1]][1]
+def _check_counts(counts: Tensor, name: str, padded: int) -> Tensor:
+    """``counts`` [N] in [0, padded], read in one host synchronisation."""
+    if counts.numel():
+        low, high = (int(v) for v in torch.aminmax(counts))
+        if low < 0 or high > padded:
+            raise ValueError(f"{name} must lie in [0, {padded}] (the padded component dimension); "
+                             f"got values in [{low}, {high}]")
+    return counts
 
 
-def _greedy(target_counts: Tensor, target_centroid: Tensor, valid_p: Tensor, pred_centroid: Tensor,
+def _greedy(valid_t: Tensor, target_centroid: Tensor, valid_p: Tensor, pred_centroid: Tensor,
             distance: float) -> Tensor:
-    """[n, P] mask of the predictions taken by the greedy rule, for a block of images."""
-    n, g_max = target_centroid.shape[:2]
-    device = valid_p.device
-    valid_t = torch.arange(g_max, device=device) < target_counts[:, None]          # [n, G]
-    dr = target_centroid[:, :, None, 0] - pred_centroid[:, None, :, 0]              # [n, G, P]
-    dc = target_centroid[:, :, None, 1] - pred_centroid[:, None, :, 1]
+    """[N, P] mask of the predictions taken by the greedy rule.
+
+    Components are flattened over the batch in (image, label) order, so that "earlier in
+    label order" is "smaller flat index" within an image and images never compete.
+    """
+    taken = torch.zeros_like(valid_p)
+    t_img, t_idx = valid_t.nonzero(as_tuple=True)
+    p_img, p_idx = valid_p.nonzero(as_tuple=True)
+    if t_img.numel() == 0 or p_img.numel() == 0:
+        return taken
+    pair_t, pair_p = _near_pairs(t_img, target_centroid[t_img, t_idx], p_img, pred_centroid[p_img, p_idx],
+                                 distance)
+    won = _resolve(pair_t, pair_p, t_img.numel(), p_img.numel())
+    taken[p_img[won], p_idx[won]] = True
+    return taken
+
+
+# Cells per axis of the matching grid at most: keeps (image, row cell, column cell) keys far
+# inside int64 for any batch, at the price of larger cells when `distance` is tiny.
+_MAX_CELLS = 1 << 16
+
+
+def _near_pairs(t_img: Tensor, t_cent: Tensor, p_img: Tensor, p_cent: Tensor, distance: float
+                ) -> Tuple[Tensor, Tensor]:
+    """All (target, prediction) index pairs of one image whose centroids are closer than
+    ``distance``, from flat lists ([G] images, [G, 2] centroids; [P], [P, 2]).
+
+    Predictions are bucketed into a grid of square cells at least ``distance`` wide, so a
+    target's candidates lie in its own cell and the 8 around it: the work and memory grow
+    with G + P + the candidates found, never with G x P.
+    """
+    # A hair wider than `distance`: a pair closer than `distance` then never lands two cells
+    # apart through the rounding of the division below.
+    low, high = (float(v) for v in torch.aminmax(torch.cat((t_cent, p_cent))))
+    cell = max(distance * (1 + 2.0 ** -20), (high - low) / (_MAX_CELLS - 3))
+    side = int((high - low) / cell) + 3  # cells per axis, one spare on each side for the neighbours
+
+    def keys(img: Tensor, cent: Tensor) -> Tensor:
+        rc = ((cent - low) / cell).floor().to(torch.int64) + 1
+        return (img * side + rc[:, 0]) * side + rc[:, 1]
+
+    p_keys, p_order = torch.sort(keys(p_img, p_cent), stable=True)
+    # The three cells left of, at and right of a target's column have consecutive keys, so
+    # each of the rows above, at and below it is one range of the sorted predictions.
+    device = p_keys.device
+    row_start = (keys(t_img, t_cent)[:, None] + torch.tensor([-side - 1, -1, side - 1], device=device)).view(-1)
+    lo = torch.searchsorted(p_keys, row_start)
+    count = torch.searchsorted(p_keys, row_start + 2, right=True) - lo               # [G * 3]
+    span = torch.arange(count.numel(), device=device).repeat_interleave(count)       # the range of each candidate
+    rank = torch.arange(span.numel(), device=device) - (torch.cumsum(count, 0) - count)[span]
+    pair_t, pair_p = span // 3, p_order[lo[span] + rank]
     # sqrt(dr^2 + dc^2) rather than a squared comparison: a centroid exactly at the
     # threshold then rounds as the reference's vector norm does.
-    near = (torch.sqrt(dr * dr + dc * dc) < distance) & valid_t[:, :, None] & valid_p[:, None, :]
-    # Only predictions near some target can be taken. Moving those to the front (a stable
-    # sort keeps their label order) lets the sequential loop below run over K columns
-    # instead of P, and K is a handful where P can be thousands of noise specks.
-    candidate = near.any(1)                                                         # [n, P]
-    k = int(candidate.sum(1).max())
-    taken = torch.zeros_like(valid_p)
-    if k == 0:
-        return taken
-    order = torch.sort((~candidate).to(torch.uint8), dim=1, stable=True).indices[:, :k]   # [n, K]
-    near_k = near.gather(2, order[:, None, :].expand(n, g_max, k))                 # [n, G, K]
-    taken_k = torch.zeros((n, k), dtype=torch.bool, device=device)
-    for g in range(g_max):
-        eligible = near_k[:, g] & ~taken_k
-        # First eligible prediction in label order: the only one whose running count is 1.
-        taken_k |= eligible & (eligible.cumsum(1) == 1)
-    return taken.scatter(1, order, taken_k)
+    d = t_cent[pair_t] - p_cent[pair_p]
+    near = torch.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) < distance
+    return pair_t[near], pair_p[near]
+
+
+def _resolve(pair_t: Tensor, pair_p: Tensor, targets: int, preds: int) -> Tensor:
+    """[P] bool: the predictions the sequential greedy rule takes, given the near pairs.
+
+    Runs in rounds over the pairs still open. A target takes its first open candidate when
+    it is also that candidate's first open target: every earlier target that could still
+    want the candidate has then been settled, so the sequential loop would give it the same
+    one. The first open target of the batch always qualifies, so each round settles at least
+    one target; on noise masks a handful of rounds settle thousands. Settled targets and
+    taken predictions leave the pair list, which only shrinks.
+    """
+    device = pair_t.device
+    won = torch.zeros(preds, dtype=torch.bool, device=device)
+    settled = torch.zeros(targets, dtype=torch.bool, device=device)
+    none = torch.iinfo(torch.int64).max
+    pairs = torch.stack((pair_t, pair_p))
+    while pairs.shape[1]:
+        pair_t, pair_p = pairs
+        first_p = torch.full((targets,), none, device=device).scatter_reduce_(0, pair_t, pair_p, "amin")
+        first_t = torch.full((preds,), none, device=device).scatter_reduce_(0, pair_p, pair_t, "amin")
+        take_t, take_p = pairs[:, (first_p[pair_t] == pair_p) & (first_t[pair_p] == pair_t)]
+        won[take_p] = True
+        settled[take_t] = True
+        pairs = pairs[:, ~(won[pair_p] | settled[pair_t])]
+    return won
 
 
 def _same_area_as_matched(pred_area: Tensor, taken: Tensor) -> Tensor:

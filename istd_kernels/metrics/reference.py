@@ -13,6 +13,26 @@ import numpy as np
 from skimage import measure as skimage_measure
 
 
+def greedy_match(truths, candidates, distance=3.0):
+    """SPEC §5's matching as the community loop runs it: for each target centroid (row, col)
+    in order, the first remaining candidate centroid closer than ``distance`` is taken.
+    Returns the indices of the taken candidates, in the order they were taken."""
+    remaining = list(range(len(candidates)))
+    taken = []
+    for tr, tc in truths:
+        for k, j in enumerate(remaining):
+            # The community code takes np.linalg.norm of the difference; its rounding at a
+            # distance of exactly `distance` depends on the BLAS (fused multiply-add or
+            # not). Every multiply and add rounded on its own is reproducible everywhere,
+            # and it is what the batched implementation computes.
+            dr = candidates[j][0] - tr
+            dc = candidates[j][1] - tc
+            if math.sqrt(dr * dr + dc * dc) < distance:
+                taken.append(remaining.pop(k))
+                break
+    return taken
+
+
 def oracle_pdfa(pred, target, distance=3.0, legacy=False, connectivity=8):
     """SPEC §5 Pd/Fa counts for binary numpy masks [N, H, W], one image at a time."""
     conn = 2 if connectivity == 8 else 1
@@ -21,25 +41,13 @@ def oracle_pdfa(pred, target, distance=3.0, legacy=False, connectivity=8):
         predicted = skimage_measure.regionprops(skimage_measure.label(p, connectivity=conn))
         truths = skimage_measure.regionprops(skimage_measure.label(t, connectivity=conn))
         targets += len(truths)
-        remaining = list(predicted)
-        matched = []
-        for truth in truths:
-            for k, cand in enumerate(remaining):
-                # The community code takes np.linalg.norm of the difference; its rounding at a
-                # distance of exactly `distance` depends on the BLAS (fused multiply-add or
-                # not). Every multiply and add rounded on its own is reproducible everywhere,
-                # and it is what the batched implementation computes.
-                dr = cand.centroid[0] - truth.centroid[0]
-                dc = cand.centroid[1] - truth.centroid[1]
-                if math.sqrt(dr * dr + dc * dc) < distance:
-                    matched.append(remaining.pop(k))
-                    break
-        detected += len(matched)
+        taken = set(greedy_match([c.centroid for c in truths], [c.centroid for c in predicted], distance))
+        detected += len(taken)
         if legacy:
-            matched_areas = [c.area for c in matched]
+            matched_areas = [predicted[j].area for j in taken]
             false_pixels += sum(int(c.area) for c in predicted if c.area not in matched_areas)
         else:
-            false_pixels += sum(int(c.area) for c in remaining)
+            false_pixels += sum(int(c.area) for j, c in enumerate(predicted) if j not in taken)
     return {"detected": detected, "targets": targets, "false_pixels": false_pixels,
             "pixels": int(np.prod(pred.shape))}
 
