@@ -14,24 +14,10 @@ import torch
 from istd_kernels.cli.data import ISTDDataset, resolve_layout
 from istd_kernels.cli.main import main
 
+from cli_helpers import assert_one_line_error, cli
+
 LCR = ["--model", "lcrnet", "--tiny"]
 TRAIN = ["--batch-size", "4", "--workers", "0", "--deterministic", "--seed", "3", "--log-every", "1"]
-
-
-def cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc, err, *names):
-    assert rc != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("istd: error: ")
-    assert "Traceback" not in err
-    for name in names:
-        assert str(name) in lines[0], (name, lines[0])
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,9 @@ from istd_kernels.cli.overlay import draw_overlay
 from istd_kernels.cli.train import FORMAT_VERSION, TINY_MODEL_CONFIG, build_model
 from istd_kernels.metrics.reference import reference_metrics
 
+from cli_helpers import assert_one_line_error, cli
+
 LCR = ["--model", "lcrnet", "--tiny"]
-
-
-def cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc, err, *names):
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("istd: error: ") and "Traceback" not in err, err
-    for name in names:
-        assert str(name) in lines[0], (name, lines[0])
 
 
 def save_weights(path, name="lcrnet", seed=0, drop=None):
@@ -307,7 +295,8 @@ def test_error_empty_or_missing_pred_folder(tmp_path, capsys):
     t, _ = _known_masks()
     d = write_set(tmp_path, "known", t)
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(*_err(capsys, "--pred", tmp_path / "empty", "--data", d)[::2], tmp_path / "empty", "no prediction")
+    rc, _, err = _err(capsys, "--pred", tmp_path / "empty", "--data", d)
+    assert_one_line_error(rc, err, tmp_path / "empty", "no prediction")
     assert_one_line_error(*_err(capsys, "--pred", tmp_path / "ghost", "--data", d)[::2], tmp_path / "ghost")
     write_preds(tmp_path / "other", {"x": np.zeros((16, 20), np.uint8)})
     assert_one_line_error(*_err(capsys, "--pred", tmp_path / "other", "--data", d)[::2], "no file is named")

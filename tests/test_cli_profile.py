@@ -6,24 +6,11 @@ import json
 import pytest
 import torch
 
-from istd_kernels.cli.main import main
 from istd_kernels.cli.train import TINY_MODEL_CONFIG, build_model
 
+from cli_helpers import assert_one_line_error, cli
+
 FAST = ["--input", "1x1x32x32", "--warmup", "1", "--repeats", "3", "--device", "cpu"]
-
-
-def cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc, err, *names):
-    assert rc == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("istd: error: ") and "Traceback" not in err, err
-    for name in names:
-        assert str(name) in lines[0], (name, lines[0])
 
 
 @pytest.mark.parametrize("name", ["lcrnet", "rrcanet"])
@@ -57,7 +44,7 @@ def test_profile_any_module_factory(tmp_path, capsys, monkeypatch):
     want = 32 * 32 * (4 * 9 + 2 * 4)
     for spec in (f"{tmp_path / 'mynet.py'}:make", "mynet:make"):
         monkeypatch.syspath_prepend(str(tmp_path))
-        rc, out, _ = cli(capsys, "profile", "--model", spec, *FAST, "--json", tmp_path / "p.json")
+        rc, _, _ = cli(capsys, "profile", "--model", spec, *FAST, "--json", tmp_path / "p.json")
         r = json.loads((tmp_path / "p.json").read_text())
         assert rc == 0 and r["macs_per_image"] == want and r["model_class"] == "Sequential"
         assert {x["layer"] for x in r["layers"]} == {"0", "1", "2"}

@@ -29,7 +29,7 @@ from . import CLIError
 from .checks import check_at_least, load_inference_model
 from .compare import PAPER_HEADER, paper_row, render_table
 from .outputs import check_output_folder, check_output_path, write_json, write_text, write_via_temp
-from .scoring import NIOU_EMPTY, ROW_FIELDS, Progress, Scorer, score_model, size_grouped
+from .scoring import ROW_FIELDS, Progress, Scorer, score_model, size_grouped
 
 
 def _check_args(args) -> None:

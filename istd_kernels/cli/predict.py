@@ -3,9 +3,10 @@
 For each input ``<stem>.<ext>`` it writes ``OUT/<stem>.png`` (0/255 mask: probability > 0.5,
 SPEC §1) and, with ``--overlay``, ``OUT/overlay/<stem>.png`` (the image with each detected
 target outlined and ringed in red, and a legend; see :mod:`.overlay`). ``OUT/targets.json``
-maps each input file to its size and its targets (8-connected components of the mask, in raster order of their first pixel): centroid
-``[row, col]``, area in pixels, bounding box ``[min_row, min_col, max_row + 1, max_col + 1]``
-and the peak probability. Images are run one at a time, each at its own size.
+maps each input file to its size and its targets (8-connected components of the mask, in
+raster order of their first pixel): centroid ``[row, col]``, area in pixels, bounding box
+``[min_row, min_col, max_row + 1, max_col + 1]`` and the peak probability. Images are run
+one at a time, each at its own size, so the masks do not depend on any batch size.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ class Progress:
             return
         self.shown = now
         rate = done / max(now - self.start, 1e-9)
-        _progress(self.prefix, done, self.total, f"{rate:.1f} img/s, {(self.total - done) / max(rate, 1e-9):.0f} s left")
+        left = (self.total - done) / max(rate, 1e-9)
+        _progress(self.prefix, done, self.total, f"{rate:.1f} img/s, {left:.0f} s left")
 
 
 def score_model(net, batches: Iterable, device: torch.device, amp: bool, scorer: Scorer,
