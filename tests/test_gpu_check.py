@@ -263,6 +263,38 @@ def test_pytest_output_is_counted():
     assert c["failed_ids"] == ["tests/test_cuda.py::test_b", "tests/t.py::test_d"]
 
 
+FAKE_TESTS = """
+import time
+import pytest
+
+pytestmark = pytest.mark.cuda
+
+def test_ok():
+    pass
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_param(n):
+    assert n == int(SECOND_VALUE)
+
+def test_slow():
+    time.sleep(SLEEP)
+"""
+
+
+@pytest.mark.parametrize("second, sleep", [(2, 60), ("n", 0)], ids=["one_fails_one_hangs", "all_pass"])
+def test_sharded_pytest_run_is_counted_and_judged(tmp_path, second, sleep):
+    (tmp_path / "test_fake_cuda.py").write_text(FAKE_TESTS.replace("SECOND_VALUE", str(second)).replace("SLEEP", str(sleep)))
+    (tmp_path / "steps").mkdir()
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {"out": str(tmp_path)}, time.time() + 40)
+    correctness.run_sharded(ctx, "fake", ["test_fake_cuda.py"], cwd=str(tmp_path))
+    (rec,) = runner.read_records(str(tmp_path / "r.jsonl"))
+    if sleep:  # test_param[1] fails; test_slow is killed at the step's deadline
+        assert rec["passed"] is False and "time budget ran out" in rec["detail"]
+        assert rec["counts"] == {"PASSED": 2, "FAILED": 1} and rec["failed"] == ["test_fake_cuda.py::test_param[1]"]
+    else:
+        assert rec["passed"] is True and rec["detail"].startswith("4/4 tests reported")
+
+
 def test_missing_compute_sanitizer_is_recorded_as_not_run(tmp_path, monkeypatch):
     monkeypatch.setattr(correctness, "find_sanitizer", lambda: None)
     ctx = StepContext(str(tmp_path / "r.jsonl"), {"name": "full", "out": str(tmp_path)}, time.time() + 10)

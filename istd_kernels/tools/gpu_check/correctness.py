@@ -37,8 +37,8 @@ def _pytest(args: List[str]) -> List[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "cuda", *args]
 
 
-def _collect(args: List[str], timeout: float) -> List[str]:
-    out = subprocess.run(_pytest(["--collect-only", "-q", *args]), cwd=SOURCE_ROOT, env=_env(), capture_output=True,
+def _collect(args: List[str], timeout: float, cwd: str) -> List[str]:
+    out = subprocess.run(_pytest(["--collect-only", "-q", *args]), cwd=cwd, env=_env(), capture_output=True,
                          text=True, timeout=timeout)
     ids = [line.strip() for line in out.stdout.splitlines() if "::" in line and not line.startswith(" ")]
     if out.returncode not in (0, 5) or not ids:  # 5: nothing collected
@@ -59,17 +59,18 @@ def count(outputs: List[str]) -> Dict[str, object]:
     return counts
 
 
-def run_sharded(ctx: StepContext, name: str, args: List[str]) -> None:
-    """Collect ``args``' cuda tests, run them in shards in parallel until the step's deadline,
-    and record one check: passed when every collected test reported and none failed."""
+def run_sharded(ctx: StepContext, name: str, args: List[str], cwd: str = SOURCE_ROOT) -> None:
+    """Collect ``args``' cuda tests (test ids are relative to ``cwd``), run them in shards in
+    parallel until the step's deadline, and record one check: passed when every collected test
+    reported and none failed."""
     start = time.time()
-    ids = _collect(args, max(5.0, ctx.left()))
+    ids = _collect(args, max(5.0, ctx.left()), cwd)
     shards = max(1, min(MAX_SHARDS, (os.cpu_count() or 2) // 2, len(ids)))
     logs = [os.path.join(ctx.config["out"], "steps", f"{name}-shard{k}.log") for k in range(shards)]
     procs = []
     for k, log in enumerate(logs):
         with open(log, "w") as f:  # test order is kept in each shard: the most important run first
-            procs.append(subprocess.Popen(_pytest(["-v", "-rN", *ids[k::shards]]), cwd=SOURCE_ROOT, env=_env(),
+            procs.append(subprocess.Popen(_pytest(["-v", "-rN", *ids[k::shards]]), cwd=cwd, env=_env(),
                                           stdout=f, stderr=subprocess.STDOUT, start_new_session=True))
     timed_out = False
     for p in procs:
