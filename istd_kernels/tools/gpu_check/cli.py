@@ -3,7 +3,8 @@
 Exit status: 0 every correctness check passed (``--cpu-smoke``: the report pipeline worked;
 ``--dry-run``: the plan was printed; ``--build-only``: the files were built); 1 a check failed
 or did not finish (smoke: a step or a report file failed); 2 there is no CUDA GPU here;
-3 ``--build-only`` or ``--prebuilt`` could not be used.
+3 ``--build-only`` failed, or ``--out`` is missing where it is required. A ``--prebuilt``
+directory that cannot be used fails its step (recorded) and the ``cuda`` checks after it.
 """
 
 from __future__ import annotations
