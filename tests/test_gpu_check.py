@@ -404,5 +404,6 @@ def test_cpu_smoke_writes_the_whole_report(tmp_path, capsys, one_thread):
     assert any(r["case"].startswith("hlk-forward") for r in measured)
     text = (tmp_path / "report.md").read_text()
     assert "Not run on a GPU" in text and "## Targets" in text and "### LCRNet forward float32" in text
+    assert "## Correctness: no check ran in this mode" in text
     assert (tmp_path / "speedups.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out.startswith("no CUDA GPU on this machine")

@@ -140,12 +140,14 @@ def _tables(report: dict, summary: dict) -> List[str]:
     for s in report["steps"]:
         detail = _cell(s["detail"].strip().splitlines()[-1] if s["detail"].strip() else "", 160)
         lines.append(f"| {s['title']} | {s['status']} | {s['elapsed_s']:.0f} ({s['budget_s']:.0f}) | {detail} |")
-    lines += ["", "## Correctness: " + ("every check passed" if summary["correctness"]["passed"] else "**NOT all passed**"),
-              "", "| check | result | detail |", "|---|---|---|"]
-    for c in summary["correctness"]["checks"]:
+    checks = summary["correctness"]["checks"]
+    verdict = ("every check passed" if summary["correctness"]["passed"] else "**NOT all passed**") if checks \
+        else "no check ran in this mode"
+    lines += ["", "## Correctness: " + verdict, "", "| check | result | detail |", "|---|---|---|"]
+    for c in checks:
         result = {True: "passed", False: "**failed**", None: "not run"}[c["passed"]]
         lines.append(f"| {_cell(c['name'])} | {result} | {_cell(c['detail'])} |")
-    if not summary["correctness"]["checks"]:
+    if not checks:
         lines.append("| (none) | not run | no correctness step in this mode |")
     lines += ["", "## Targets", "", "| target | measured | required | |", "|---|---:|---|---|"]
     for t in summary["targets"]:
