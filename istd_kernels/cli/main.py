@@ -47,6 +47,61 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="DNANet split folder, e.g. 50_50 (default: the only one)")
 
 
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="IoU, nIoU, Pd, Fa of weights or of saved predictions on a data set",
+                       description="Score --model/--weights, or the saved predictions of any model (--pred DIR; "
+                       "several --pred print a comparison table). A pixel is positive when its probability "
+                       "is > --threshold; PNG maps are divided by 255 (8-bit) or 65535 (16-bit), float arrays "
+                       "with values above 1 are read as 0-255 maps.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _model_flags(p, required=False)
+    _data_flags(p)
+    p.add_argument("--weights", default=None, help="checkpoint (RUN/best.pt) or a bare state_dict")
+    p.add_argument("--pred", action="append", default=None, metavar="DIR",
+                   help="folder of predictions named by image id (.png/.bmp/.tif 8- or 16-bit, .npy, .npz); "
+                   "repeat to compare several")
+    p.add_argument("--pred-scale", default="auto", choices=("auto", "1", "255", "65535"),
+                   help="divide --pred maps by this (auto: by file type and value range)")
+    p.add_argument("--strict", action="store_true", help="an id without a prediction, or a prediction "
+                   "without an id, is an error")
+    p.add_argument("--subset", default="test", choices=("train", "test"))
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (only images of one "
+                   "size are batched together; results do not depend on it)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--threshold", type=float, default=0.5, help="positive where probability > this")
+    p.add_argument("--legacy-fa", action="store_true", help="count false pixels with the older DNANet rule")
+    p.add_argument("--niou-empty", default="zero", choices=NIOU_EMPTY,
+                   help="nIoU score of an image with nothing to find and nothing found (zero: the reference)")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--roc", default=None, help="write a ROC / Pd-Fa plot here (PNG) and its CSV beside it")
+    p.add_argument("--per-image", default=None, metavar="CSV", help="write one row per image here")
+    p.add_argument("--worst", type=int, default=None, metavar="K", help="write overlays of the K worst images")
+    p.add_argument("--overlay-dir", default="worst", help="folder for the --worst overlays")
+    p.add_argument("--table", default=None, metavar="FILE", help="write the results table here "
+                   "(format from --table-format, else from the suffix .md/.tex/.csv)")
+    p.add_argument("--table-format", default=None, choices=TABLE_FORMATS,
+                   help="format of the printed and written table (default: text on the console)")
+
+
+def _profile_parser(sub) -> None:
+    p = sub.add_parser("profile", help="parameters, MACs/FLOPs, latency, images/s and per-layer time of a model",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, metavar="MODEL",
+                   help="lcrnet, rrcanet, or MODULE:CALLABLE / FILE.py:CALLABLE returning an nn.Module")
+    p.add_argument("--input", default="1x1x512x512", help="one image's shape, [1x]CxHxW")
+    p.add_argument("--batch", type=int, default=1, help="images per forward pass")
+    p.add_argument("--backend", default=None, help="istd_kernels backend (torch, cpp, cuda, triton, auto)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if available")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--amp", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes before timing")
+    p.add_argument("--repeats", type=int, default=10, help="timed passes (median and spread reported)")
+    p.add_argument("--layers", type=int, default=15, help="rows of the per-layer table (0: no profiler pass)")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``istd`` argument parser with its subcommands."""
     parser = _Parser(prog="istd", description="Infrared small target detection: data, training, evaluation "
@@ -92,56 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=None, help="print progress every N steps (default 50)")
     p.add_argument("--eval-batch-size", type=int, default=None, help="test-split batch size (default 1)")
 
-    p = sub.add_parser("evaluate", help="IoU, nIoU, Pd, Fa of weights or of saved predictions on a data set",
-                       description="Score --model/--weights, or the saved predictions of any model (--pred DIR; "
-                       "several --pred print a comparison table). A pixel is positive when its probability "
-                       "is > --threshold; PNG maps are divided by 255 (8-bit) or 65535 (16-bit), float arrays "
-                       "with values above 1 are read as 0-255 maps.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _model_flags(p, required=False)
-    _data_flags(p)
-    p.add_argument("--weights", default=None, help="checkpoint (RUN/best.pt) or a bare state_dict")
-    p.add_argument("--pred", action="append", default=None, metavar="DIR",
-                   help="folder of predictions named by image id (.png/.bmp/.tif 8- or 16-bit, .npy, .npz); "
-                   "repeat to compare several")
-    p.add_argument("--pred-scale", default="auto", choices=("auto", "1", "255", "65535"),
-                   help="divide --pred maps by this (auto: by file type and value range)")
-    p.add_argument("--strict", action="store_true", help="an id without a prediction, or a prediction "
-                   "without an id, is an error")
-    p.add_argument("--subset", default="test", choices=("train", "test"))
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (only images of one "
-                   "size are batched together; results do not depend on it)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
-    p.add_argument("--threshold", type=float, default=0.5, help="positive where probability > this")
-    p.add_argument("--legacy-fa", action="store_true", help="count false pixels with the older DNANet rule")
-    p.add_argument("--niou-empty", default="zero", choices=NIOU_EMPTY,
-                   help="nIoU score of an image with nothing to find and nothing found (zero: the reference)")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
-    p.add_argument("--roc", default=None, help="write a ROC / Pd-Fa plot here (PNG) and its CSV beside it")
-    p.add_argument("--per-image", default=None, metavar="CSV", help="write one row per image here")
-    p.add_argument("--worst", type=int, default=None, metavar="K", help="write overlays of the K worst images")
-    p.add_argument("--overlay-dir", default="worst", help="folder for the --worst overlays")
-    p.add_argument("--table", default=None, metavar="FILE", help="write the results table here "
-                   "(format from --table-format, else from the suffix .md/.tex/.csv)")
-    p.add_argument("--table-format", default=None, choices=TABLE_FORMATS,
-                   help="format of the printed and written table (default: text on the console)")
-
-    p = sub.add_parser("profile", help="parameters, MACs/FLOPs, latency, images/s and per-layer time of a model",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, metavar="MODEL",
-                   help="lcrnet, rrcanet, or MODULE:CALLABLE / FILE.py:CALLABLE returning an nn.Module")
-    p.add_argument("--input", default="1x1x512x512", help="one image's shape, [1x]CxHxW")
-    p.add_argument("--batch", type=int, default=1, help="images per forward pass")
-    p.add_argument("--backend", default=None, help="istd_kernels backend (torch, cpp, cuda, triton, auto)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if available")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
-    p.add_argument("--amp", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes before timing")
-    p.add_argument("--repeats", type=int, default=10, help="timed passes (median and spread reported)")
-    p.add_argument("--layers", type=int, default=15, help="rows of the per-layer table (0: no profiler pass)")
-    p.add_argument("--json", default=None, help="write the results to this JSON file")
-    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    _evaluate_parser(sub)
+    _profile_parser(sub)
 
     p = sub.add_parser("predict", help="masks and target lists for images")
     _model_flags(p)

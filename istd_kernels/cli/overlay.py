@@ -15,6 +15,9 @@ import numpy as np
 
 
 MIN_SIDE = 256
+# Rings make a few small targets easy to find; hundreds of them (an untrained model, a low
+# threshold) would hide the image, so above this count only the outlines are drawn.
+MAX_RINGS = 50
 RED, GREEN, WHITE = (0, 0, 255), (0, 200, 0), (255, 255, 255)
 _LINE = 16
 
@@ -24,7 +27,7 @@ def _outline(vis: np.ndarray, mask: np.ndarray, colour, circles: bool) -> int:
     import cv2
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(vis, contours, -1, colour, 1)
-    if circles:
+    if circles and len(contours) <= MAX_RINGS:
         for c in contours:
             (x, y), r = cv2.minEnclosingCircle(c)
             cv2.circle(vis, (int(round(x)), int(round(y))), int(r) + 6, colour, 1, cv2.LINE_AA)
