@@ -40,7 +40,7 @@ def test_failures_flag_spills_and_errors_only():
 def test_main_exit_status(monkeypatch, capsys):
     rows = {"cuda": [make_row("cuda", "a.cu", "k", "", "sm_86", 40, 0, 0, 0)], "triton": []}
     monkeypatch.setattr(nvcc_gate, "check", lambda archs: rows["cuda"])
-    monkeypatch.setattr(triton_gate, "check", lambda archs: rows["triton"])
+    monkeypatch.setattr(triton_gate, "check", lambda archs, **kw: rows["triton"])
     assert compile_check.main([]) == 0
     rows["triton"] = [make_row("triton", "b.py", "k2", "BH=16", "sm_90", 255, 0, 0, 8)]
     assert compile_check.main([]) == 1

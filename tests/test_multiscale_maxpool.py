@@ -97,6 +97,15 @@ def test_channels_last_and_strided_input(backend):
     assert not view.is_contiguous()
     check_against_ref(view, 2, 2, backend)
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_triton_more_levels_than_one_launch(memory_format):
+    # Six levels: the Triton kernels take four per launch, so levels 4-5 go to a second
+    # launch whose channels start at level 4 (LVL0).
+    from istd_kernels.triton.multiscale_maxpool import LEVELS_PER_LAUNCH
+    radix = LEVELS_PER_LAUNCH + 2
+    u = make_u((1, 2, radix, 1, 7, 5), torch.float32, memory_format=memory_format)
+    check_against_ref(u, 2, radix, "triton", [1, 2, 3, 5, 2, 7])
+
 @pytest.mark.parametrize("backend", KERNELS)
 def test_expanded_grad_and_unused_level(backend):
     u = make_u((1, 2, 2, 1, 9, 13), torch.float32).requires_grad_()

@@ -13,21 +13,33 @@ import sys
 import time
 from typing import List
 
-from .gate_report import failures, summary, table
+from .gate_report import failures, markdown, summary, table
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _triton_version() -> str:
+    from .triton_gate import triton_version
+
+    return triton_version()
+
+
+def _parser(prog=None) -> argparse.ArgumentParser:
+    from .triton_gate import MODULES
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--archs", default="86,90", help="compute capabilities, comma separated (default 86,90)")
     parser.add_argument("--skip-triton", action="store_true")
     parser.add_argument("--skip-cuda", action="store_true")
+    parser.add_argument("--modules", default=",".join(MODULES),
+                        help=f"Triton kernel files to compile, comma separated (default all: {','.join(MODULES)})")
+    parser.add_argument("--workers", type=int, default=2, help="parallel Triton compile processes (default 2)")
     parser.add_argument("--full", action="store_true", help="print every configuration, not only the summary")
     parser.add_argument("--json", help="also write all rows to this JSON file")
-    args = parser.parse_args(argv)
-    archs = [int(a) for a in args.archs.split(",") if a]
+    parser.add_argument("--markdown", help="also write the per-kernel summary as a Markdown table to this file")
+    return parser
 
+
+def _run(args, archs) -> List[dict]:
     rows: List[dict] = []
-    start = time.time()
     if not args.skip_cuda:
         from . import nvcc_gate
 
@@ -35,17 +47,31 @@ def main(argv=None) -> int:
     if not args.skip_triton:
         from . import triton_gate
 
-        rows += triton_gate.check(tuple(archs))
+        modules = tuple(m for m in args.modules.split(",") if m)
+        rows += triton_gate.check(tuple(archs), workers=args.workers, modules=modules)
+    return rows
+
+
+def main(argv=None, prog=None) -> int:
+    args = _parser(prog).parse_args(argv)
+    archs = [int(a) for a in args.archs.split(",") if a]
+
+    start = time.time()
+    rows = _run(args, archs)
     elapsed = time.time() - start
 
     print(table(rows) if args.full else summary(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(rows) + "\n")
     bad = failures(rows)
     n_ok = sum(1 for r in rows if not r.get("error"))
-    print(f"\ncompile gate: {len(rows)} compilations ({n_ok} ok) for {', '.join(f'sm_{a}' for a in archs)} "
-          f"in {elapsed:.0f} s; {len(bad)} failures")
+    parts = ([] if args.skip_cuda else ["nvcc"]) + ([] if args.skip_triton else [f"Triton {_triton_version()}"])
+    print(f"\ncompile gate ({', '.join(parts)}; {sys.executable}): {len(rows)} compilations ({n_ok} ok) "
+          f"for {', '.join(f'sm_{a}' for a in archs)} in {elapsed:.0f} s; {len(bad)} failures")
     for line in bad:
         print("FAIL " + line)
     if not rows:

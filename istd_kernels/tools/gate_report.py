@@ -45,8 +45,8 @@ def table(rows: List[dict]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def summary(rows: List[dict]) -> str:
-    """Per (kind, kernel, arch): configurations, max registers (and the config using them), max smem, spills."""
+def _groups(rows: List[dict]) -> dict:
+    # (kind, kernel, arch) -> configs compiled, max registers and its config, max smem, spill bytes.
     groups = {}
     for r in rows:
         if r.get("error") or r.get("registers") is None:
@@ -57,9 +57,29 @@ def summary(rows: List[dict]) -> str:
             g["regs"], g["worst"] = r["registers"], r.get("config", "")
         g["smem"] = max(g["smem"], r.get("smem_bytes") or 0)
         g["spills"] += (r.get("spill_stores") or 0) + (r.get("spill_loads") or 0)
+    return groups
+
+
+def summary(rows: List[dict]) -> str:
+    """Per (kind, kernel, arch): configurations, max registers (and the config using them), max smem, spills."""
+    groups = _groups(rows)
     lines = [f"{'kind':<8} {'kernel':<44} {'arch':<6} {'configs':>7} {'max regs':>8} {'max smem B':>10} "
              f"{'spill B':>7}  max-register config"]
     for (kind, kernel, arch), g in sorted(groups.items()):
         lines.append(f"{kind:<8} {kernel[:44]:<44} {arch:<6} {g['n']:>7} {g['regs']:>8} {g['smem']:>10} "
                      f"{g['spills']:>7}  {g['worst']}")
+    return "\n".join(lines)
+
+
+
+def markdown(rows: List[dict]) -> str:
+    """:func:`summary` as a Markdown table for the docs (failed compilations are counted apart)."""
+    lines = ["| kind | kernel | arch | configs | max registers | max smem B | spill B | max-register config |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    for (kind, kernel, arch), g in sorted(_groups(rows).items()):
+        lines.append(f"| {kind} | `{kernel}` | {arch} | {g['n']} | {g['regs']} | {g['smem']} | {g['spills']} "
+                     f"| {g['worst']} |")
+    n_err = sum(1 for r in rows if r.get("error"))
+    if n_err:
+        lines.append(f"\n{n_err} compilations failed (not in the table).")
     return "\n".join(lines)

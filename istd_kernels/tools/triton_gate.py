@@ -12,8 +12,11 @@ may well be in that mode (the CPU tests are).  Workers stream one JSON line per
 row, so a worker that dies still leaves the rows it finished, and the rest are
 reported as errors rather than raised.
 
-``python -m istd_kernels.tools.compile_check --skip-cuda`` (or this module) runs
-it alone; the exit status is non-zero when any row has an error or a spill.
+``python -m istd_kernels.tools.triton_gate`` runs it alone (no nvcc part), with the
+Triton version in its summary line; run it once per Python environment whose Triton
+should be covered (CI: the main venv's newest Triton and the CUDA venv's pinned one).
+``--markdown FILE`` writes the per-kernel table for the docs.  The exit status is non-zero
+when any row has an error or a spill.
 """
 
 from __future__ import annotations
@@ -104,6 +107,12 @@ def _ptxas_stats(ptx: str, ptxas: str, workdir: str):
     return max(regs), max(s for s, _ in spills), max(l for _, l in spills)
 
 
+def _cpu_seconds() -> float:
+    import resource
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _compile_one(spec: dict, arch: int, workdir: str, module: str = MODULES[0]) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
@@ -111,6 +120,7 @@ def _compile_one(spec: dict, arch: int, workdir: str, module: str = MODULES[0]) 
 
     name = spec["name"]
     row_arch = f"sm_{arch}"
+    cpu0 = _cpu_seconds()
     try:
         src = ASTSource(fn=_as_jit(spec["fn"]), signature=spec["signature"], constexprs=spec["constexprs"])
         options = dict(num_warps=spec["num_warps"], num_stages=spec["num_stages"])
@@ -118,13 +128,16 @@ def _compile_one(spec: dict, arch: int, workdir: str, module: str = MODULES[0]) 
             options["maxnreg"] = spec["maxnreg"]
         kernel = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
         regs, stores, loads = _ptxas_stats(kernel.asm["ptx"], _ptxas_path(arch), workdir)
-        return _row(name, spec["config"], row_arch, regs, int(kernel.metadata.shared), stores, loads, module=module)
+        row = _row(name, spec["config"], row_arch, regs, int(kernel.metadata.shared), stores, loads, module=module)
+        # CPU seconds (this worker and its ptxas), not wall time: the latter measures the load.
+        row["cpu_s"] = round(_cpu_seconds() - cpu0, 2)
+        return row
     except Exception as e:  # noqa: BLE001 - every failure must become a row
         msg = f"{type(e).__name__}: {e}"
         return _row(name, spec["config"], row_arch, error=msg[-4000:], module=module)
 
 
-def _worker_main(part: int, nparts: int, archs: list[int]) -> None:
+def _worker_main(part: int, nparts: int, archs: list[int], modules: list[str]) -> None:
     import warnings
     # Triton 3.9 warns once per process that the FP-fusion default will
     # change; the default (fusion on) is what we ship, so the note is noise.
@@ -132,7 +145,7 @@ def _worker_main(part: int, nparts: int, archs: list[int]) -> None:
     import importlib
 
     specs = []
-    for module in MODULES:
+    for module in modules:
         specs += [(module, s) for s in importlib.import_module(f"istd_kernels.triton.{module}").aot_specs()]
     print(json.dumps({"count": len(specs),
                       "labels": [[s["name"], s["config"], module] for module, s in specs]}), flush=True)
@@ -158,16 +171,29 @@ def _worker_env() -> dict:
     return env
 
 
-def check(archs=(86, 90), workers: int = 2) -> list[dict]:
-    """Compile every AOT spec for every arch; one row per (spec, arch).
+def triton_version() -> str:
+    """Version of the Triton this interpreter (and so the workers) would compile with."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("triton")
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def check(archs=(86, 90), workers: int = 2, modules=MODULES) -> list[dict]:
+    """Compile every AOT spec of ``modules`` for every arch; one row per (spec, arch).
 
     Never raises for a kernel problem: compile, ptxas and worker failures
     come back as rows with ``error`` set (and None in the numeric fields).
     """
     archs = [int(a) for a in archs]
     workers = max(1, int(workers))
+    unknown = sorted(set(modules) - set(MODULES))
+    if unknown or not modules:
+        raise ValueError(f"modules must be a non-empty subset of {MODULES}; got {list(modules)}")
     code = ("import sys; from istd_kernels.tools.triton_gate import _worker_main; "
-            "_worker_main(int(sys.argv[1]), int(sys.argv[2]), [int(a) for a in sys.argv[3].split(',')])")
+            "_worker_main(int(sys.argv[1]), int(sys.argv[2]), [int(a) for a in sys.argv[3].split(',')], "
+            "sys.argv[4].split(','))")
     arch_arg = ",".join(str(a) for a in archs)
     rows: dict[tuple[int, int], dict] = {}
     labels = None
@@ -179,7 +205,7 @@ def check(archs=(86, 90), workers: int = 2) -> list[dict]:
         for i in range(workers):
             out_f = open(os.path.join(outdir, f"w{i}.out"), "w+")
             err_f = open(os.path.join(outdir, f"w{i}.err"), "w+")
-            proc = subprocess.Popen([sys.executable, "-c", code, str(i), str(workers), arch_arg],
+            proc = subprocess.Popen([sys.executable, "-c", code, str(i), str(workers), arch_arg, ",".join(modules)],
                                     stdout=out_f, stderr=err_f, text=True,
                                     env=_worker_env(), cwd=_REPO_ROOT)
             procs.append((proc, out_f, err_f))
@@ -231,4 +257,4 @@ def check(archs=(86, 90), workers: int = 2) -> list[dict]:
 if __name__ == "__main__":
     from .compile_check import main
 
-    sys.exit(main(["--skip-cuda"] + sys.argv[1:]))
+    sys.exit(main(["--skip-cuda"] + sys.argv[1:], prog="python -m istd_kernels.tools.triton_gate"))

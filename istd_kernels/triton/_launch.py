@@ -3,14 +3,21 @@
 Kernel files import from here and from :mod:`istd_kernels.layout`, never from the op layer.
 ``INTERPRET`` is read once, at import: under ``TRITON_INTERPRET=1`` the first config of each
 list is launched directly, because autotuning inside the interpreter takes minutes per shape.
+
+Also here: :func:`plane_tile` (the flat-grid tile geometry several kernels share) and
+:func:`aot_spec` / :data:`AOT_DTYPES`, the one builder of the specs each kernel file's
+``aot_specs()`` hands to :mod:`istd_kernels.tools.triton_gate`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from typing import NamedTuple
 
 import torch
+import triton
+import triton.language as tl
 
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -18,6 +25,14 @@ INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
 def np2(v: int) -> int:
     """Smallest power of two >= ``v`` (1 for v <= 1)."""
     return 1 << max(0, int(v) - 1).bit_length()
+
+
+def pad(items, n: int, filler) -> list:
+    """``items`` as a list of length ``n``, filled up with ``filler`` (placeholder kernel arguments)."""
+    items = list(items)
+    if len(items) > n:
+        raise ValueError(f"at most {n} items fit this kernel's argument slots; got {len(items)}")
+    return items + [filler] * (n - len(items))
 
 
 def launch(raw, tuned, configs, grid_fn, args, consts, fixed: bool = False):
@@ -51,3 +66,45 @@ def aot_signature(fn, names_ptr, names_int, names_const):
         raise AssertionError(f"AOT signature of {fn.__name__} mismatches its arguments: {sorted(missing)}")
     # Parameters are bound positionally, so keep the kernel's argument order.
     return {name: sig[name] for name in fn.arg_names}
+
+
+@triton.jit
+def plane_tile(pid, H, W, BH: tl.constexpr, BW: tl.constexpr):
+    """Flat program id -> (plane, tile row, tile column) over BH x BW tiles of H x W planes.
+
+    One flat grid axis because axes 1/2 are capped at 65535 on CUDA; the tiles of one plane
+    are adjacent, so neighbouring programs share halo rows in L2.
+    """
+    tiles_w = tl.cdiv(W, BW)
+    tiles = tl.cdiv(H, BH) * tiles_w
+    plane = pid // tiles
+    t = pid - plane * tiles
+    th = t // tiles_w
+    return plane, th, t - th * tiles_w
+
+
+class AotDtype(NamedTuple):
+    """One dtype the compile gate builds: signature name, accumulator, workspace pointer type."""
+
+    name: str
+    acc: object
+    acc_ptr: str
+
+
+# Every float dtype the ops accept: half types accumulate in fp32, fp64 in fp64 (the
+# gradcheck dtype; Triton 3.7.1 once failed to compile an fp64 tl.dot, hence in the gate).
+AOT_DTYPES = (AotDtype("fp32", tl.float32, "*fp32"), AotDtype("fp16", tl.float32, "*fp32"),
+              AotDtype("bf16", tl.float32, "*fp32"), AotDtype("fp64", tl.float64, "*fp64"))
+
+
+def aot_spec(name: str, fn, ptrs, ints, consts: dict, cfg, label: str) -> dict:
+    """One compile-gate spec: ``fn`` with these argument types, constexprs and launch config.
+
+    ``ptrs``/``ints`` as :func:`aot_signature`; ``cfg`` a ``triton.Config`` (its kwargs must
+    already be in ``consts``); ``label`` says what the spec stands for (warps are appended).
+    Keys: ``name``, ``fn``, ``signature``, ``constexprs``, ``num_warps``, ``num_stages``,
+    ``maxnreg``, ``config``.
+    """
+    return dict(name=name, fn=fn, signature=aot_signature(fn, ptrs, ints, list(consts)), constexprs=consts,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
+                config=f"{label} w{cfg.num_warps}")

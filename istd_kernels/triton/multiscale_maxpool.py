@@ -5,13 +5,15 @@ channel ``(k*radix + j)*c + i`` goes, max-pooled by ``s_j`` (kernel = stride = `
 ceil mode), to channel ``k*c + i`` of level ``j``.  Every u channel belongs to exactly one
 level, so one launch reads u once and writes all levels.
 
-Levels differ in scale, output size, output tensor and strides, so those live in a small
-int64 *level table* on the device (one row per level, data pointers included) rather than
-in kernel arguments; a program finds its level by walking the table.  That keeps one
-compiled kernel per (dtype, index dtype, tile) for any radix and any scales, at the cost of
-runtime (not unrolled) window loops.  The level outputs stay separate tensors (a custom op
-may not return outputs that alias each other), hence data pointers in the table: loaded as
-int64 and cast to the element pointer type of a typed "level 0" argument.
+Up to ``LEVELS_PER_LAUNCH`` levels go to one launch as plain kernel arguments (scale and
+output pointers per level, placeholders for absent ones); a program finds its level from
+the scales and picks its arguments with :func:`_pick`.  Nothing is built on the host or
+copied to the device per call, so the launch can be captured in a CUDA graph, and one
+compiled kernel per (dtype, index dtype, tile) serves any radix and any scales (radix > 4
+takes one launch per 4 levels), at the cost of runtime (not unrolled) window loops.  The
+level outputs stay separate tensors (a custom op may not return outputs that alias each
+other); they are allocated here, contiguous or channels_last, so their strides follow from
+the shape and the ``CL`` flag instead of taking four arguments per level.
 
 Forward: a program owns a BLOCK_H x BLOCK_W tile of one output plane of one level and scans
 its ``s x s`` windows in row-major order, keeping the running max and its offset
@@ -38,14 +40,13 @@ import triton
 import triton.language as tl
 
 from ..layout import index_dtype, output_memory_format as _memory_format
-from ._launch import INTERPRET, aot_signature, device_ctx, launch
+from ._launch import AOT_DTYPES, INTERPRET, aot_spec, device_ctx, launch, pad, plane_tile
 
-__all__ = ["INTERPRET", "FWD_CONFIGS", "BWD_CONFIGS", "mmp_fwd", "mmp_bwd", "aot_specs"]
+__all__ = ["INTERPRET", "LEVELS_PER_LAUNCH", "FWD_CONFIGS", "BWD_CONFIGS", "mmp_fwd", "mmp_bwd", "aot_specs"]
 
-# Level-table row layouts (int64 fields).
-_F_FWD = 9   # s, Ho, Wo, y_ptr, i_ptr, syn, syc, syh, syw
-_F_BWD = 11  # s, g_ptr, i_ptr, sgn, sgc, sgh, sgw, sin, sic, sih, siw
-
+# Argument slots per level in one launch: four covers DLC's radix (2-4); more levels take
+# more launches rather than more arguments.
+LEVELS_PER_LAUNCH = 4
 
 
 # ---------------------------------------------------------------------------
@@ -54,51 +55,59 @@ _F_BWD = 11  # s, g_ptr, i_ptr, sgn, sgc, sgh, sgw, sin, sic, sih, siw
 
 
 @triton.jit
+def _pick(l, a0, a1, a2, a3):
+    # The per-level argument of level l (runtime or constexpr) among the four slots.
+    v = a0
+    if l == 1:
+        v = a1
+    if l == 2:
+        v = a2
+    if l == 3:
+        v = a3
+    return v
+
+
+@triton.jit
+def _out_strides(GC, Ho, Wo, CL):
+    # Strides of a level output [N, GC, Ho, Wo] allocated contiguous (CL=0) or channels_last.
+    syc = tl.where(CL != 0, 1, Ho * Wo)
+    syw = tl.where(CL != 0, GC, 1)
+    return GC * Ho * Wo, syc, syw * Wo, syw
+
+
+@triton.jit
 def _mmp_fwd_kernel(
-    u_ptr, tab_ptr, y0_ptr, i0_ptr,
-    NGC, GC, C, RADIX, H, W,
-    sun, suc, suh, suw,
-    F: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    u_ptr, y0_ptr, y1_ptr, y2_ptr, y3_ptr, i0_ptr, i1_ptr, i2_ptr, i3_ptr,
+    S0, S1, S2, S3, NLVL, LVL0, NGC, GC, C, RADIX, H, W,
+    sun, suc, suh, suw, CL,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     # Programs are laid out level after level, N*GC planes per level, tiles of a plane
-    # adjacent.  The level's first program is recomputed from the table (a handful of
-    # scalar loads) instead of being stored, so the grid can follow the autotuned tile.
+    # adjacent.  The level's first program is recomputed from the scales (scalar integer
+    # math) instead of being passed, so the grid can follow the autotuned tile.
     pid = tl.program_id(0).to(tl.int64)
     start = pid * 0
     lvl = pid * 0
     lstart = pid * 0
-    for l in range(RADIX):
-        row = tab_ptr + l * F
-        ho_l = tl.load(row + 1)
-        wo_l = tl.load(row + 2)
-        take = pid >= start
+    for l in tl.static_range(4):
+        s_l = _pick(l, S0, S1, S2, S3)
+        take = (pid >= start) & (l < NLVL)
         lvl = tl.where(take, l, lvl)
         lstart = tl.where(take, start, lstart)
-        start += NGC * ((ho_l + BLOCK_H - 1) // BLOCK_H) * ((wo_l + BLOCK_W - 1) // BLOCK_W)
+        start += NGC * tl.cdiv(tl.cdiv(H, s_l), BLOCK_H) * tl.cdiv(tl.cdiv(W, s_l), BLOCK_W)
 
-    row = tab_ptr + lvl * F
-    s = tl.load(row + 0)
-    Ho = tl.load(row + 1)
-    Wo = tl.load(row + 2)
-    y_base = tl.load(row + 3).to(tl.pointer_type(y0_ptr.dtype.element_ty))
-    i_base = tl.load(row + 4).to(tl.pointer_type(i0_ptr.dtype.element_ty))
-    syn = tl.load(row + 5)
-    syc = tl.load(row + 6)
-    syh = tl.load(row + 7)
-    syw = tl.load(row + 8)
-
-    tiles_w = (Wo + BLOCK_W - 1) // BLOCK_W
-    tiles = ((Ho + BLOCK_H - 1) // BLOCK_H) * tiles_w
-    local = pid - lstart
-    plane = local // tiles
-    t = local - plane * tiles
+    s = _pick(lvl, S0, S1, S2, S3)
+    y_base = _pick(lvl, y0_ptr, y1_ptr, y2_ptr, y3_ptr)
+    i_base = _pick(lvl, i0_ptr, i1_ptr, i2_ptr, i3_ptr)
+    Ho = tl.cdiv(H, s)
+    Wo = tl.cdiv(W, s)
+    syn, syc, syh, syw = _out_strides(GC, Ho, Wo, CL)
+    plane, th, tw = plane_tile(pid - lstart, Ho, Wo, BLOCK_H, BLOCK_W)
     n = plane // GC
     r = plane - n * GC
     k = r // C
     i = r - k * C
-    uch = (k * RADIX + lvl) * C + i
-    th = t // tiles_w
-    tw = t - th * tiles_w
+    uch = (k * RADIX + LVL0 + lvl) * C + i
 
     oh = th * BLOCK_H + tl.arange(0, BLOCK_H)
     ow = tw * BLOCK_W + tl.arange(0, BLOCK_W)
@@ -132,40 +141,33 @@ def _mmp_fwd_kernel(
 
 @triton.jit
 def _mmp_bwd_kernel(
-    gu_ptr, tab_ptr, g0_ptr, i0_ptr,
-    D, C, RADIX, H, W,
+    gu_ptr, g0_ptr, g1_ptr, g2_ptr, g3_ptr, i0_ptr, i1_ptr, i2_ptr, i3_ptr,
+    S0, S1, S2, S3, LVL0, NGC, GC, C, RADIX, H, W,
     sgun, sguc, sguh, sguw,
-    F: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    sg0n, sg0c, sg0h, sg0w, sg1n, sg1c, sg1h, sg1w,
+    sg2n, sg2c, sg2h, sg2w, sg3n, sg3c, sg3h, sg3w, CL,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    # One program per tile of one grad_u plane: the tiling is the same for every level,
-    # only the table row (scale, pointers, strides) depends on the channel.
+    # One program per tile of one grad_u plane, planes level after level (N*GC per level):
+    # the tiling is the same for every level, only the scale, pointers and strides differ.
     pid = tl.program_id(0).to(tl.int64)
-    tiles_w = tl.cdiv(W, BLOCK_W)
-    tiles = tl.cdiv(H, BLOCK_H) * tiles_w
-    plane = pid // tiles
-    t = pid - plane * tiles
-    n = plane // D
-    ch = plane - n * D
-    br = ch // C
-    i = ch - br * C
-    k = br // RADIX
-    lvl = br - k * RADIX
-    r = k * C + i
-    th = t // tiles_w
-    tw = t - th * tiles_w
+    plane, th, tw = plane_tile(pid, H, W, BLOCK_H, BLOCK_W)
+    lvl = plane // NGC
+    rest = plane - lvl * NGC
+    n = rest // GC
+    r = rest - n * GC
+    k = r // C
+    i = r - k * C
+    ch = (k * RADIX + LVL0 + lvl) * C + i
 
-    row = tab_ptr + lvl * F
-    s = tl.load(row + 0)
-    g_base = tl.load(row + 1).to(tl.pointer_type(g0_ptr.dtype.element_ty))
-    i_base = tl.load(row + 2).to(tl.pointer_type(i0_ptr.dtype.element_ty))
-    sgn = tl.load(row + 3)
-    sgc = tl.load(row + 4)
-    sgh = tl.load(row + 5)
-    sgw = tl.load(row + 6)
-    sin = tl.load(row + 7)
-    sic = tl.load(row + 8)
-    sih = tl.load(row + 9)
-    siw = tl.load(row + 10)
+    s = _pick(lvl, S0, S1, S2, S3)
+    g_base = _pick(lvl, g0_ptr, g1_ptr, g2_ptr, g3_ptr)
+    i_base = _pick(lvl, i0_ptr, i1_ptr, i2_ptr, i3_ptr)
+    sgn = _pick(lvl, sg0n, sg1n, sg2n, sg3n)
+    sgc = _pick(lvl, sg0c, sg1c, sg2c, sg3c)
+    sgh = _pick(lvl, sg0h, sg1h, sg2h, sg3h)
+    sgw = _pick(lvl, sg0w, sg1w, sg2w, sg3w)
+    sin, sic, sih, siw = _out_strides(GC, tl.cdiv(H, s), tl.cdiv(W, s), CL)
 
     ih = th * BLOCK_H + tl.arange(0, BLOCK_H)
     iw = tw * BLOCK_W + tl.arange(0, BLOCK_W)
@@ -200,10 +202,10 @@ FWD_CONFIGS = _configs([(8, 32, 4), (16, 32, 4), (8, 64, 4)])
 # Backward tiles are in input pixels, wide rows for coalesced grad_u stores.
 BWD_CONFIGS = _configs([(8, 32, 4), (16, 64, 4), (32, 64, 8)])
 
-# The scales live in the table and are not in the key: they change the best tile only
-# through the output sizes, and DLC uses one fixed set per module.
-_FWD_KEY = ["NGC", "GC", "C", "RADIX", "H", "W", "suw"]
-_BWD_KEY = ["D", "C", "RADIX", "H", "W", "sguw"]
+# The scales are not in the key: they change the best tile only through the output sizes,
+# and DLC uses one fixed set per module.
+_FWD_KEY = ["NLVL", "NGC", "GC", "C", "RADIX", "H", "W", "suw"]
+_BWD_KEY = ["NGC", "GC", "C", "RADIX", "H", "W", "sguw"]
 
 if INTERPRET:
     _fwd_tuned = None
@@ -218,16 +220,17 @@ else:
 # ---------------------------------------------------------------------------
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+def _launch_groups(radix: int):
+    """(first level, one past the last) of each launch."""
+    return [(lo, min(radix, lo + LEVELS_PER_LAUNCH)) for lo in range(0, radix, LEVELS_PER_LAUNCH)]
 
 
-def _table(rows, device) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
+def _slots(items, filler):
+    return pad(items, LEVELS_PER_LAUNCH, filler)
 
 
 def mmp_fwd(u: torch.Tensor, groups: int, radix: int, scales: Sequence[int]) -> List[torch.Tensor]:
-    """Pool every level of ``u`` in one launch.
+    """Pool every level of ``u``: one launch per ``LEVELS_PER_LAUNCH`` levels.
 
     Args:
         u: ``[N, D, H, W]`` float tensor on the kernel's device, any strides (read in place).
@@ -236,7 +239,8 @@ def mmp_fwd(u: torch.Tensor, groups: int, radix: int, scales: Sequence[int]) -> 
     Returns:
         ``2 * radix`` tensors: the ``radix`` levels ``[N, groups*c, ceil(H/s), ceil(W/s)]`` in
         ``u.dtype`` (channels_last if ``u`` is), then their window offsets ``dy*s + dx`` of
-        the same shape and layout in :func:`index_dtype`.
+        the same shape and layout in :func:`index_dtype`.  Graph-capturable: no host data,
+        no copies, no synchronisation.
     """
     N, D, H, W = u.shape
     c = D // (groups * radix)
@@ -245,25 +249,23 @@ def mmp_fwd(u: torch.Tensor, groups: int, radix: int, scales: Sequence[int]) -> 
     idt = index_dtype(scales)
     ys, idx = [], []
     for s in scales:
-        shape = (N, GC, _cdiv(H, s), _cdiv(W, s))
+        shape = (N, GC, triton.cdiv(H, s), triton.cdiv(W, s))
         ys.append(torch.empty(shape, dtype=u.dtype, device=u.device, memory_format=fmt))
         idx.append(torch.empty(shape, dtype=idt, device=u.device, memory_format=fmt))
     if u.numel() == 0:
         return ys + idx
-    rows = []
-    for s, y, a in zip(scales, ys, idx):
-        # Same shape and layout rule, so one set of strides addresses both.
-        assert y.stride() == a.stride()
-        rows.extend([s, y.shape[2], y.shape[3], y.data_ptr(), a.data_ptr(), *y.stride()])
-    tab = _table(rows, u.device)
-    los = [(y.shape[2], y.shape[3]) for y in ys]
+    cl = int(fmt == torch.channels_last)
+    for lo, hi in _launch_groups(radix):
+        lvl_scales = list(scales[lo:hi])
 
-    def grid(meta):
-        return (N * GC * sum(_cdiv(ho, meta["BLOCK_H"]) * _cdiv(wo, meta["BLOCK_W"]) for ho, wo in los),)
+        def grid(meta, lvl_scales=lvl_scales):
+            return (N * GC * sum(triton.cdiv(triton.cdiv(H, s), meta["BLOCK_H"])
+                                 * triton.cdiv(triton.cdiv(W, s), meta["BLOCK_W"]) for s in lvl_scales),)
 
-    args = (u, tab, ys[0], idx[0], N * GC, GC, c, radix, H, W, *u.stride())
-    with device_ctx(u):
-        launch(_mmp_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, dict(F=_F_FWD))
+        args = (u, *_slots(ys[lo:hi], ys[lo]), *_slots(idx[lo:hi], idx[lo]), *_slots(lvl_scales, 1),
+                hi - lo, lo, N * GC, GC, c, radix, H, W, *u.stride(), cl)
+        with device_ctx(u):
+            launch(_mmp_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, {})
     return ys + idx
 
 
@@ -274,7 +276,7 @@ def mmp_bwd(grads: Sequence[torch.Tensor], indices: Sequence[torch.Tensor], D: i
     Args:
         grads: ``radix`` tensors ``[N, groups*c, ceil(H/s), ceil(W/s)]``, any strides
             (stride-0 expanded ones included).
-        indices: the offsets :func:`mmp_fwd` returned.
+        indices: the offsets :func:`mmp_fwd` returned (other strides cost one copy).
         D, H, W: u's channel count and size; memory_format: u's layout rule.
 
     Returns:
@@ -282,21 +284,25 @@ def mmp_bwd(grads: Sequence[torch.Tensor], indices: Sequence[torch.Tensor], D: i
     """
     N = grads[0].shape[0]
     c = D // (groups * radix)
+    GC = groups * c
     g0 = grads[0]
     gu = torch.empty((N, D, H, W), dtype=g0.dtype, device=g0.device, memory_format=memory_format)
     if gu.numel() == 0:
         return gu
-    rows = []
-    for s, g, a in zip(scales, grads, indices):
-        rows.extend([s, g.data_ptr(), a.data_ptr(), *g.stride(), *a.stride()])
-    tab = _table(rows, g0.device)
+    # The kernel derives the offsets' strides from the layout, as mmp_fwd allocated them;
+    # contiguous() is a no-op for those and a device copy otherwise.
+    indices = [a.contiguous(memory_format=memory_format) for a in indices]
+    cl = int(memory_format == torch.channels_last)
+    for lo, hi in _launch_groups(radix):
 
-    def grid(meta):
-        return (N * D * _cdiv(H, meta["BLOCK_H"]) * _cdiv(W, meta["BLOCK_W"]),)
+        def grid(meta, nlvl=hi - lo):
+            return (nlvl * N * GC * triton.cdiv(H, meta["BLOCK_H"]) * triton.cdiv(W, meta["BLOCK_W"]),)
 
-    args = (gu, tab, g0, indices[0], D, c, radix, H, W, *gu.stride())
-    with device_ctx(g0):
-        launch(_mmp_bwd_kernel, _bwd_tuned, BWD_CONFIGS, grid, args, dict(F=_F_BWD))
+        strides = [st for g in _slots(grads[lo:hi], grads[lo]) for st in g.stride()]
+        args = (gu, *_slots(grads[lo:hi], grads[lo]), *_slots(indices[lo:hi], indices[lo]),
+                *_slots(scales[lo:hi], 1), lo, N * GC, GC, c, radix, H, W, *gu.stride(), *strides, cl)
+        with device_ctx(g0):
+            launch(_mmp_bwd_kernel, _bwd_tuned, BWD_CONFIGS, grid, args, {})
     return gu
 
 
@@ -304,37 +310,30 @@ def mmp_bwd(grads: Sequence[torch.Tensor], indices: Sequence[torch.Tensor], D: i
 # Ahead-of-time compile specs (used by istd_kernels.tools.triton_gate)
 # ---------------------------------------------------------------------------
 
-_AOT_DTYPES = ("fp32", "fp16", "bf16")
 _AOT_INDEX = ("u8", "i32")
+_FWD_INTS = ["S0", "S1", "S2", "S3", "NLVL", "LVL0", "NGC", "GC", "C", "RADIX", "H", "W",
+             "sun", "suc", "suh", "suw", "CL"]
+_BWD_INTS = (["S0", "S1", "S2", "S3", "LVL0", "NGC", "GC", "C", "RADIX", "H", "W", "sgun", "sguc", "sguh", "sguw"]
+             + [f"sg{j}{d}" for j in range(LEVELS_PER_LAUNCH) for d in "nchw"] + ["CL"])
 
 
 def aot_specs() -> list[dict]:
-    """Every kernel configuration the compile gate builds, in :func:`.depthwise.aot_specs`'s format.
+    """Every kernel configuration the compile gate builds (format: :func:`._launch.aot_spec`).
 
-    Covered: both kernels x every tile config x {fp32, fp16, bf16} x index dtype
-    {uint8, int32}.  ``fn`` is only compilable when this module was imported without
-    TRITON_INTERPRET.
+    Covered: both kernels x every tile config x {fp32, fp16, bf16, fp64} x index dtype
+    {uint8, int32}; scales, level count and layout are runtime arguments of the same binary.
+    ``fn`` is only compilable when this module was imported without TRITON_INTERPRET.
     """
     specs = []
-    kernels = [
-        ("_mmp_fwd_kernel", _mmp_fwd_kernel, FWD_CONFIGS, ("u_ptr", "tab_ptr", "y0_ptr", "i0_ptr"),
-         ["NGC", "GC", "C", "RADIX", "H", "W", "sun", "suc", "suh", "suw"], _F_FWD),
-        ("_mmp_bwd_kernel", _mmp_bwd_kernel, BWD_CONFIGS, ("gu_ptr", "tab_ptr", "g0_ptr", "i0_ptr"),
-         ["D", "C", "RADIX", "H", "W", "sgun", "sguc", "sguh", "sguw"], _F_BWD),
-    ]
-    for name, fn, configs, (p_out, p_tab, p_lvl, p_idx), ints, fields in kernels:
-        for dname in _AOT_DTYPES:
+    kernels = [("_mmp_fwd_kernel", _mmp_fwd_kernel, FWD_CONFIGS, "u_ptr", "y", _FWD_INTS),
+               ("_mmp_bwd_kernel", _mmp_bwd_kernel, BWD_CONFIGS, "gu_ptr", "g", _BWD_INTS)]
+    for name, fn, configs, p_dense, p_level, ints in kernels:
+        for dt in AOT_DTYPES:
             for iname in _AOT_INDEX:
-                ptrs = [(p_out, "*" + dname), (p_tab, "*i64"), (p_lvl, "*" + dname), (p_idx, "*" + iname)]
+                ptrs = ([(p_dense, "*" + dt.name)] + [(f"{p_level}{j}_ptr", "*" + dt.name) for j in range(4)]
+                        + [(f"i{j}_ptr", "*" + iname) for j in range(4)])
                 for cfg in configs:
-                    consts = dict(F=fields, **cfg.kwargs)
-                    specs.append(dict(
-                        name=name, fn=fn,
-                        signature=aot_signature(fn, ptrs, ints, list(consts)),
-                        constexprs=consts,
-                        num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
-                        config=(f"BH={cfg.kwargs['BLOCK_H']} BW={cfg.kwargs['BLOCK_W']} {dname} idx={iname} "
-                                f"w{cfg.num_warps}"),
-                    ))
+                    kw = cfg.kwargs
+                    specs.append(aot_spec(name, fn, ptrs, ints, dict(kw), cfg,
+                                          f"BH={kw['BLOCK_H']} BW={kw['BLOCK_W']} {dt.name} idx={iname}"))
     return specs
-

@@ -51,13 +51,14 @@ import triton
 import triton.language as tl
 
 from ..layout import output_memory_format as _memory_format
-from ._launch import INTERPRET, aot_signature, device_ctx, launch, np2
+from ._launch import AOT_DTYPES, INTERPRET, aot_spec, device_ctx, launch, np2, pad, plane_tile
 
 __all__ = [
     "MAX_BRANCHES",
     "MAX_SCALE",
     "FWD_CONFIGS",
     "BWD_CONFIG",
+    "fwd_configs",
     "split_attention_fwd",
     "split_attention_bwd",
     "check_triton_args",
@@ -133,16 +134,9 @@ def _softmax_weights(lg_ptr, t_ptr, n, k, G, HW, sp, ok,
 
 @triton.jit
 def _program_tile(H, W, G, BH: tl.constexpr, BW: tl.constexpr):
-    # This program's image n, group k and BH x BW tile (th, tw) from one flat grid axis
-    # (axes 1/2 are capped at 65535 on CUDA); the tile's rows y and columns x, which lie
-    # in the image, and their offsets in a contiguous H x W plane.
-    pid = tl.program_id(0)
-    tiles_w = tl.cdiv(W, BW)
-    tiles = tl.cdiv(H, BH) * tiles_w
-    t = pid % tiles
-    ng = pid // tiles
-    th = t // tiles_w
-    tw = t - th * tiles_w
+    # This program's image n, group k and BH x BW tile (th, tw); the tile's rows y and
+    # columns x, which lie in the image, and their offsets in a contiguous H x W plane.
+    ng, th, tw = plane_tile(tl.program_id(0), H, W, BH, BW)
     y = th * BH + tl.arange(0, BH)
     x = tw * BW + tl.arange(0, BW)
     ok = (y < H)[:, None] & (x < W)[None, :]
@@ -292,9 +286,23 @@ FWD_CONFIGS = [triton.Config({"BH": bh, "BW": bw}, num_warps=nw, num_stages=1) f
 BWD_CONFIG = triton.Config({"BH": 16, "BW": 32}, num_warps=8, num_stages=1)
 
 
+# float64 values take two registers each: at 16 warps (128 registers per thread) the r=4
+# forward spills, so float64 runs only the configs of at most this many warps.
+_FP64_MAX_WARPS = 8
+
+
+def fwd_configs(dtype: torch.dtype) -> list:
+    """The forward configs autotuned (and compile-gated) for inputs of ``dtype``."""
+    if dtype == torch.float64:
+        return [cfg for cfg in FWD_CONFIGS if cfg.num_warps <= _FP64_MAX_WARPS]
+    return FWD_CONFIGS
+
+
 def _prune_fwd(configs, named_args, **kwargs):
     h, w = named_args["H"], named_args["W"]
-    keep = [cfg for cfg in configs if cfg.kwargs["BH"] <= max(16, np2(h)) and cfg.kwargs["BW"] <= max(32, np2(w))]
+    allowed = fwd_configs(named_args["res_ptr"].dtype)
+    keep = [cfg for cfg in configs if cfg in allowed
+            and cfg.kwargs["BH"] <= max(16, np2(h)) and cfg.kwargs["BW"] <= max(32, np2(w))]
     return keep or configs[:1]
 
 
@@ -330,8 +338,7 @@ def check_triton_args(r: int, scales) -> None:
 
 
 def _pad4(items, filler):
-    items = list(items)
-    return items + [filler] * (MAX_BRANCHES - len(items))
+    return pad(items, MAX_BRANCHES, filler)
 
 
 def split_attention_fwd(branches, logits: torch.Tensor, temperature: torch.Tensor, residual: torch.Tensor,
@@ -412,49 +419,36 @@ def split_attention_bwd(grad_z: torch.Tensor, branches, logits: torch.Tensor, te
 # Ahead-of-time compile specs (used by istd_kernels.tools.triton_gate)
 # ---------------------------------------------------------------------------
 
-_AOT_DTYPES = (("fp32", tl.float32), ("fp16", tl.float32), ("bf16", tl.float32))
+_FWD_INTS = ["D", "H", "W", "G", "Dg", "S0", "S1", "S2", "S3", "szn", "szc", "szh", "szw"]
+
+
+def _aot_ptrs(kernel_fn, dt) -> list:
+    # Every pointer of the kernel in the data dtype, but the temperature workspace.
+    return [(a, dt.acc_ptr if a == "ws_ptr" else "*" + dt.name) for a in kernel_fn.arg_names if a.endswith("_ptr")]
 
 
 def aot_specs() -> list[dict]:
-    """Every kernel configuration the compile gate builds.
+    """Every kernel configuration the compile gate builds (format: :func:`._launch.aot_spec`).
 
-    Same dict format as ``depthwise.aot_specs()``.  Covered: the forward for every
-    FWD_CONFIG x r in 1..4 x {fp32, fp16, bf16} (scales are runtime there), and the
-    backward with its fixed config x r in 1..4 with the default scales (2, 4, ..., 2**r)
-    x the three dtypes.  Other power-of-two scale sets are other constexpr variants of
-    the same code; scales above 16 widen the backward tile (up to 32x32) and are not
-    covered.
+    Covered: the forward for every config of :func:`fwd_configs` x r in 1..4 x {fp32,
+    fp16, bf16, fp64} (scales are runtime there), and the backward with its fixed config x r in 1..4 with the
+    default scales (2, 4, ..., 2**r) x the four dtypes.  Other power-of-two scale sets are
+    other constexpr variants of the same code; scales above 16 widen the backward tile (up
+    to 32x32) and are not covered.
     """
     specs = []
-    for dname, acc in _AOT_DTYPES:
-        p = "*" + dname
-        wsp = "*fp32"
-        fwd_ptrs = [(f"b{j}_ptr", p) for j in range(4)] + [
-            ("lg_ptr", p), ("t_ptr", p), ("res_ptr", p), ("v_ptr", p), ("z_ptr", p)]
-        fwd_ints = ["D", "H", "W", "G", "Dg", "S0", "S1", "S2", "S3", "szn", "szc", "szh", "szw"]
-        for cfg in FWD_CONFIGS:
+    for dt in AOT_DTYPES:
+        for cfg in fwd_configs(torch.float64 if dt.name == "fp64" else torch.float32):
             for r in range(1, MAX_BRANCHES + 1):
-                consts = dict(R=r, ACC_DTYPE=acc, **cfg.kwargs)
-                specs.append(dict(
-                    name="_sa_fwd_kernel", fn=_sa_fwd_kernel,
-                    signature=aot_signature(_sa_fwd_kernel, fwd_ptrs, fwd_ints, list(consts)),
-                    constexprs=consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
-                    config=f"BH={cfg.kwargs['BH']} BW={cfg.kwargs['BW']} R={r} {dname} w{cfg.num_warps}",
-                ))
-        bwd_ptrs = ([("gz_ptr", p)] + [(f"b{j}_ptr", p) for j in range(4)]
-                    + [("lg_ptr", p), ("t_ptr", p), ("res_ptr", p), ("v_ptr", p)]
-                    + [(f"gb{j}_ptr", p) for j in range(4)]
-                    + [("glg_ptr", p), ("gres_ptr", p), ("gv_ptr", p), ("ws_ptr", wsp)])
-        bwd_ints = ["D", "H", "W", "G", "Dg"]
+                kw = cfg.kwargs
+                specs.append(aot_spec("_sa_fwd_kernel", _sa_fwd_kernel, _aot_ptrs(_sa_fwd_kernel, dt), _FWD_INTS,
+                                      dict(R=r, ACC_DTYPE=dt.acc, **kw), cfg,
+                                      f"BH={kw['BH']} BW={kw['BW']} R={r} {dt.name}"))
         cfg = BWD_CONFIG
         for r in range(1, MAX_BRANCHES + 1):
             s4 = _pad4([2 ** (j + 1) for j in range(r)], 1)
-            consts = dict(R=r, S0=s4[0], S1=s4[1], S2=s4[2], S3=s4[3], ACC_DTYPE=acc, **cfg.kwargs)
-            specs.append(dict(
-                name="_sa_bwd_kernel", fn=_sa_bwd_kernel,
-                signature=aot_signature(_sa_bwd_kernel, bwd_ptrs, bwd_ints, list(consts)),
-                constexprs=consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
-                config=(f"BH={cfg.kwargs['BH']} BW={cfg.kwargs['BW']} R={r} S={tuple(s4[:r])} {dname} "
-                        f"w{cfg.num_warps}"),
-            ))
+            consts = dict(R=r, S0=s4[0], S1=s4[1], S2=s4[2], S3=s4[3], ACC_DTYPE=dt.acc, **cfg.kwargs)
+            specs.append(aot_spec("_sa_bwd_kernel", _sa_bwd_kernel, _aot_ptrs(_sa_bwd_kernel, dt),
+                                  ["D", "H", "W", "G", "Dg"], consts, cfg,
+                                  f"BH={cfg.kwargs['BH']} BW={cfg.kwargs['BW']} R={r} S={tuple(s4[:r])} {dt.name}"))
     return specs
