@@ -4,7 +4,7 @@ and after ``istd_kernels.nn.accelerate``, forward (eval, no grad) and SGD train 
 The models are those of tests/published_models.py: a stage around LCRNet's published
 HLKConv (k_size 7), a VAN-style LKA block, two MobileNetV2 inverted residuals, an
 HCF-Net-style multi-dilation block, and an HLKConv look-alike (only its depthwise convs are
-swapped). CPU: batch 2, 16 channels, 64x64, float32, the cpp backend. GPU: batch 8, 64
+swapped). CPU: batch 1, 16 channels, 64x64, float32, the cpp backend. GPU: batch 8, 64
 channels, 256x256, float32, the cuda and triton backends.
 """
 
@@ -22,7 +22,7 @@ from bench_utils import measure, skip_unless_device
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from published_models import MODELS  # noqa: E402  (the test models live with the tests)
 
-SETTINGS = {"cpu": (2, 16, 64), "cuda": (8, 64, 256)}  # batch, channels, side
+SETTINGS = {"cpu": (1, 16, 64), "cuda": (8, 64, 256)}  # batch, channels, side
 IMPLS = {"cpu": ["eager", "cpp"], "cuda": ["eager", "cuda", "triton"]}
 # Each baseline (eager) comes right before the accelerated runs of its case.
 CASES = [(dev, name, mode, impl) for dev in ("cpu", "cuda") for name in MODELS
