@@ -35,6 +35,20 @@ def _check(input: object, target: object) -> None:
         raise ValueError(f"input must be a floating-point tensor; got {input.dtype}")
 
 
+def _target(target: Tensor, like: Tensor) -> Tensor:
+    """``target`` as ``like``'s dtype with values in [0, 1]; a 0/255 mask (as the metrics accept)
+    is read as 0/1. Anything else outside [0, 1] is an error: the losses would be meaningless
+    (negative Dice, infinite Poly loss). Costs one read of the target (a host sync on a GPU)."""
+    if target.dtype == torch.bool:
+        return target.to(like.dtype)
+    lo, hi = (float(v) for v in torch.aminmax(target.detach().float()))
+    if 0.0 <= lo and hi <= 1.0:
+        return target.to(like.dtype)
+    if lo == 0.0 and hi == 255.0 and bool(((target == 0) | (target == 255)).all()):
+        return (target == 255).to(like.dtype)
+    raise ValueError(f"target must hold values in [0, 1] (or be a 0/255 mask); got values in [{lo:g}, {hi:g}]")
+
+
 def _probs(input: Tensor, from_logits: bool) -> Tensor:
     return torch.sigmoid(input) if from_logits else input
 
@@ -77,7 +91,7 @@ class SoftIoULoss(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check(input, target)
-        p, y = _probs(input, self.from_logits), target.to(input.dtype)
+        p, y = _probs(input, self.from_logits), _target(target, input)
         inter = (p * y).sum()
         union = p.sum() + y.sum() - inter
         return 1 - (inter + self.smooth) / (union + self.smooth).clamp_min(self.eps)
@@ -95,7 +109,7 @@ class DiceLoss(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check(input, target)
-        p, y = _probs(input, self.from_logits), target.to(input.dtype)
+        p, y = _probs(input, self.from_logits), _target(target, input)
         return 1 - (2 * (p * y).sum() + self.smooth) / (p.sum() + y.sum() + self.smooth)
 
 
@@ -112,7 +126,7 @@ class PolyLoss(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check(input, target)
-        return _poly(_bce(input, target.to(input.dtype), self.from_logits), self.alpha).mean()
+        return _poly(_bce(input, _target(target, input), self.from_logits), self.alpha).mean()
 
 
 class TopKLoss(nn.Module):
@@ -128,7 +142,7 @@ class TopKLoss(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check(input, target)
-        return _top_k_mean(_bce(input, target.to(input.dtype), self.from_logits), self.k)
+        return _top_k_mean(_bce(input, _target(target, input), self.from_logits), self.k)
 
 
 class DpTkLoss(nn.Module):
@@ -146,6 +160,6 @@ class DpTkLoss(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         _check(input, target)
-        y = target.to(input.dtype)
+        y = _target(target, input)
         poly = _poly(_bce(input, y, self.from_logits), self.alpha)
         return self.dice(input, y) + _top_k_mean(poly, self.k)

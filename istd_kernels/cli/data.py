@@ -134,10 +134,35 @@ def find_pairs(layout: Layout, ids: Sequence[str]) -> List[Tuple[str, Path, Path
     return pairs
 
 
+# Markers a complete file of these formats ends with. OpenCV decodes a truncated JPEG or PNG
+# into a partly grey image and only prints a warning, so completeness is checked on the bytes.
+_JPEG_END = b"\xff\xd9"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def _truncation(data: bytes) -> Optional[str]:
+    """Why ``data`` (a JPEG or PNG file's bytes) is cut short, or None."""
+    if data[:2] == b"\xff\xd8" and _JPEG_END not in data[-64:]:
+        return "the JPEG data ends before its end-of-image marker"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and _PNG_END not in data[-64:]:
+        return "the PNG data ends before its IEND chunk"
+    return None
+
+
 def read_grey(path: Path) -> np.ndarray:
-    """An image file as uint8 ``[H, W]``: RGB/RGBA converted to grey, 16-bit scaled to 8 bits."""
+    """An image file as uint8 ``[H, W]``: RGB/RGBA converted to grey, 16-bit scaled to 8 bits.
+
+    A damaged file (unreadable, or a JPEG/PNG cut short) is a :class:`CLIError` naming it.
+    """
     import cv2
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CLIError(f"cannot read image {path}: {e.strerror or e}") from None
+    damage = _truncation(data)
+    if damage:
+        raise CLIError(f"image {path} is damaged: {damage} (the file is truncated)")
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if arr is None or arr.size == 0:
         raise CLIError(f"cannot read image {path} (missing, empty or not an image file)")
     if arr.dtype == np.uint16:

@@ -18,6 +18,7 @@ checkpoints and logs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -25,6 +26,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -34,6 +36,8 @@ import torch.distributed as dist
 from torch import nn
 
 from . import CLIError
+from .checks import check_backend
+from .checkpoints import RunLock, atomic_write, read_checkpoint, remove_stale_temporaries, save_checkpoint
 
 FORMAT_VERSION = 1
 MODELS = ("lcrnet", "rrcanet")
@@ -101,29 +105,6 @@ def xavier_init(model: nn.Module) -> None:
 
 # ------------------------------------------------------------------------ checkpoints
 
-def save_checkpoint(obj: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``: never a half file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def read_checkpoint(path: str) -> dict:
-    """Load a weights file on the CPU (tensors only: no arbitrary pickles), naming it on failure."""
-    p = Path(path)
-    if not p.is_file():
-        raise CLIError(f"weights file {p} does not exist (expected a checkpoint written by istd train, "
-                       f"e.g. RUN/best.pt)")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for a non-checkpoint file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CLIError(f"cannot load weights file {p}: not a PyTorch checkpoint of tensors ({first})") from e
-    if not isinstance(obj, dict):
-        raise CLIError(f"weights file {p} holds a {type(obj).__name__}; expected a checkpoint or state_dict")
-    return obj
-
-
 def check_checkpoint(ckpt: dict, path: str, model: str) -> None:
     """Refuse a checkpoint of a newer format or of the other model, with one clear line."""
     if "format_version" not in ckpt:
@@ -157,6 +138,10 @@ def load_model(model: str, weights: str, args_config: dict, backend: Optional[st
     ckpt = read_checkpoint(weights)
     check_checkpoint(ckpt, weights, model)
     if "format_version" in ckpt:
+        missing = [k for k in ("model_config", "model_state") if k not in ckpt]
+        if missing:
+            raise CLIError(f"weights file {weights} has no {', '.join(missing)} entry; expected a checkpoint "
+                           f"written by istd train (RUN/best.pt) or a bare state_dict")
         config, state = ckpt["model_config"], ckpt["model_state"]
     else:
         from models.rrcanet import convert_official_state_dict
@@ -342,16 +327,43 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def _write_logs(run: Path, rows: list, cfg: dict) -> None:
-    fields = list(rows[0].keys()) if rows else ["epoch"]
-    tmp = run / ".log.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
+    def write_csv(f):
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["epoch"])
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, run / "log.csv")
-    tmp = run / ".log.json.tmp"
-    tmp.write_text(json.dumps({"config": cfg, "epochs": rows}, indent=1))
-    os.replace(tmp, run / "log.json")
+
+    atomic_write(run / "log.csv", write_csv, mode="w")
+    atomic_write(run / "log.json", lambda f: f.write(json.dumps({"config": cfg, "epochs": rows}, indent=1)),
+                 mode="w")
+
+
+class _EpochProgress:
+    """Progress inside an epoch: a bar redrawn every step on a terminal; in logs and pipes a
+    line every ``log_every`` steps and at least every ``interval_s`` seconds, with images/s
+    and the epoch's time left."""
+
+    def __init__(self, prefix: str, total: int, log_every: int, interval_s: float = 30.0) -> None:
+        self.prefix, self.total, self.log_every, self.interval_s = prefix, total, log_every, interval_s
+        self.tty = sys.stdout.isatty()
+        self.t0 = self.t_last = time.perf_counter()
+        self.images = 0
+
+    def step(self, step: int, images: int, loss: float, lr: float) -> None:
+        self.images += images
+        now = time.perf_counter()
+        due = self.tty or (self.log_every and step % self.log_every == 0) or now - self.t_last >= self.interval_s
+        if not due and step < self.total:
+            return
+        self.t_last = now
+        rate = self.images / max(now - self.t0, 1e-9)
+        left = (now - self.t0) / step * (self.total - step)
+        _progress(self.prefix, step, self.total,
+                  f"loss {loss:.4f} lr {lr:.2e} {rate:.1f} img/s, {_clock(left)} left in the epoch")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
 
 
 def _make_loader(ds, batch_size, shuffle, workers, seed, epoch, d: _Dist, shard_eval=False):
@@ -374,6 +386,144 @@ def _make_loader(ds, batch_size, shuffle, workers, seed, epoch, d: _Dist, shard_
                       persistent_workers=False, pin_memory=False)
 
 
+@dataclass
+class _State:
+    """What one training run carries from epoch to epoch."""
+
+    train_ds: object
+    test_ds: object
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    criterion: nn.Module
+    start: int = 0
+    best: float = -1.0
+    best_epoch: int = 0
+    rows: list = field(default_factory=list)
+
+
+_TRAINING_KEYS = ("config", "epoch", "model_state", "optimizer_state", "scheduler_state", "rng", "best_iou", "log")
+# How many training images --crop is checked against (reading every image would delay the start).
+_CROP_CHECK_IMAGES = 16
+
+
+def _check_crop(crop: Optional[int], train_ds) -> None:
+    if not crop:
+        return
+    from .data import read_grey
+    pairs = train_ds.pairs[:_CROP_CHECK_IMAGES]
+    largest = max(max(read_grey(ipath).shape) for _, ipath, _ in pairs)
+    if crop > largest:
+        raise CLIError(f"--crop {crop} is larger than the training images (the largest of the first "
+                       f"{len(pairs)} is {largest} px); expected --crop <= {largest}, or 0 for whole images")
+
+
+def _build_state(cfg: dict, d: _Dist, resume: Optional[dict]) -> _State:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from .data import ISTDDataset
+    crop = cfg["crop"] or None
+    train_ds = ISTDDataset(cfg["data"], "train", cfg["layout"], cfg["split"], crop=crop, flip=cfg["flip"],
+                           seed=cfg["seed"])
+    test_ds = ISTDDataset(cfg["data"], "test", cfg["layout"], cfg["split"])
+    _check_crop(crop, train_ds)
+    model = build_model(cfg["model"], cfg["model_config"], cfg["backend"])
+    if cfg["init"] == "xavier":
+        xavier_init(model)
+    model.to(d.device)
+    optimizer = _optimizer(cfg, model.parameters())
+    net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
+    st = _State(train_ds, test_ds, model, net, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg)),
+                torch.amp.GradScaler("cuda", enabled=cfg["amp"] and d.device.type == "cuda"), _loss(cfg["loss"]))
+    if resume is not None:
+        model.load_state_dict(resume["model_state"])
+        optimizer.load_state_dict(resume["optimizer_state"])
+        st.scheduler.load_state_dict(resume["scheduler_state"])
+        if resume.get("scaler_state"):
+            st.scaler.load_state_dict(resume["scaler_state"])
+        st.start, st.best, st.rows = int(resume["epoch"]), float(resume["best_iou"]), list(resume["log"])
+        st.best_epoch = best_epoch_of(resume)
+        _set_rng_state(resume["rng"])
+    return st
+
+
+def _train_epoch(st: _State, cfg: dict, d: _Dist, epoch: int) -> tuple:
+    """One pass over the training set: (mean loss over all processes, seconds)."""
+    st.train_ds.set_epoch(epoch)
+    loader = _make_loader(st.train_ds, cfg["batch_size"], True, cfg["workers"], cfg["seed"], epoch, d)
+    st.net.train()
+    lr = st.optimizer.param_groups[0]["lr"]
+    progress = _EpochProgress(f"epoch {epoch + 1}/{cfg['epochs']}", len(loader), cfg["log_every"])
+    t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
+    for step, (x, y, _, _) in enumerate(loader, 1):
+        x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+        st.optimizer.zero_grad(set_to_none=True)
+        with _autocast(d.device, cfg["amp"]):
+            logits = st.net(x, return_logits=True)
+        loss = st.criterion(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise CLIError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}; lower --lr or drop --amp")
+        st.scaler.scale(loss).backward()
+        st.scaler.step(st.optimizer)
+        st.scaler.update()
+        loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
+        if d.main:
+            progress.step(step, x.shape[0] * d.world, loss.item(), lr)
+    seconds = time.perf_counter() - t0
+    if d.world > 1:
+        t = torch.tensor([loss_sum, n_batches], device=d.device, dtype=torch.float64)
+        dist.all_reduce(t)
+        loss_sum, n_batches = t.tolist()
+    return loss_sum / max(n_batches, 1), seconds
+
+
+def _checkpoint(st: _State, cfg: dict, epoch: int, row: dict) -> dict:
+    return {"format_version": FORMAT_VERSION, "model": cfg["model"], "model_config": cfg["model_config"],
+            "config": cfg, "epoch": epoch + 1, "model_state": st.model.state_dict(),
+            "optimizer_state": st.optimizer.state_dict(), "scheduler_state": st.scheduler.state_dict(),
+            "scaler_state": st.scaler.state_dict() if st.scaler.is_enabled() else None, "rng": _rng_state(),
+            "best_iou": st.best, "best_epoch": st.best_epoch, "metrics": row, "log": st.rows}
+
+
+def _finish_epoch(st: _State, cfg: dict, d: _Dist, run: Path, epoch: int, loss: float, train_s: float) -> dict:
+    """Score the test set, then write last.pt, best.pt (when improved) and the logs."""
+    st.scheduler.step()
+    test_loader = _make_loader(st.test_ds, cfg["eval_batch_size"], False, cfg["workers"], cfg["seed"], epoch, d,
+                               shard_eval=True)
+    t0 = time.perf_counter()
+    m = evaluate_model(st.model, test_loader, d.device, cfg["amp"])
+    row = {"epoch": epoch + 1, "lr": st.optimizer.param_groups[0]["lr"], "train_loss": loss, "iou": m["iou"],
+           "niou": m["niou"], "pd": m["pd"], "fa": m["fa"],
+           "train_images_per_s": len(st.train_ds) / max(train_s, 1e-9), "epoch_s": train_s + time.perf_counter() - t0}
+    st.rows.append(row)
+    improved = m["iou"] > st.best
+    if improved:
+        st.best, st.best_epoch = m["iou"], epoch + 1
+    if d.main:
+        ckpt = _checkpoint(st, cfg, epoch, row)
+        # last.pt first: it names the epoch best.pt must hold, so a kill between the two writes
+        # is repaired from last.pt by the next --resume (repair_best).
+        save_checkpoint(ckpt, run / "last.pt")
+        if improved:
+            save_checkpoint(ckpt, run / "best.pt")
+        _write_logs(run, st.rows, cfg)
+        print(f"epoch {epoch + 1}/{cfg['epochs']} loss {loss:.4f} | test IoU {100 * m['iou']:.2f} "
+              f"nIoU {100 * m['niou']:.2f} Pd {100 * m['pd']:.2f} Fa {1e6 * m['fa']:.2f}e-6"
+              f"{' (best)' if improved else ''} | {row['epoch_s']:.1f} s", flush=True)
+    d.barrier()
+    return row
+
+
+def _determinism(cfg: dict, d: _Dist) -> None:
+    if cfg["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif d.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def train(cfg: dict, run: Path, resume: Optional[dict] = None) -> dict:
     """Train as ``cfg`` says, writing ``run/last.pt``, ``run/best.pt``, ``run/log.csv``, ``run/log.json``.
 
@@ -382,130 +532,96 @@ def train(cfg: dict, run: Path, resume: Optional[dict] = None) -> dict:
     uninterrupted run (same data order and augmentation: both are functions of seed and epoch).
     Returns the last epoch's log row.
     """
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    from .data import ISTDDataset
-
     d = _Dist(cfg["device"])
     try:
-        if cfg["deterministic"]:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        elif d.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        check_backend(cfg["backend"], d.device)
+        _determinism(cfg, d)
         _seed_all(cfg["seed"])
-        crop = cfg["crop"] or None
-        train_ds = ISTDDataset(cfg["data"], "train", cfg["layout"], cfg["split"], crop=crop, flip=cfg["flip"],
-                               seed=cfg["seed"])
-        test_ds = ISTDDataset(cfg["data"], "test", cfg["layout"], cfg["split"])
-        model = build_model(cfg["model"], cfg["model_config"], cfg["backend"])
-        if cfg["init"] == "xavier":
-            xavier_init(model)
-        model.to(d.device)
-        optimizer = _optimizer(cfg, model.parameters())
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg))
-        use_scaler = cfg["amp"] and d.device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        criterion = _loss(cfg["loss"])
-        start, best, rows = 0, -1.0, []
-        if resume is not None:
-            model.load_state_dict(resume["model_state"])
-            optimizer.load_state_dict(resume["optimizer_state"])
-            scheduler.load_state_dict(resume["scheduler_state"])
-            if resume.get("scaler_state"):
-                scaler.load_state_dict(resume["scaler_state"])
-            start, best, rows = int(resume["epoch"]), float(resume["best_iou"]), list(resume["log"])
-            _set_rng_state(resume["rng"])
-        net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
+        st = _build_state(cfg, d, resume)
         run.mkdir(parents=True, exist_ok=True)
         if d.main:
-            print(f"istd train: {cfg['model']} {cfg['model_config']} on {cfg['data']} ({len(train_ds)} train / "
-                  f"{len(test_ds)} test images), {d.world} process(es) on {d.device}; {cfg['loss']} loss, "
-                  f"{cfg['optimizer']} lr {cfg['lr']:g}, {cfg['scheduler']} schedule, epochs {start + 1}.."
+            print(f"istd train: {cfg['model']} {cfg['model_config']} on {cfg['data']} ({len(st.train_ds)} train / "
+                  f"{len(st.test_ds)} test images), {d.world} process(es) on {d.device}; {cfg['loss']} loss, "
+                  f"{cfg['optimizer']} lr {cfg['lr']:g}, {cfg['scheduler']} schedule, epochs {st.start + 1}.."
                   f"{cfg['epochs']}", flush=True)
-        stop_at = cfg["epochs"] if not cfg.get("stop_after") else min(cfg["epochs"], start + cfg["stop_after"])
-        row: dict = rows[-1] if rows else {}
-        for epoch in range(start, stop_at):
-            train_ds.set_epoch(epoch)
-            loader = _make_loader(train_ds, cfg["batch_size"], True, cfg["workers"], cfg["seed"], epoch, d)
-            net.train()
-            lr = optimizer.param_groups[0]["lr"]
-            t_epoch = time.perf_counter()
-            t_window, seen_window, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
-            for step, (x, y, _, _) in enumerate(loader, 1):
-                x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(d.device, cfg["amp"]):
-                    logits = net(x, return_logits=True)
-                loss = criterion(logits.float(), y)
-                if not torch.isfinite(loss):
-                    raise CLIError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}; lower --lr "
-                                   f"or drop --amp")
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.item()
-                n_batches += 1
-                seen_window += x.shape[0] * d.world
-                if d.main and cfg["log_every"] and step % cfg["log_every"] == 0:
-                    dt = time.perf_counter() - t_window
-                    _progress(f"epoch {epoch + 1}/{cfg['epochs']}", step, len(loader),
-                              f"loss {loss.item():.4f} lr {lr:.2e} {seen_window / max(dt, 1e-9):.1f} img/s")
-                    t_window, seen_window = time.perf_counter(), 0
-            train_time = time.perf_counter() - t_epoch
-            scheduler.step()
-            if d.world > 1:
-                t = torch.tensor([loss_sum, n_batches], device=d.device, dtype=torch.float64)
-                dist.all_reduce(t)
-                loss_sum, n_batches = t.tolist()
-            test_loader = _make_loader(test_ds, cfg["eval_batch_size"], False, cfg["workers"], cfg["seed"], epoch, d,
-                                       shard_eval=True)
-            m = evaluate_model(model, test_loader, d.device, cfg["amp"])
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(n_batches, 1),
-                   "iou": m["iou"], "niou": m["niou"], "pd": m["pd"], "fa": m["fa"],
-                   "train_images_per_s": len(train_ds) / max(train_time, 1e-9), "epoch_s": time.perf_counter() - t_epoch}
-            rows.append(row)
-            improved = m["iou"] > best
-            best = max(best, m["iou"])
-            if d.main:
-                ckpt = {"format_version": FORMAT_VERSION, "model": cfg["model"], "model_config": cfg["model_config"],
-                        "config": cfg, "epoch": epoch + 1, "model_state": model.state_dict(),
-                        "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-                        "scaler_state": scaler.state_dict() if use_scaler else None, "rng": _rng_state(),
-                        "best_iou": best, "metrics": row, "log": rows}
-                save_checkpoint(ckpt, run / "last.pt")
-                if improved:
-                    save_checkpoint(ckpt, run / "best.pt")
-                _write_logs(run, rows, cfg)
-                print(f"epoch {epoch + 1}/{cfg['epochs']} loss {row['train_loss']:.4f} | test IoU {100 * m['iou']:.2f} "
-                      f"nIoU {100 * m['niou']:.2f} Pd {100 * m['pd']:.2f} Fa {1e6 * m['fa']:.2f}e-6"
-                      f"{' (best)' if improved else ''} | {row['epoch_s']:.1f} s", flush=True)
-            d.barrier()
+        stop_at = cfg["epochs"] if not cfg.get("stop_after") else min(cfg["epochs"], st.start + cfg["stop_after"])
+        row: dict = st.rows[-1] if st.rows else {}
+        for epoch in range(st.start, stop_at):
+            loss, seconds = _train_epoch(st, cfg, d, epoch)
+            row = _finish_epoch(st, cfg, d, run, epoch, loss, seconds)
         return row
     finally:
         d.close()
 
 
+def best_epoch_of(ckpt: dict) -> int:
+    """The epoch whose weights best.pt must hold (older checkpoints: the first with the best IoU)."""
+    if ckpt.get("best_epoch"):
+        return int(ckpt["best_epoch"])
+    rows = ckpt.get("log") or []
+    return next((int(r["epoch"]) for r in rows if r.get("iou") == ckpt.get("best_iou")), 0)
+
+
+def repair_best(run: Path, last: dict) -> bool:
+    """Rewrite ``run/best.pt`` from ``last`` when a kill came between the two writes of its epoch."""
+    want = best_epoch_of(last)
+    path = run / "best.pt"
+    try:
+        have = read_checkpoint(str(path)).get("epoch") if path.is_file() else None
+    except CLIError:
+        have = None
+    if have == want:
+        return False
+    if want != last.get("epoch"):
+        print(f"istd train: warning: {path} should hold epoch {want} but holds {have}, and last.pt cannot "
+              f"restore it (it holds epoch {last.get('epoch')})", flush=True)
+        return False
+    save_checkpoint(last, path)
+    print(f"istd train: {path} held epoch {have}, not the best epoch {want} recorded in last.pt (a run was "
+          f"stopped between the two writes); rewrote it from last.pt", flush=True)
+    return True
+
+
+def _resume_config(args, run_dir: Path):
+    """``(cfg, checkpoint)`` for ``--resume``; ``(None, None)`` when the run has already finished."""
+    path = run_dir / "last.pt" if args.resume == "auto" else Path(args.resume)
+    if args.resume == "auto" and not path.exists():
+        print(f"istd train: {run_dir} has no last.pt yet (the run stopped before its first epoch ended); "
+              f"starting afresh", flush=True)
+        return config_from_args(args), None
+    resume = read_checkpoint(str(path))
+    check_checkpoint(resume, str(path), args.model)
+    missing = [k for k in _TRAINING_KEYS if k not in resume]
+    if "format_version" not in resume or missing:
+        raise CLIError(f"{path} is not a training checkpoint of istd train (expected RUN/last.pt"
+                       f"{'; it has no ' + ', '.join(missing) if missing else ''})")
+    cfg = dict(resume["config"])
+    given = config_from_args(args)
+    for key in RESUME_OVERRIDABLE:
+        if getattr(args, key, None) is not None and given[key] != cfg.get(key):
+            cfg[key] = given[key]
+    if path.parent.resolve() == run_dir.resolve():
+        repair_best(run_dir, resume)
+    if cfg["epochs"] <= resume["epoch"]:
+        print(f"istd train: {path} already finished epoch {resume['epoch']} of {cfg['epochs']}; "
+              f"pass a larger --epochs to train further")
+        return None, None
+    return cfg, resume
+
+
 def run(args) -> int:
     """The ``istd train`` subcommand."""
     run_dir = Path(args.out)
-    resume = None
-    if args.resume:
-        path = run_dir / "last.pt" if args.resume == "auto" else Path(args.resume)
-        resume = read_checkpoint(str(path))
-        check_checkpoint(resume, str(path), args.model)
-        if "format_version" not in resume or "optimizer_state" not in resume:
-            raise CLIError(f"{path} is not a training checkpoint of istd train (expected RUN/last.pt)")
-        cfg = dict(resume["config"])
-        given = config_from_args(args)
-        for key in RESUME_OVERRIDABLE:
-            if getattr(args, key, None) is not None and given[key] != cfg.get(key):
-                cfg[key] = given[key]
-        if cfg["epochs"] <= resume["epoch"]:
-            print(f"istd train: {path} already finished epoch {resume['epoch']} of {cfg['epochs']}; "
-                  f"pass a larger --epochs to train further")
-            return 0
-    else:
-        cfg = config_from_args(args)
-    train(cfg, run_dir, resume)
+    check_backend(args.backend)
+    # Only rank 0 writes the run folder; other ranks of a torchrun job must not take its lock.
+    main = int(os.environ.get("RANK", "0")) == 0
+    with RunLock(run_dir) if main else contextlib.nullcontext():
+        if main:
+            stale = remove_stale_temporaries(run_dir)
+            if stale:
+                print(f"istd train: removed {len(stale)} temporary file(s) a stopped run left in {run_dir}: "
+                      f"{', '.join(stale)}", flush=True)
+        cfg, resume = _resume_config(args, run_dir) if args.resume else (config_from_args(args), None)
+        if cfg is not None:
+            train(cfg, run_dir, resume)
     return 0
