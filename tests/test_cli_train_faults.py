@@ -182,3 +182,15 @@ def test_losses_read_0_255_masks_as_0_1_and_refuse_other_ranges(loss):
         loss(x, mask * 3)
     with pytest.raises(ValueError, match="target"):
         loss(x, mask - 0.5)
+
+
+def test_scoring_the_test_split_needs_no_train_list(data, tmp_path):
+    import shutil
+    from istd_kernels.cli.data import ISTDDataset
+    copy = tmp_path / "tiny"
+    shutil.copytree(data, copy)
+    train_list = next(copy.rglob("train*.txt"))
+    train_list.unlink()
+    assert len(ISTDDataset(str(copy), "test")) > 0
+    with pytest.raises(CLIError, match="does not exist"):
+        ISTDDataset(str(copy), "train")

@@ -88,14 +88,14 @@ def resolve_layout(data: str, layout: str = "auto", split: Optional[str] = None)
                                f"choose one with --split")
             sdir = found[0]
         train, test = sdir / "train.txt", sdir / "test.txt"
-    for f in (train, test):
-        if not f.is_file():
-            raise CLIError(f"split file {f} does not exist (expected a list of image ids, one a line)")
+    # Each split file is checked when it is read: scoring the test split needs no train list.
     return Layout(layout, root, root / "images", root / "masks", train, test)
 
 
 def read_ids(path: Path) -> List[str]:
-    """The ids listed in a split file; an empty list is an error naming the file."""
+    """The ids listed in a split file; a missing or empty file is an error naming it."""
+    if not path.is_file():
+        raise CLIError(f"split file {path} does not exist (expected a list of image ids, one a line)")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
