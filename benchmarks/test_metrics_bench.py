@@ -4,6 +4,10 @@
   repositories run (``istd_kernels.metrics.reference``), thresholding included in both.
 - A 5-threshold sweep (``ROC``: pixel TP/FP/FN/TN and Pd/Fa per threshold) against the same
   loop run once per threshold.
+- Pd/Fa matching alone on a pair of 512x512 dense noise masks (10.5 K components a side, what
+  a low ROC threshold or an untrained model gives): the grid matcher of ``metrics.pdfa``
+  against the quadratic matcher it replaced (a full [G, P] distance block, one loop step per
+  target), kept here as the baseline.
 - Labelling + component statistics: ``connected_components`` + ``component_stats`` (label
   images and statistics, what OpenCV returns) and ``measure_components`` (statistics only,
   no label images) against ``cv2.connectedComponentsWithStats`` called per image on the
@@ -16,6 +20,7 @@ import pytest
 import torch
 
 from istd_kernels.metrics import ROC, ISTDMetrics
+from istd_kernels.metrics.pdfa import match
 from istd_kernels.metrics.reference import reference_metrics
 from istd_kernels.ops import component_stats, connected_components, measure_components
 
@@ -104,6 +109,42 @@ def test_roc_istd(benchmark, pairs):
     benchmark.group = "metrics: ROC sweep cpu 64x512x512, 5 thresholds"
     measure(benchmark, run, "cpu", benchmark.group, N, baseline=lambda: _reference_loop(*pairs, SWEEP))
     benchmark.extra_info["impl"] = "istd_kernels ROC (cpp, one fused pass per threshold)"
+
+
+@pytest.fixture(scope="module")
+def noise_components():
+    """Components of two independent 512x512 masks with 5 % of the pixels set (10.5 K each)."""
+    rng = np.random.default_rng(0)
+    target, pred = (torch.from_numpy(rng.random((1, SIZE, SIZE)) < 0.05) for _ in range(2))
+    t, p = measure_components(target, backend="cpp"), measure_components(pred, backend="cpp")
+    return (t.counts, t.centroid.double(), p.counts, p.area.to(torch.int64), p.centroid.double())
+
+
+def _quadratic_detected(t_counts, t_cent, p_counts, p_area, p_cent, distance=3.0):
+    """Detections of one image by the matcher before the grid: all G x P distances at once,
+    then the greedy rule one target at a time over the predictions near any target."""
+    d = t_cent[0, :, None, :] - p_cent[0, None, :, :]                                # [G, P, 2]
+    near = torch.sqrt(d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]) < distance
+    near = near[:, near.any(0)]
+    taken = torch.zeros(near.shape[1], dtype=torch.bool)
+    for g in range(near.shape[0]):
+        eligible = near[g] & ~taken
+        taken |= eligible & (eligible.cumsum(0) == 1)
+    return int(taken.sum())
+
+
+def test_matching_dense_quadratic(benchmark, noise_components):
+    benchmark.group = "metrics: Pd/Fa matching cpu 512x512 noise, 10.5 K components"
+    measure(benchmark, lambda: _quadratic_detected(*noise_components), "cpu", benchmark.group, 1)
+    benchmark.extra_info["impl"] = "quadratic: [G, P] distance block + per-target loop (before the grid)"
+
+
+def test_matching_dense_grid(benchmark, noise_components):
+    assert int(match(*noise_components)[0][0]) == _quadratic_detected(*noise_components)
+    benchmark.group = "metrics: Pd/Fa matching cpu 512x512 noise, 10.5 K components"
+    measure(benchmark, lambda: match(*noise_components), "cpu", benchmark.group, 1,
+            baseline=lambda: _quadratic_detected(*noise_components))
+    benchmark.extra_info["impl"] = "istd_kernels metrics.pdfa.match (grid of distance-wide cells, rounds)"
 
 
 def _cv2_stats(masks):

@@ -446,6 +446,71 @@ def test_bad_arguments():
         ROC([[0.5]])
 
 
+@pytest.mark.parametrize("thresholds, error", [
+    ("0.5", TypeError), (0.5, TypeError), (None, TypeError), (["a"], TypeError), ([True, 0.5], TypeError),
+    (torch.tensor([True]), TypeError), ([2.0], ValueError), ([-0.1, 0.5], ValueError),
+    ([float("nan")], ValueError),
+])
+def test_roc_thresholds_errors_name_the_argument(thresholds, error):
+    with pytest.raises(error, match="thresholds must be .* probabilities in \\[0, 1\\]"):
+        ROC(thresholds)
+
+
+def test_roc_thresholds_accept_tensors_arrays_and_iterables():
+    expect = [0.25, 0.5]
+    for given_ in (expect, tuple(expect), np.array(expect), torch.tensor(expect), (t for t in expect)):
+        assert ROC(given_).thresholds.tolist() == expect
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: PdFa(logits="no"), "logits"), (lambda: IoU(logits="False"), "logits"),
+    (lambda: ROC([0.5], legacy="yes"), "legacy"), (lambda: ISTDMetrics(legacy=None), "legacy"),
+    (lambda: NIoU(distributed="x"), "distributed"),
+])
+def test_flags_must_be_booleans(make, name):
+    # bool("False") is True: a string flag was silently taken as set.
+    with pytest.raises(TypeError, match=name):
+        make()
+
+
+@pytest.mark.parametrize("make", [lambda: PdFa(backend="bogus"), lambda: ROC([0.5], backend="bogus"),
+                                  lambda: ISTDMetrics(backend=3)])
+def test_backend_checked_when_the_metric_is_made(make):
+    with pytest.raises(ValueError, match="backend"):
+        make()
+
+
+@pytest.mark.parametrize("make", [IoU, NIoU, PdFa, lambda: ROC([0.5]), ISTDMetrics])
+def test_meta_tensors_are_refused(make):
+    with pytest.raises(ValueError, match="pred must hold data"):
+        make().update(torch.zeros(1, 1, 8, 8, device="meta"), torch.zeros(1, 1, 8, 8, device="meta"))
+
+
+@pytest.mark.parametrize("make", [IoU, NIoU, PdFa, lambda: ROC([0.3, 0.5]), ISTDMetrics])
+def test_logits_without_the_flag_warn_once(make, recwarn):
+    prob, target = batch(22, n=2)
+    logit = torch.logit(prob.double()).float()
+    quiet = make()
+    quiet.update(prob, target)                       # probabilities
+    quiet.update((prob > 0.5).to(torch.uint8) * 255, target)  # 0/255 integer maps are documented
+    quiet.compute()
+    assert [w for w in recwarn if "outside [0, 1]" in str(w.message)] == []
+    m = make()
+    m.update(logit, target)
+    m.update(logit, target)
+    m.compute()
+    warned = [w for w in recwarn if "outside [0, 1]" in str(w.message)]
+    assert len(warned) == 1 and "logits=True" in str(warned[0].message)
+
+
+def test_logits_with_the_flag_do_not_warn(recwarn):
+    prob, target = batch(23, n=2)
+    for m in (ISTDMetrics(logits=True), ROC([0.5], logits=True), PdFa(logits=True)):
+        m.update(torch.logit(prob.double()).float(), target)
+        m.compute()
+    assert [w for w in recwarn if "outside [0, 1]" in str(w.message)] == []
+
+
 # -- multi-process merge -------------------------------------------------------------------------
 def _distributed_worker(rank, world, init_file, out_file):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,

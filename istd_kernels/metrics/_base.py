@@ -9,11 +9,13 @@ costs at most one per batch, see :mod:`.pdfa`).
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import warnings
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from .. import backend as _backend
 from ..ops._checks import check_tensor
 
 _ACCEPTED = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
@@ -23,6 +25,8 @@ _ACCEPTED = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torc
 def as_maps(value: object, name: str) -> Tensor:
     """``value`` ([N, 1, H, W] or [N, H, W]) as an [N, H, W] view."""
     check_tensor(value, name, None, _ACCEPTED)
+    if value.is_meta:
+        raise ValueError(f"{name} must hold data to be counted; got a tensor on the meta device")
     if value.dim() == 4:
         if value.shape[1] != 1:
             raise ValueError(f"{name} must be [N, 1, H, W] or [N, H, W]; got shape {tuple(value.shape)} "
@@ -53,6 +57,58 @@ def binarize_pred(pred: Tensor, logits: bool) -> Tensor:
     return pred > (0 if logits else 0.5)
 
 
+def check_flag(value: object, name: str) -> bool:
+    """``value`` as a bool: True/False (or 1/0); anything else is a TypeError naming it, since
+    ``bool("False")`` is True."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False; got {value!r}")
+
+
+def check_backend(backend: object) -> Optional[str]:
+    """``backend`` checked when the metric is made rather than at its first update."""
+    if backend is not None:
+        _backend.requested(backend)  # raises ValueError naming the backend
+    return backend
+
+
+class RangeCheck:
+    """Warns once (per metric) when a floating-point ``pred`` given as probabilities has
+    values outside [0, 1] (or NaN): logits passed without ``logits=True`` would otherwise be
+    thresholded at 0.5 without a word.
+
+    On the CPU the check reads the map when it comes; on a GPU the verdict stays on the
+    device until ``compute`` (``flush``), so that ``update`` still needs no host sync.
+    """
+
+    def __init__(self) -> None:
+        self.warned = False
+        self._pending: Optional[Tensor] = None
+
+    def see(self, pred: Tensor, logits: bool) -> None:
+        if logits or self.warned or not pred.dtype.is_floating_point or pred.numel() == 0:
+            return
+        low, high = torch.aminmax(pred)
+        outside = ~((low >= 0) & (high <= 1))  # NaN fails both comparisons
+        if pred.device.type == "cpu":
+            if outside:
+                self._warn()
+        else:
+            self._pending = outside if self._pending is None else self._pending | outside
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and not self.warned and bool(pending):
+            self._warn()
+
+    def _warn(self) -> None:
+        self.warned = True
+        # stacklevel 4: the caller of the metric's update or compute.
+        warnings.warn("pred has values outside [0, 1] (or NaN) although logits=False: they are thresholded at 0.5 as "
+                      "probabilities. Pass logits=True for logits, or apply sigmoid first.", UserWarning,
+                      stacklevel=4)
+
+
 def binarize_target(target: Tensor) -> Tensor:
     # > 0.5 reads 0/1 floats, 0/1 integers and 0/255 PNG masks alike.
     return target if target.dtype == torch.bool else target > 0.5
@@ -70,7 +126,8 @@ class Metric:
     """
 
     def __init__(self, distributed: bool = True) -> None:
-        self.distributed = bool(distributed)
+        self.distributed = check_flag(distributed, "distributed")
+        self.range_check = RangeCheck()
         self._state: Dict[str, Tensor] = {}
         self.reset()
 
@@ -91,6 +148,7 @@ class Metric:
 
     def sync(self) -> Dict[str, Tensor]:
         """Copies of the count tensors, summed over all processes when running distributed."""
+        self.range_check.flush()
         counts = {k: v.clone() for k, v in self._state.items()}
         dist = torch.distributed
         if not (self.distributed and dist.is_available() and dist.is_initialized()):

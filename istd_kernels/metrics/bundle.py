@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from ._base import binarize_pred, binarize_target, check_pair
+from ._base import RangeCheck, binarize_pred, binarize_target, check_pair
 from ._fused import measure_pair
 from .pdfa import PdFa
 from .pixel import IoU, NIoU, intersection_union
@@ -27,11 +27,12 @@ class ISTDMetrics:
     def __init__(self, distance: float = 3.0, logits: bool = False, legacy: bool = False,
                  empty_as: str = "zero", connectivity: int = 8, backend: Optional[str] = None,
                  distributed: bool = True) -> None:
-        self.logits = bool(logits)
         self.iou = IoU(logits=logits, distributed=distributed)
         self.niou = NIoU(empty_as=empty_as, logits=logits, distributed=distributed)
         self.pdfa = PdFa(distance=distance, connectivity=connectivity, legacy=legacy, logits=logits,
                          backend=backend, distributed=distributed)
+        self.logits = self.iou.logits
+        self.range_check = RangeCheck()
 
     def _metrics(self):
         return (self.iou, self.niou, self.pdfa)
@@ -40,6 +41,7 @@ class ISTDMetrics:
         # Checked, thresholded and counted once for all members; a bad batch raises before
         # any member changes.
         p, t = check_pair(pred, target)
+        self.range_check.see(p, self.logits)
         fused = measure_pair(p, t, 0.0 if self.logits else 0.5, self.pdfa.connectivity, self.pdfa.backend)
         if fused is not None:
             inter, union = fused.inter, fused.union
@@ -55,6 +57,7 @@ class ISTDMetrics:
     __call__ = update
 
     def compute(self) -> dict:
+        self.range_check.flush()
         out: dict = {}
         for m in self._metrics():
             out.update(m.compute())
@@ -63,6 +66,7 @@ class ISTDMetrics:
 
     def sync(self) -> dict:
         """The members' count tensors, summed over processes when running distributed."""
+        self.range_check.flush()
         out: dict = {}
         for m in self._metrics():
             out.update(m.sync())

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .. import ops as _ops
-from ._base import Metric, binarize_pred, binarize_target, check_pair, ratio
+from ._base import Metric, binarize_pred, binarize_target, check_backend, check_flag, check_pair, ratio
 
 
 def measure(mask_bin: Tensor, connectivity: int = 8, backend: Optional[str] = None
@@ -202,9 +202,9 @@ class PdFa(Metric):
     def __init__(self, distance: float = 3.0, connectivity: int = 8, legacy: bool = False,
                  logits: bool = False, backend: Optional[str] = None, distributed: bool = True) -> None:
         self.distance, self.connectivity = check_matching_args(distance, connectivity)
-        self.legacy = bool(legacy)
-        self.logits = bool(logits)
-        self.backend = backend
+        self.legacy = check_flag(legacy, "legacy")
+        self.logits = check_flag(logits, "logits")
+        self.backend = check_backend(backend)
         super().__init__(distributed)
 
     def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
@@ -213,6 +213,7 @@ class PdFa(Metric):
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         p, t = check_pair(pred, target)
+        self.range_check.see(p, self.logits)
         self._add(binarize_pred(p, self.logits), binarize_target(t))
 
     def _add(self, pred_bin: Tensor, target_bin: Tensor) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .. import backend as _backend
 from ..extensions import cpu_extension
-from ._base import Metric, binarize_pred, binarize_target, check_pair, ratio
+from ._base import Metric, binarize_pred, binarize_target, check_flag, check_pair, ratio
 
 
 def intersection_union(pred_bin: Tensor, target_bin: Tensor, backend: str | None = None) -> Tuple[Tensor, Tensor]:
@@ -31,11 +31,12 @@ class _OverlapMetric(Metric):
     """A metric fed by the per-image overlap counts of each batch (subclasses define ``_add``)."""
 
     def __init__(self, logits: bool = False, distributed: bool = True) -> None:
-        self.logits = bool(logits)
+        self.logits = check_flag(logits, "logits")
         super().__init__(distributed)
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         p, t = check_pair(pred, target)
+        self.range_check.see(p, self.logits)
         self._add(*intersection_union(binarize_pred(p, self.logits), binarize_target(t)), p.device)
 
     def _add(self, inter: Tensor, union: Tensor, device: torch.device) -> None:

@@ -15,18 +15,43 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._base import Metric, binarize_target, check_pair, ratio
+from ._base import Metric, binarize_target, check_backend, check_flag, check_pair, ratio
+from . import roc_plot
 from ._fused import measure_pair
 from .pdfa import check_matching_args, match, measure
 from .pixel import intersection_union
 
 _STACK_PIXELS = 1 << 25
 _PER_THRESHOLD = ("tp", "fp", "fn", "tn", "detected", "false_pixels")
+
+
+def _check_thresholds(thresholds: object) -> Tensor:
+    """``thresholds`` as a float64 CPU tensor [T] of probabilities in [0, 1]."""
+    expected = "a non-empty 1-D tensor or sequence of probabilities in [0, 1]"
+    if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, (Tensor, Iterable)):
+        raise TypeError(f"thresholds must be {expected}; got {thresholds!r}")
+    if not isinstance(thresholds, Tensor):
+        items = thresholds if hasattr(thresholds, "__array__") else list(thresholds)  # numpy: as a whole
+        try:
+            if any(isinstance(v, (bool, str, bytes)) for v in items):
+                raise TypeError("booleans or strings")
+            thresholds = torch.as_tensor(items, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"thresholds must be {expected}; got {items!r}") from None
+    if thresholds.dtype in (torch.bool, torch.complex64, torch.complex128) or thresholds.is_meta:
+        raise TypeError(f"thresholds must be {expected}; got a {thresholds.dtype} tensor on {thresholds.device}")
+    t = thresholds.detach().to("cpu", torch.float64)
+    if t.dim() != 1 or t.numel() == 0:
+        raise ValueError(f"thresholds must be {expected}; got shape {tuple(t.shape)}")
+    outside = t[~((t >= 0) & (t <= 1))]  # NaN included
+    if outside.numel():
+        raise ValueError(f"thresholds must be {expected}; got {outside.tolist()}")
+    return t
 
 
 class ROC(Metric):
@@ -48,19 +73,11 @@ class ROC(Metric):
     def __init__(self, thresholds: Union[Tensor, Sequence[float]], logits: bool = False,
                  distance: float = 3.0, connectivity: int = 8, legacy: bool = False,
                  backend: Optional[str] = None, distributed: bool = True) -> None:
-        if isinstance(thresholds, Tensor):
-            t = thresholds.detach().to("cpu", torch.float64)
-        else:
-            t = torch.as_tensor(list(thresholds), dtype=torch.float64)
-        if t.dim() != 1 or t.numel() == 0:
-            raise ValueError(f"thresholds must be a non-empty 1-D sequence; got shape {tuple(t.shape)}")
-        if bool(torch.isnan(t).any()):
-            raise ValueError("thresholds must not contain NaN")
-        self.thresholds = t
-        self.logits = bool(logits)
+        self.thresholds = _check_thresholds(thresholds)
+        self.logits = check_flag(logits, "logits")
         self.distance, self.connectivity = check_matching_args(distance, connectivity)
-        self.legacy = bool(legacy)
-        self.backend = backend
+        self.legacy = check_flag(legacy, "legacy")
+        self.backend = check_backend(backend)
         super().__init__(distributed)
 
     def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
@@ -84,6 +101,7 @@ class ROC(Metric):
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         p, t = check_pair(pred, target)
+        self.range_check.see(p, self.logits)
         n, h, w = p.shape
         if n == 0:
             return
@@ -170,23 +188,8 @@ class ROC(Metric):
                 out.writerow([repr(float(r["thresholds"][i])), *(r[k][i] for k in columns[1:]),
                               r["targets"], r["pixels"]])
 
-    def plot(self, path: Union[str, os.PathLike]) -> None:
-        """Save the pixel ROC (TPR vs FPR) and the object curve (Pd vs Fa) side by side."""
-        try:
-            from matplotlib.figure import Figure
-        except ImportError as e:
-            raise ImportError("ROC.plot needs matplotlib: install the `plot` extra "
-                              "(pip install \"istd-kernels[plot]\", or pip install matplotlib)") from e
-        r = self.compute()
-        # A bare Figure, not pyplot: no GUI backend and no global figure state in a training job.
-        fig = Figure(figsize=(10, 4.5))
-        pixel_ax, object_ax = fig.subplots(1, 2)
-        pixel_ax.plot(r["fpr"], r["tpr"], marker=".")
-        pixel_ax.set(xlabel="false positive rate (pixels)", ylabel="true positive rate (pixels)",
-                     title="pixel ROC")
-        object_ax.plot([fa * 1e6 for fa in r["fa"]], r["pd"], marker=".")
-        object_ax.set(xlabel="Fa (x 1e-6)", ylabel="Pd", title="Pd / Fa")
-        for ax in (pixel_ax, object_ax):
-            ax.grid(True, alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path)
+    def plot(self, path: Union[str, os.PathLike], model: Optional[str] = None, data: Optional[str] = None):
+        """Save the pixel ROC (TPR % vs FPR) and the object curve (Pd % vs Fa x 1e-6) side by
+        side, false alarms on log axes, titled with ``model`` and ``data`` when given; returns
+        the matplotlib Figure. See :mod:`.roc_plot`."""
+        return roc_plot.draw(self.compute(), path, model=model, data=data)
