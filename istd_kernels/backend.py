@@ -22,7 +22,7 @@ import contextlib
 import importlib.util
 import os
 import sys
-from typing import Dict, Iterable, Iterator, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Tuple
 
 import torch
 
@@ -145,14 +145,68 @@ def _fits(name: str, device: torch.device, dtype: torch.dtype) -> Tuple[bool, st
     return True, ""
 
 
-def select(op: str, implemented: Iterable[str], device: torch.device, dtype: torch.dtype,
-           backend: str | None = None) -> str:
-    """The backend that runs ``op`` on tensors of ``device``/``dtype``.
+Supports = Callable[[str], Tuple[bool, str]]
 
-    ``implemented`` lists the backends the op has. Raises :class:`BackendUnavailableError`
-    if the requested backend is named explicitly and cannot run.
+
+class Verdict(NamedTuple):
+    """Whether one backend can run a call, and why not."""
+
+    backend: str
+    ok: bool
+    reason: str
+
+
+def _always(name: str) -> Tuple[bool, str]:
+    return True, ""
+
+
+def _verdict(name: str, implemented: Tuple[str, ...], device: torch.device, dtype: torch.dtype,
+             supports: Supports) -> Verdict:
+    if name not in implemented:
+        return Verdict(name, False, f"not implemented for this op (it has {', '.join(implemented)})")
+    ok, reason = _fits(name, device, dtype)
+    if ok:
+        ok, reason = supports(name)
+    return Verdict(name, ok, reason)
+
+
+def auto_order(device: torch.device) -> Tuple[str, ...]:
+    """The backends ``auto`` tries, best first, for tensors on ``device``."""
+    return _AUTO_ORDER.get(device.type, ("torch",))
+
+
+def explain(op: str, implemented: Iterable[str], device: torch.device, dtype: torch.dtype,
+            backend: str | None = None, supports: Supports | None = None) -> Tuple[str, List[Verdict]]:
+    """``(chosen, verdicts)``: the backend :func:`select` picks and every backend's verdict.
+
+    Verdicts follow ``auto``'s order for ``device``, then the remaining backends; an
+    explicit request that cannot run makes ``chosen`` the error message.
     """
     implemented = tuple(implemented)
+    supports = supports or _always
+    order = auto_order(device) + tuple(n for n in NAMES if n not in auto_order(device))
+    verdicts = [_verdict(n, implemented, device, dtype, supports) for n in order]
+    try:
+        chosen = select(op, implemented, device, dtype, backend, supports)
+    except (ValueError, RuntimeError) as err:
+        chosen = f"error: {err}"
+    return chosen, verdicts
+
+
+def select(op: str, implemented: Iterable[str], device: torch.device, dtype: torch.dtype,
+           backend: str | None = None, supports: Supports | None = None) -> str:
+    """The backend that runs ``op`` on tensors of ``device``/``dtype``.
+
+    ``implemented`` lists the backends the op has; ``supports(name) -> (ok, reason)`` says
+    whether backend ``name`` takes this particular call (its shapes and hyper-parameters).
+    ``auto`` walks :func:`auto_order` and takes the first backend that is implemented,
+    available for the device and dtype, and supports the call; ``torch`` is the last resort.
+    A backend named explicitly (or by a context) raises :class:`BackendUnavailableError`
+    when it cannot run on this machine, device or dtype, and ``ValueError`` with the
+    backend's reason when it does not support the call.
+    """
+    implemented = tuple(implemented)
+    supports = supports or _always
     name = requested(backend)
     if backend is None and name not in implemented:
         # A use_backend() context or ISTD_BACKEND covers a whole model, whose ops need not
@@ -160,8 +214,8 @@ def select(op: str, implemented: Iterable[str], device: torch.device, dtype: tor
         # backend= is a demand about this op, and refusing it is the honest answer.
         name = "auto"
     if name == "auto":
-        for candidate in _AUTO_ORDER.get(device.type, ("torch",)):
-            if candidate in implemented and _fits(candidate, device, dtype)[0]:
+        for candidate in auto_order(device):
+            if _verdict(candidate, implemented, device, dtype, supports).ok:
                 return candidate
         return "torch"
     if name not in implemented:
@@ -174,4 +228,7 @@ def select(op: str, implemented: Iterable[str], device: torch.device, dtype: tor
             f"backend {name!r} cannot run {op} on {device.type} {str(dtype).replace('torch.', '')} tensors: "
             f"{reason}. Use backend='auto' or 'torch', or fix the cause; `python -m istd_kernels.info` lists every backend's status."
         )
+    ok, reason = supports(name)
+    if not ok:
+        raise ValueError(f"{reason}. Use backend='auto' or backend='torch'")
     return name

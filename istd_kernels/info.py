@@ -1,7 +1,13 @@
-"""``python -m istd_kernels.info``: versions, extensions, backends and GPU of this machine."""
+"""``python -m istd_kernels.info``: versions, extensions, backends and GPU of this machine.
+
+``python -m istd_kernels.info --explain split_attention --scales 3,5 [--device cuda]
+[--dtype float16] [--backend triton]`` tells which backend runs that call and why each
+other backend was skipped.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import platform
 import shutil
@@ -55,8 +61,42 @@ def report() -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    print(report())
+def _parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m istd_kernels.info", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--explain", metavar="OP", help="an op, e.g. depthwise_conv2d or istd.split_attention")
+    parser.add_argument("--device", default="cpu", help="device of the call's tensors (default cpu)")
+    parser.add_argument("--dtype", default="float32", help="dtype of the call's tensors (default float32)")
+    parser.add_argument("--backend", default=None, help="the backend= argument of the call (default: none)")
+    parser.add_argument("--scales", default=None, help="split_attention's scales, e.g. 2,4 or 3,5")
+    args = parser.parse_args(argv)
+    if args.explain is not None:
+        args.explain = args.explain if args.explain.startswith("istd.") else "istd." + args.explain
+        dtype = getattr(torch, args.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            parser.error(f"--dtype must name a torch dtype such as float32; got {args.dtype!r}")
+        args.dtype = dtype
+    return args
+
+
+def explain_call(args: argparse.Namespace) -> str:
+    """The ``--explain`` answer for parsed arguments."""
+    from .ops import _dispatch
+
+    call = {}
+    if args.scales:
+        call["scales"] = tuple(int(s) for s in args.scales.split(","))
+    return _dispatch.explain(args.explain, args.device, args.dtype, args.backend, **call)
+
+
+def main(argv=None) -> None:
+    args = _parse(argv)
+    if args.explain is None:
+        print(report())
+        return
+    try:
+        print(explain_call(args))
+    except ValueError as err:
+        raise SystemExit(f"python -m istd_kernels.info: error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Layout and dtype rules shared by every layer (ops, kernels, bindings' Python side).
 
-This module is the ground floor: it imports nothing from the package, so both the op layer
-and the kernel layer can use it without an import circle.
+This module is the ground floor: it imports only :mod:`istd_kernels.limits` (itself ground
+floor), so both the op layer and the kernel layer can use it without an import circle.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from typing import Sequence
 
 import torch
 
+from .limits import MMP_UINT8_MAX_SCALE
+
 #: Largest pooling scale whose window offsets (``< s*s <= 256``) fit the compact uint8 index.
-UINT8_MAX_SCALE = 16
+UINT8_MAX_SCALE = MMP_UINT8_MAX_SCALE
 
 
 def output_memory_format(t: torch.Tensor) -> torch.memory_format:

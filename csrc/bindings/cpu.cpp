@@ -22,7 +22,6 @@
 
 namespace {
 
-using istd_binding::check_hparams;
 using istd_binding::strides_of;
 using istd_binding::torch_version;
 
@@ -46,35 +45,25 @@ at::Tensor compute_view(const at::Tensor& t) {
 
 
 
-void check_weight(const at::Tensor& weight, const at::Tensor& like, int64_t C) {
-  check_cpu_float(weight, "weight");
-  TORCH_CHECK(weight.scalar_type() == like.scalar_type(), "istd _C: weight dtype ", weight.scalar_type(),
-              " differs from ", like.scalar_type());
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1,
-              "istd _C: weight must have shape [C, 1, kh, kw] with C = ", C, ", got ", weight.sizes());
+void check_same_cpu(const at::Tensor& t, const char* name, const at::Tensor& like) {
+  check_cpu_float(t, name);
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), "istd _C: ", name, " dtype ", t.scalar_type(), " differs from ",
+              like.scalar_type());
 }
 
-at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
-  check_cpu_float(x, "x");
-  TORCH_CHECK(x.dim() == 4, "istd _C: x must be 4-D [N, C, H, W], got ", x.sizes());
-  check_weight(weight, x, x.size(1));
-  check_hparams("istd _C", sh, sw, ph, pw, dh, dw);
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias) {
-    check_cpu_float(*bias, "bias");
-    TORCH_CHECK(bias->scalar_type() == x.scalar_type(), "istd _C: bias dtype ", bias->scalar_type(),
-                " differs from x dtype ", x.scalar_type());
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1), "istd _C: bias must have shape [C], got ",
-                bias->sizes());
-  }
-  const DwGeometry g = istd_binding::make_geometry("istd _C", 1024, x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2), weight.size(3), sh,
-                                     sw, ph, pw, dh, dw);
+// The kernels' result in the caller's dtype (half types were computed in float32).
+at::Tensor as_dtype(const at::Tensor& t, at::ScalarType dtype) { return t.scalar_type() == dtype ? t : t.to(dtype); }
 
+at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                         const std::vector<int64_t>& conv) {
+  check_cpu_float(x, "x");
+  check_same_cpu(weight, "weight", x);
+  const bool has_bias = istd_binding::has_tensor(bias);
+  if (has_bias) check_same_cpu(*bias, "bias", x);
+  const DwGeometry g = istd_binding::dw_fwd_geometry("istd _C", x, weight, has_bias ? &*bias : nullptr, conv);
   const at::Tensor xc = compute_view(x);
   const at::Tensor wc = compute_view(weight).contiguous();
-  at::Tensor bc;
-  if (has_bias) bc = compute_view(*bias).contiguous();
+  const at::Tensor bc = has_bias ? compute_view(*bias).contiguous() : at::Tensor();
   at::Tensor y = at::empty({g.N, g.C, g.Ho, g.Wo}, xc.options().memory_format(istd_binding::output_memory_format(x)));
   if (y.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "istd_depthwise_fwd_cpu", [&] {
@@ -83,49 +72,34 @@ at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c1
                                       strides_of(y), g);
     });
   }
-  return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
+  return as_dtype(y, x.scalar_type());
 }
 
-at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weight, int64_t H, int64_t W, int64_t sh,
-                               int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw) {
+at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weight, int64_t H, int64_t W,
+                               const std::vector<int64_t>& conv) {
   check_cpu_float(grad_y, "grad_y");
-  TORCH_CHECK(grad_y.dim() == 4, "istd _C: grad_y must be 4-D [N, C, Ho, Wo], got ", grad_y.sizes());
-  check_weight(weight, grad_y, grad_y.size(1));
-  check_hparams("istd _C", sh, sw, ph, pw, dh, dw);
-  TORCH_CHECK(H >= 0 && W >= 0, "istd _C: input size must be >= 0, got (", H, ", ", W, ")");
-  const DwGeometry g = istd_binding::make_geometry("istd _C", 1024, grad_y.size(0), grad_y.size(1), H, W, weight.size(2), weight.size(3), sh, sw, ph,
-                                     pw, dh, dw);
-  TORCH_CHECK(grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo, "istd _C: grad_y has spatial size (",
-              grad_y.size(2), ", ", grad_y.size(3), ") but the convolution of (", H, ", ", W, ") gives (", g.Ho,
-              ", ", g.Wo, ")");
-
+  check_same_cpu(weight, "weight", grad_y);
+  const DwGeometry g = istd_binding::dw_bwd_input_geometry("istd _C", grad_y, weight, H, W, conv);
   const at::Tensor gyc = compute_view(grad_y);
   const at::Tensor wc = compute_view(weight).contiguous();
-  at::Tensor gx = at::empty({g.N, g.C, g.H, g.W}, gyc.options().memory_format(istd_binding::output_memory_format(grad_y)));
+  at::Tensor gx =
+      at::empty({g.N, g.C, g.H, g.W}, gyc.options().memory_format(istd_binding::output_memory_format(grad_y)));
   if (gx.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES(gyc.scalar_type(), "istd_depthwise_bwd_input_cpu", [&] {
       istd::cpu::dw_backward_input<scalar_t>(gyc.data_ptr<scalar_t>(), strides_of(gyc), wc.data_ptr<scalar_t>(),
                                              gx.data_ptr<scalar_t>(), strides_of(gx), g);
     });
   }
-  return gx.scalar_type() == grad_y.scalar_type() ? gx : gx.to(grad_y.scalar_type());
+  return as_dtype(gx, grad_y.scalar_type());
 }
 
 std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at::Tensor& grad_y, const at::Tensor& x,
-                                                                       int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                                                                       int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                                                       int64_t kh, int64_t kw,
+                                                                       const std::vector<int64_t>& conv,
                                                                        bool need_bias) {
-  check_cpu_float(grad_y, "grad_y");
   check_cpu_float(x, "x");
-  TORCH_CHECK(x.dim() == 4 && grad_y.dim() == 4, "istd _C: x and grad_y must be 4-D, got ", x.sizes(), " and ",
-              grad_y.sizes());
-  TORCH_CHECK(grad_y.scalar_type() == x.scalar_type(), "istd _C: grad_y dtype ", grad_y.scalar_type(),
-              " differs from x dtype ", x.scalar_type());
-  check_hparams("istd _C", sh, sw, ph, pw, dh, dw);
-  const DwGeometry g = istd_binding::make_geometry("istd _C", 1024, x.size(0), x.size(1), x.size(2), x.size(3), kh, kw, sh, sw, ph, pw, dh, dw);
-  TORCH_CHECK(grad_y.size(0) == g.N && grad_y.size(1) == g.C && grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo,
-              "istd _C: grad_y must have shape [", g.N, ", ", g.C, ", ", g.Ho, ", ", g.Wo, "], got ", grad_y.sizes());
-
+  check_same_cpu(grad_y, "grad_y", x);
+  const DwGeometry g = istd_binding::dw_bwd_weight_geometry("istd _C", grad_y, x, kh, kw, conv);
   const at::Tensor gyc = compute_view(grad_y);
   const at::Tensor xc = compute_view(x);
   at::Tensor gw = at::empty({g.C, 1, kh, kw}, xc.options());
@@ -138,44 +112,21 @@ std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at:
                                               need_bias ? gb.data_ptr<scalar_t>() : nullptr, g);
     });
   }
-  const auto out_type = x.scalar_type();
-  if (gw.scalar_type() != out_type) gw = gw.to(out_type);
   c10::optional<at::Tensor> gb_out;
-  if (need_bias) gb_out = gb.scalar_type() == out_type ? gb : gb.to(out_type);
-  return std::make_tuple(gw, gb_out);
-}
-
-// Device and dtype checks of hlk_fwd's tensors; the shapes are checked by make_hlk_geometry.
-istd::HlkGeometry hlk_geometry(const at::Tensor& x, const at::Tensor& w0, const c10::optional<at::Tensor>& b0,
-                               const at::Tensor& w1, const c10::optional<at::Tensor>& b1, const at::Tensor& w_pw,
-                               const c10::optional<at::Tensor>& b_pw, int64_t dilation, int64_t groups) {
-  const auto has = [](const c10::optional<at::Tensor>& b) { return b.has_value() && b->defined(); };
-  const std::pair<const at::Tensor*, const char*> tensors[] = {{&w0, "w0"}, {&w1, "w1"}, {&w_pw, "w_pw"}};
-  for (const auto& t : tensors) {
-    check_cpu_float(*t.first, t.second);
-    TORCH_CHECK(t.first->scalar_type() == x.scalar_type(), "istd _C: ", t.second, " dtype ", t.first->scalar_type(),
-                " differs from x dtype ", x.scalar_type());
-  }
-  for (const c10::optional<at::Tensor>* b : {&b0, &b1, &b_pw}) {
-    if (!has(*b)) continue;
-    check_cpu_float(**b, "hlk bias");
-    TORCH_CHECK((*b)->scalar_type() == x.scalar_type(), "istd _C: bias dtype ", (*b)->scalar_type(),
-                " differs from x dtype ", x.scalar_type());
-  }
-  const at::Tensor none;
-  return istd_binding::make_hlk_geometry("istd _C", x, w0, w1, w_pw,
-                                         {{has(b0) ? &*b0 : &none, has(b0)}, {has(b1) ? &*b1 : &none, has(b1)},
-                                          {has(b_pw) ? &*b_pw : &none, has(b_pw)}},
-                                         dilation, groups);
+  if (need_bias) gb_out = as_dtype(gb, x.scalar_type());
+  return std::make_tuple(as_dtype(gw, x.scalar_type()), gb_out);
 }
 
 at::Tensor hlk_fwd(const at::Tensor& x, const at::Tensor& w0, const c10::optional<at::Tensor>& b0,
                    const at::Tensor& w1, const c10::optional<at::Tensor>& b1, const at::Tensor& w_pw,
                    const c10::optional<at::Tensor>& b_pw, int64_t dilation, int64_t groups) {
   check_cpu_float(x, "x");
-  const istd::HlkGeometry g = hlk_geometry(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups);
+  for (const at::Tensor* w : {&w0, &w1, &w_pw}) check_same_cpu(*w, "hlk weight", x);
+  for (const c10::optional<at::Tensor>* b : {&b0, &b1, &b_pw})
+    if (istd_binding::has_tensor(*b)) check_same_cpu(**b, "hlk bias", x);
+  const istd::HlkGeometry g = istd_binding::make_hlk_geometry("istd _C", x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups);
   const auto opt_view = [](const c10::optional<at::Tensor>& b) {
-    return (b.has_value() && b->defined()) ? compute_view(*b).contiguous() : at::Tensor();
+    return istd_binding::has_tensor(b) ? compute_view(*b).contiguous() : at::Tensor();
   };
   const at::Tensor xc = compute_view(x);
   const at::Tensor w0c = compute_view(w0).contiguous(), w1c = compute_view(w1).contiguous();
@@ -190,7 +141,23 @@ at::Tensor hlk_fwd(const at::Tensor& x, const at::Tensor& w0, const c10::optiona
                                        y.data_ptr<scalar_t>(), strides_of(y), g);
     });
   }
-  return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
+  return as_dtype(y, x.scalar_type());
+}
+
+// The limits of csrc/include/istd/limits.h, for istd_kernels/limits.py.
+py::dict limits() {
+  namespace lim = istd::limits;
+  py::dict d;
+  d["kDwMaxKernel"] = lim::kDwMaxKernel;
+  d["kDwMaxDilation"] = lim::kDwMaxDilation;
+  d["kMaxHyperParam"] = lim::kMaxHyperParam;
+  d["kSaMaxBranches"] = lim::kSaMaxBranches;
+  d["kSaMaxScale"] = lim::kSaMaxScale;
+  d["kSaCudaMaxLcm"] = lim::kSaCudaMaxLcm;
+  d["kMmpMaxScale"] = lim::kMmpMaxScale;
+  d["kMmpUint8MaxScale"] = lim::kMmpUint8MaxScale;
+  d["kMaxImagePixels"] = lim::kMaxImagePixels;
+  return d;
 }
 
 std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity) {
@@ -244,8 +211,8 @@ std::tuple<at::Tensor, at::Tensor> mask_overlap(const at::Tensor& pred, const at
 istd::cpu::MaskSource mask_source(const at::Tensor& m, const c10::optional<double>& threshold, const char* name) {
   TORCH_CHECK(m.device().is_cpu() && m.dim() == 3 && m.is_contiguous(), "istd _C: ", name,
               " must be a contiguous 3-D [N, H, W] CPU tensor, got ", m.sizes(), " on ", m.device());
-  TORCH_CHECK(m.size(1) * m.size(2) < INT32_MAX, "istd _C: an image of ", m.size(1), "x", m.size(2),
-              " pixels is too large");
+  TORCH_CHECK(m.size(1) * m.size(2) <= istd::limits::kMaxImagePixels, "istd _C: an image of ", m.size(1), "x",
+              m.size(2), " pixels is too large");
   istd::cpu::MaskSource s;
   s.data = m.data_ptr();
   if (m.scalar_type() == at::kFloat) {
@@ -368,7 +335,7 @@ at::Tensor mmp_bwd(const std::vector<at::Tensor>& grads, const std::vector<at::T
         istd::cpu::mmp_backward<scalar_t, int32_t>(levels.data(), g, gu.data_ptr<scalar_t>(), strides_of(gu));
     });
   }
-  return gu.scalar_type() == grads[0].scalar_type() ? gu : gu.to(grads[0].scalar_type());
+  return as_dtype(gu, grads[0].scalar_type());
 }
 
 void check_sa_cpu(const std::vector<at::Tensor>& branches, const at::Tensor& logits, const at::Tensor& temperature,
@@ -401,7 +368,7 @@ at::Tensor split_attn_fwd(const std::vector<at::Tensor>& branches, const at::Ten
       istd::cpu::sa_forward<scalar_t>(in, z.data_ptr<scalar_t>(), strides_of(z), g);
     });
   }
-  return z.scalar_type() == residual.scalar_type() ? z : z.to(residual.scalar_type());
+  return as_dtype(z, residual.scalar_type());
 }
 
 std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tensor> split_attn_bwd(
@@ -435,7 +402,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tens
     glg.zero_();
   }
   const auto dt = residual.scalar_type();
-  const auto back = [dt](const at::Tensor& t) { return t.scalar_type() == dt ? t : t.to(dt); };
+  const auto back = [dt](const at::Tensor& t) { return as_dtype(t, dt); };
   for (at::Tensor& b : gbs) b = back(b);
   return std::make_tuple(gbs, back(glg), back(gt).reshape(temperature.sizes()), back(gres), back(gv));
 }
@@ -445,14 +412,13 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tens
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "istd_kernels CPU kernels (depthwise 2-D convolution, connected components)";
   m.def("torch_version", &torch_version, "The torch version this extension was compiled against.");
-  m.def("depthwise_fwd", &depthwise_fwd, "Depthwise conv2d forward", py::arg("x"), py::arg("weight"),
-        py::arg("bias"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"));
+  m.def("limits", &limits, "The ops' limits (csrc/include/istd/limits.h): {constant name: value}.");
+  m.def("depthwise_fwd", &depthwise_fwd, "Depthwise conv2d forward; conv = [sh, sw, ph, pw, dh, dw]", py::arg("x"),
+        py::arg("weight"), py::arg("bias"), py::arg("conv"));
   m.def("depthwise_bwd_input", &depthwise_bwd_input, "Depthwise conv2d grad w.r.t. the input", py::arg("grad_y"),
-        py::arg("weight"), py::arg("H"), py::arg("W"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
-        py::arg("dh"), py::arg("dw"));
+        py::arg("weight"), py::arg("H"), py::arg("W"), py::arg("conv"));
   m.def("depthwise_bwd_weight", &depthwise_bwd_weight, "Depthwise conv2d grads w.r.t. weight and bias",
-        py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
-        py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("need_bias"));
+        py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("conv"), py::arg("need_bias"));
   m.def("hlk_fwd", &hlk_fwd, "Fused HLKConv forward: depthwise k1, dilated depthwise k2, split grouped 1x1",
         py::arg("x"), py::arg("w0"), py::arg("b0"), py::arg("w1"), py::arg("b1"), py::arg("w_pw"), py::arg("b_pw"),
         py::arg("dilation"), py::arg("groups"));

@@ -17,7 +17,6 @@
 
 namespace {
 
-using istd_binding::check_hparams;
 using istd_binding::strides_of;
 using istd_binding::torch_version;
 
@@ -61,29 +60,15 @@ void check_launch(cudaError_t err, const char* what) {
 
 
 
-void check_weight(const at::Tensor& weight, const at::Tensor& like, int64_t C) {
-  check_cuda(weight, "weight", like);
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1,
-              "istd _cuda: weight must have shape [C, 1, kh, kw] with C = ", C, ", got ", weight.sizes());
-}
-
 at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t stream) {
+                         const std::vector<int64_t>& conv, int64_t stream) {
   check_cuda(x, "x", x);
-  TORCH_CHECK(x.dim() == 4, "istd _cuda: x must be 4-D [N, C, H, W], got ", x.sizes());
-  check_weight(weight, x, x.size(1));
-  check_hparams("istd _cuda", sh, sw, ph, pw, dh, dw);
-  const bool has_bias = bias.has_value() && bias->defined();
-  at::Tensor bc;
-  if (has_bias) {
-    check_cuda(*bias, "bias", x);
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == x.size(1), "istd _cuda: bias must have shape [C], got ",
-                bias->sizes());
-    bc = bias->contiguous();
-  }
-  const DwGeometry g = istd_binding::make_geometry("istd _cuda", 64, x.size(0), x.size(1), x.size(2), x.size(3), weight.size(2), weight.size(3), sh,
-                                     sw, ph, pw, dh, dw);
+  check_cuda(weight, "weight", x);
+  const bool has_bias = istd_binding::has_tensor(bias);
+  if (has_bias) check_cuda(*bias, "bias", x);
+  const DwGeometry g = istd_binding::dw_fwd_geometry("istd _cuda", x, weight, has_bias ? &*bias : nullptr, conv);
   const at::Tensor wc = weight.contiguous();
+  const at::Tensor bc = has_bias ? bias->contiguous() : at::Tensor();
   at::Tensor y = at::empty({g.N, g.C, g.Ho, g.Wo}, x.options().memory_format(istd_binding::output_memory_format(x)));
   if (y.numel() == 0) return y;
   check_launch(istd_dw_fwd_cuda(dtype_of(x), x.data_ptr(), strides_of(x), wc.data_ptr(),
@@ -92,20 +77,14 @@ at::Tensor depthwise_fwd(const at::Tensor& x, const at::Tensor& weight, const c1
   return y;
 }
 
-at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weight, int64_t H, int64_t W, int64_t sh,
-                               int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t stream) {
+at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weight, int64_t H, int64_t W,
+                               const std::vector<int64_t>& conv, int64_t stream) {
   check_cuda(grad_y, "grad_y", grad_y);
-  TORCH_CHECK(grad_y.dim() == 4, "istd _cuda: grad_y must be 4-D [N, C, Ho, Wo], got ", grad_y.sizes());
-  check_weight(weight, grad_y, grad_y.size(1));
-  check_hparams("istd _cuda", sh, sw, ph, pw, dh, dw);
-  TORCH_CHECK(H >= 0 && W >= 0, "istd _cuda: input size must be >= 0, got (", H, ", ", W, ")");
-  const DwGeometry g = istd_binding::make_geometry("istd _cuda", 64, grad_y.size(0), grad_y.size(1), H, W, weight.size(2), weight.size(3), sh, sw, ph,
-                                     pw, dh, dw);
-  TORCH_CHECK(grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo, "istd _cuda: grad_y has spatial size (",
-              grad_y.size(2), ", ", grad_y.size(3), ") but the convolution of (", H, ", ", W, ") gives (", g.Ho,
-              ", ", g.Wo, ")");
+  check_cuda(weight, "weight", grad_y);
+  const DwGeometry g = istd_binding::dw_bwd_input_geometry("istd _cuda", grad_y, weight, H, W, conv);
   const at::Tensor wc = weight.contiguous();
-  at::Tensor gx = at::empty({g.N, g.C, g.H, g.W}, grad_y.options().memory_format(istd_binding::output_memory_format(grad_y)));
+  at::Tensor gx =
+      at::empty({g.N, g.C, g.H, g.W}, grad_y.options().memory_format(istd_binding::output_memory_format(grad_y)));
   if (gx.numel() == 0) return gx;
   check_launch(istd_dw_bwd_input_cuda(dtype_of(grad_y), grad_y.data_ptr(), strides_of(grad_y), wc.data_ptr(),
                                       gx.data_ptr(), strides_of(gx), g, as_stream(stream)),
@@ -114,18 +93,12 @@ at::Tensor depthwise_bwd_input(const at::Tensor& grad_y, const at::Tensor& weigh
 }
 
 std::tuple<at::Tensor, c10::optional<at::Tensor>> depthwise_bwd_weight(const at::Tensor& grad_y, const at::Tensor& x,
-                                                                       int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                                                                       int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                                                       int64_t kh, int64_t kw,
+                                                                       const std::vector<int64_t>& conv,
                                                                        bool need_bias, int64_t stream) {
   check_cuda(x, "x", x);
   check_cuda(grad_y, "grad_y", x);
-  TORCH_CHECK(x.dim() == 4 && grad_y.dim() == 4, "istd _cuda: x and grad_y must be 4-D, got ", x.sizes(), " and ",
-              grad_y.sizes());
-  check_hparams("istd _cuda", sh, sw, ph, pw, dh, dw);
-  const DwGeometry g = istd_binding::make_geometry("istd _cuda", 64, x.size(0), x.size(1), x.size(2), x.size(3), kh, kw, sh, sw, ph, pw, dh, dw);
-  TORCH_CHECK(grad_y.size(0) == g.N && grad_y.size(1) == g.C && grad_y.size(2) == g.Ho && grad_y.size(3) == g.Wo,
-              "istd _cuda: grad_y must have shape [", g.N, ", ", g.C, ", ", g.Ho, ", ", g.Wo, "], got ",
-              grad_y.sizes());
+  const DwGeometry g = istd_binding::dw_bwd_weight_geometry("istd _cuda", grad_y, x, kh, kw, conv);
   at::Tensor gw = at::empty({g.C, 1, kh, kw}, x.options());
   at::Tensor gb;
   if (need_bias) gb = at::empty({g.C}, x.options());
@@ -148,17 +121,14 @@ at::Tensor hlk_fwd(const at::Tensor& x, const at::Tensor& w0, const c10::optiona
                    const at::Tensor& w1, const c10::optional<at::Tensor>& b1, const at::Tensor& w_pw,
                    const c10::optional<at::Tensor>& b_pw, int64_t dilation, int64_t groups, int64_t stream) {
   check_cuda(x, "x", x);
-  const auto has = [](const c10::optional<at::Tensor>& b) { return b.has_value() && b->defined(); };
   for (const at::Tensor* w : {&w0, &w1, &w_pw}) check_cuda(*w, "hlk weight", x);
-  for (const c10::optional<at::Tensor>* b : {&b0, &b1, &b_pw}) {
-    if (has(*b)) check_cuda(**b, "hlk bias", x);
-  }
-  const at::Tensor none;
-  const istd::HlkGeometry g = istd_binding::make_hlk_geometry(
-      "istd _cuda", x, w0, w1, w_pw,
-      {{has(b0) ? &*b0 : &none, has(b0)}, {has(b1) ? &*b1 : &none, has(b1)}, {has(b_pw) ? &*b_pw : &none, has(b_pw)}},
-      dilation, groups);
-  const auto contiguous_or_none = [&](const c10::optional<at::Tensor>& b) { return has(b) ? b->contiguous() : at::Tensor(); };
+  for (const c10::optional<at::Tensor>* b : {&b0, &b1, &b_pw})
+    if (istd_binding::has_tensor(*b)) check_cuda(**b, "hlk bias", x);
+  const istd::HlkGeometry g =
+      istd_binding::make_hlk_geometry("istd _cuda", x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups);
+  const auto contiguous_or_none = [](const c10::optional<at::Tensor>& b) {
+    return istd_binding::has_tensor(b) ? b->contiguous() : at::Tensor();
+  };
   const at::Tensor b0c = contiguous_or_none(b0), b1c = contiguous_or_none(b1), bpc = contiguous_or_none(b_pw);
   const at::Tensor w0c = w0.contiguous(), w1c = w1.contiguous(), wpc = w_pw.contiguous();
   at::Tensor y = at::empty({g.N, g.Cout, g.H, g.W}, x.options().memory_format(istd_binding::output_memory_format(x)));
@@ -310,15 +280,13 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tens
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "istd_kernels CUDA kernels (depthwise 2-D convolution, connected components)";
   m.def("torch_version", &torch_version, "The torch version this extension was compiled against.");
-  m.def("depthwise_fwd", &depthwise_fwd, "Depthwise conv2d forward", py::arg("x"), py::arg("weight"),
-        py::arg("bias"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"),
-        py::arg("stream"));
+  m.def("depthwise_fwd", &depthwise_fwd, "Depthwise conv2d forward; conv = [sh, sw, ph, pw, dh, dw]", py::arg("x"),
+        py::arg("weight"), py::arg("bias"), py::arg("conv"), py::arg("stream"));
   m.def("depthwise_bwd_input", &depthwise_bwd_input, "Depthwise conv2d grad w.r.t. the input", py::arg("grad_y"),
-        py::arg("weight"), py::arg("H"), py::arg("W"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
-        py::arg("dh"), py::arg("dw"), py::arg("stream"));
+        py::arg("weight"), py::arg("H"), py::arg("W"), py::arg("conv"), py::arg("stream"));
   m.def("depthwise_bwd_weight", &depthwise_bwd_weight, "Depthwise conv2d grads w.r.t. weight and bias",
-        py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"),
-        py::arg("pw"), py::arg("dh"), py::arg("dw"), py::arg("need_bias"), py::arg("stream"));
+        py::arg("grad_y"), py::arg("x"), py::arg("kh"), py::arg("kw"), py::arg("conv"), py::arg("need_bias"),
+        py::arg("stream"));
   m.def("hlk_fwd", &hlk_fwd, "Fused HLKConv forward: depthwise k1, dilated depthwise k2, split grouped 1x1",
         py::arg("x"), py::arg("w0"), py::arg("b0"), py::arg("w1"), py::arg("b1"), py::arg("w_pw"), py::arg("b_pw"),
         py::arg("dilation"), py::arg("groups"), py::arg("stream"));

@@ -16,9 +16,11 @@
 namespace istd_binding {
 
 // Window offsets are uint8 while every window has at most 256 cells (the rule of
-// istd_kernels.ops.multiscale_maxpool.index_dtype), int32 otherwise.
-constexpr int64_t kMmpUint8MaxScale = 16;
-constexpr int64_t kMmpMaxScale = 1 << 15;
+// istd_kernels.layout.index_dtype), int32 otherwise.
+constexpr int64_t kMmpUint8MaxScale = istd::limits::kMmpUint8MaxScale;
+constexpr int64_t kMmpMaxScale = istd::limits::kMmpMaxScale;
+static_assert(istd::kSaMaxBranches == istd::limits::kSaMaxBranches,
+              "pool_attn_core.h's branch arrays must match limits.h");
 
 inline at::ScalarType mmp_index_type(const std::vector<int64_t>& scales) {
   return *std::max_element(scales.begin(), scales.end()) <= kMmpUint8MaxScale ? at::kByte : at::kInt;
@@ -113,7 +115,8 @@ inline istd::SaGeometry sa_geometry(const char* who, const std::vector<at::Tenso
   TORCH_CHECK(temperature.numel() == 1, who, ": temperature must have one element, got ", temperature.sizes());
   for (int64_t j = 0; j < R; ++j) {
     const int64_t s = scales[j];
-    TORCH_CHECK(s >= 1 && s <= (int64_t(1) << 20), who, ": scales must be between 1 and 2^20, got ", s);
+    TORCH_CHECK(s >= 1 && s <= istd::limits::kSaMaxScale, who, ": scales must be between 1 and ",
+                istd::limits::kSaMaxScale, ", got ", s);
     g.scales[j] = static_cast<int>(s);
     g.Hb[j] = istd::ceil_div(g.H, s);
     g.Wb[j] = istd::ceil_div(g.W, s);

@@ -208,6 +208,10 @@ void dw_forward(const T* x, Strides4 xs, const T* w, const T* bias, T* y, Stride
   if (planes == 0 || Ho == 0 || Wo == 0) return;
   int64_t ow_lo, ow_hi;
   fwd_interior(W, Wo, KW, SW, PW, DW, &ow_lo, &ow_hi);
+  // A stride wider than the row leaves at most one interior output per row, and the phased
+  // copy below would hold SW * ceil(W / SW) >= SW elements per row: such rows go through the
+  // per-pixel path, so memory stays bounded by the input whatever the stride.
+  if (SW > W) ow_hi = ow_lo;
   const SegFn<T> seg = pick_seg<T>();
 
   // Few planes would leave cores idle, so each plane is then cut into bands of output

@@ -118,13 +118,16 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
           const T* wj = wbuf.data() + j * px;
           for (int64_t py = y0 / s; py * s < y1; ++py)
             for (int64_t qx = 0; qx < g.Wb[j]; ++qx) {
-              const auto prod = [&](int dy, int dx) {
-                const int64_t y = py * s + dy, x = qx * s + dx;
-                if (y >= y1 || x >= W) return T(0);
-                const size_t p = static_cast<size_t>((y - y0) * W + x);
-                return gabuf[p] * wj[p];
-              };
-              *at4w<T>(out.branch[j], out.branch_s[j], n, c, py, qx) = sa_footprint_sum<T>(prod, s);
+              // The footprint clipped to the image: the cells beyond it contribute zeros, so
+              // leaving them out keeps the row-major sum (sa_footprint_sum's order) while the
+              // work stays bounded by the image, whatever the scale.
+              const int64_t hy = std::min<int64_t>(s, y1 - py * s), hx = std::min<int64_t>(s, W - qx * s);
+              T acc = T(0);
+              for (int64_t dy = 0; dy < hy; ++dy) {
+                const size_t row = static_cast<size_t>((py * s + dy - y0) * W + qx * s);
+                for (int64_t dx = 0; dx < hx; ++dx) acc += gabuf[row + dx] * wj[row + dx];
+              }
+              *at4w<T>(out.branch[j], out.branch_s[j], n, c, py, qx) = acc;
             }
         }
       }

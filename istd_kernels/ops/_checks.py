@@ -34,6 +34,18 @@ def check_same(value: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str)
         raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}); got {value.device}")
 
 
+def check_int(value: object, name: str, low: int | None = None, high: int | None = None, what: str = "an int"
+              ) -> int:
+    """``value`` as an int in [low, high] (None: unbounded): TypeError for a non-int (bools
+    included), ValueError out of range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {what}; got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}; got {value!r}")
+    return int(value)
+
+
 def as_pair(value: object, name: str, low: int, high: int | None = None) -> Tuple[int, int]:
     """``value`` as an (int, int) pair, each in [low, high]."""
     if isinstance(value, (list, tuple)):
@@ -42,13 +54,10 @@ def as_pair(value: object, name: str, low: int, high: int | None = None) -> Tupl
             raise ValueError(f"{name} must be an int or a pair of ints; got {value!r}")
     else:
         items = (value, value)
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{name} must be an int or a pair of ints; got {value!r}")
-        if item < low or (high is not None and item > high):
-            bound = f"between {low} and {high}" if high is not None else f">= {low}"
-            raise ValueError(f"{name} must be {bound}; got {value!r}")
-    return int(items[0]), int(items[1])
+    try:
+        return tuple(check_int(item, name, low, high, "an int or a pair of ints") for item in items)  # type: ignore
+    except ValueError as err:
+        raise ValueError(str(err).rsplit("; got", 1)[0] + f"; got {value!r}") from None
 
 
 def unaliased(outputs, inputs):
@@ -78,7 +87,9 @@ def autocast_cast(like: object, *tensors):
     hand it (activations already in bf16, parameters still in fp32), as PyTorch's own ops do.
     Non-tensors, None and non-floating tensors pass through for the checks to judge.
     """
-    if not isinstance(like, torch.Tensor) or not torch.is_autocast_enabled(like.device.type):
+    # Devices without autocast (meta, used for shape propagation) take the inputs as they are.
+    if (not isinstance(like, torch.Tensor) or not torch.amp.is_autocast_available(like.device.type)
+            or not torch.is_autocast_enabled(like.device.type)):
         return tensors
     dtype = torch.get_autocast_dtype(like.device.type)
 

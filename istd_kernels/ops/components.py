@@ -17,15 +17,14 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from .. import backend as _backend
-from ..extensions import cpu_extension, cuda_extension
-from ._checks import FLOAT_DTYPES, check_tensor
+from ..limits import MAX_IMAGE_PIXELS
+from . import _dispatch
+from ._checks import FLOAT_DTYPES, check_int, check_tensor
 
 OP = "istd.connected_components"
 STATS_OP = "istd.component_stats"
 MEASURE_OP = "istd.measure_components"
 BACKENDS = ("torch", "cpp", "cuda")
-STATS_BACKENDS = ("torch", "cpp", "cuda")
 CONNECTIVITIES = (4, 8)
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -45,16 +44,22 @@ class ComponentStats(NamedTuple):
 
 
 def _check_connectivity(connectivity: object) -> int:
-    if isinstance(connectivity, bool) or not isinstance(connectivity, int):
-        raise TypeError(f"connectivity must be the int 4 or 8; got {connectivity!r}")
+    check_int(connectivity, "connectivity", what="the int 4 or 8")
     if connectivity not in CONNECTIVITIES:
         raise ValueError(f"connectivity must be 4 or 8; got {connectivity}")
     return int(connectivity)
 
 
+def _check_mask(mask: object) -> None:
+    check_tensor(mask, "mask", 3, dtypes=MASK_DTYPES, shape_doc="[N, H, W] (squeeze a channel dimension first)")
+    if mask.shape[1] * mask.shape[2] > MAX_IMAGE_PIXELS:
+        raise ValueError(f"mask's images must have at most {MAX_IMAGE_PIXELS} pixels (int32 pixel indices); got "
+                         f"{mask.shape[1]}x{mask.shape[2]}")
+
+
 def _foreground(mask: object) -> Tensor:
     """``mask`` checked and turned into a bool ``[N, H, W]`` foreground tensor."""
-    check_tensor(mask, "mask", 3, dtypes=MASK_DTYPES, shape_doc="[N, H, W] (squeeze a channel dimension first)")
+    _check_mask(mask)
     if mask.dtype == torch.bool:
         return mask
     if mask.dtype.is_floating_point:
@@ -138,15 +143,8 @@ def connected_components(mask: Tensor, connectivity: int = 8, backend: str | Non
     connectivity = _check_connectivity(connectivity)
     # float32 stands in for the dtype: the mask's own dtype says nothing about which
     # backend can run, and a bf16 mask must not trip the Triton-interpreter rule.
-    name = _backend.select(OP, BACKENDS, fg.device, torch.float32, backend)
-    if name == "torch":
-        return _reference(fg, connectivity)
-    mask_u8 = fg.to(torch.uint8).contiguous()
-    if name == "cpp":
-        return cpu_extension().module.connected_components(mask_u8, connectivity)
-    with torch.cuda.device(mask_u8.device):
-        stream = torch.cuda.current_stream(mask_u8.device).cuda_stream
-        return cuda_extension().module.connected_components(mask_u8, connectivity, stream)
+    name = _dispatch.choose(OP, fg.device, torch.float32, backend)
+    return _dispatch.impl(OP, name).forward(fg, connectivity)
 
 
 def _stats_torch(labels: Tensor, m: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -199,27 +197,19 @@ def component_stats(labels: Tensor, counts: Tensor, backend: str | None = None) 
     if counts.device != labels.device:
         raise ValueError(f"counts must be on labels' device ({labels.device}); got {counts.device}")
     m = int(counts.max()) if n > 0 else 0
+    if n > 0 and int(counts.min()) < 0:
+        raise ValueError(f"counts must be >= 0 (numbers of components); got a minimum of {int(counts.min())}")
     if labels.numel() > 0:
         low, high = torch.aminmax(labels)
         if int(low) < 0 or int(high) > m:
             raise ValueError(f"labels must lie in [0, max(counts)] = [0, {m}]; got [{int(low)}, {int(high)}]")
-    name = _backend.select(STATS_OP, STATS_BACKENDS, labels.device, torch.float32, backend)
+    name = _dispatch.choose(STATS_OP, labels.device, torch.float32, backend)
     return _measure_labels(labels, counts, m, name)
 
 
 def _measure_labels(labels: Tensor, counts: Tensor, m: int, name: str) -> ComponentStats:
     """component_stats after its checks: labels in [0, m], ``name`` a selected backend."""
-    if name == "torch":
-        return ComponentStats(*_stats_torch(labels, m), counts)
-    # Values lie in [0, m], so the cast to int32 is exact.
-    lab32 = labels.to(torch.int32).contiguous()
-    if name == "cpp":
-        area, centroid, bbox = cpu_extension().module.component_stats(lab32, m)
-    else:
-        with torch.cuda.device(lab32.device):
-            stream = torch.cuda.current_stream(lab32.device).cuda_stream
-            area, centroid, bbox = cuda_extension().module.component_stats(lab32, m, stream)
-    return ComponentStats(area, centroid, bbox, counts)
+    return ComponentStats(*_dispatch.impl(STATS_OP, name).forward(labels, m), counts)
 
 
 def scanner_input(value: Tensor, threshold: float, binarize: Callable[[Tensor], Tensor]
@@ -256,15 +246,50 @@ def measure_components(mask: Tensor, connectivity: int = 8, backend: str | None 
         :class:`ComponentStats` on ``mask``'s device, components in raster order of their
         first pixel.
     """
-    check_tensor(mask, "mask", 3, dtypes=MASK_DTYPES, shape_doc="[N, H, W] (squeeze a channel dimension first)")
+    _check_mask(mask)
     connectivity = _check_connectivity(connectivity)
-    name = _backend.select(MEASURE_OP, BACKENDS, mask.device, torch.float32, backend)
-    if name != "cpp":
-        labels, counts = connected_components(mask, connectivity, backend=name)
+    name = _dispatch.choose(MEASURE_OP, mask.device, torch.float32, backend)
+    return _dispatch.impl(MEASURE_OP, name).forward(mask, connectivity)
+
+
+# ---------------------------------------------------------------------------------------
+# The implementation records (forward only: nothing here is differentiable).
+
+
+def _label_kernel(backend: str):
+    kernel = _dispatch.extension_kernel(backend, "connected_components")
+    return lambda fg, connectivity: kernel(fg.to(torch.uint8).contiguous(), connectivity)
+
+
+def _stats_kernel(backend: str):
+    kernel = _dispatch.extension_kernel(backend, "component_stats")
+    # Values lie in [0, m], so the cast to int32 is exact.
+    return lambda labels, m: kernel(labels.to(torch.int32).contiguous(), m)
+
+
+def _measure_by_labels(backend: str):
+    def measure(mask: Tensor, connectivity: int) -> ComponentStats:
+        labels, counts = _dispatch.impl(OP, backend).forward(_foreground(mask), connectivity)
         # Our own labels need no range check: skipping it saves a pass over them and, on a
         # GPU, a host synchronisation; reading M is the one that remains.
         m = int(counts.max()) if counts.numel() else 0
-        return _measure_labels(labels, counts, m, name)
+        return _measure_labels(labels, counts, m, backend)
+
+    return measure
+
+
+def _measure_by_runs(mask: Tensor, connectivity: int) -> ComponentStats:
     data, threshold = scanner_input(mask, 0.5, _foreground)
-    counts, area, centroid, bbox = cpu_extension().module.measure_components(data, threshold, connectivity)
+    counts, area, centroid, bbox = _dispatch.extension_kernel("cpp", "measure_components")(data, threshold,
+                                                                                            connectivity)
     return ComponentStats(area, centroid, bbox, counts)
+
+
+_dispatch.register(OP, "torch", _reference)
+_dispatch.register(STATS_OP, "torch", _stats_torch)
+_dispatch.register(MEASURE_OP, "torch", _measure_by_labels("torch"))
+for _name in ("cpp", "cuda"):
+    _dispatch.register(OP, _name, _label_kernel(_name))
+    _dispatch.register(STATS_OP, _name, _stats_kernel(_name))
+_dispatch.register(MEASURE_OP, "cpp", _measure_by_runs)
+_dispatch.register(MEASURE_OP, "cuda", _measure_by_labels("cuda"))

@@ -9,21 +9,21 @@ reference :func:`depthwise_conv2d_ref`, and the ``istd::depthwise_conv2d`` custo
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import backend as _backend
-from ..extensions import cpu_extension, cuda_extension
 from ..layout import output_memory_format
+from ..limits import DW_MAX_DILATION, DW_MAX_KERNEL, MAX_HYPER_PARAM
+from . import _dispatch
 from ._checks import as_pair, autocast_cast, check_same, check_tensor
 
 OP = "istd.depthwise_conv2d"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
-MAX_KERNEL = 31
-MAX_DILATION = 8
+MAX_KERNEL = DW_MAX_KERNEL
+MAX_DILATION = DW_MAX_DILATION
 
 IntPair = Union[int, Sequence[int]]
 Pair = Tuple[int, int]
@@ -34,6 +34,13 @@ def output_size(hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: P
     return tuple(  # type: ignore[return-value]
         (hw[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(2)
     )
+
+
+def _int32_pair(pair: Pair, name: str) -> Pair:
+    # The kernels' geometry holds stride and padding as 32-bit ints.
+    if max(pair) > MAX_HYPER_PARAM:
+        raise ValueError(f"{name} must be <= {MAX_HYPER_PARAM} (it must fit in 32 bits); got {pair}")
+    return pair
 
 
 def _check(x, weight, bias, stride, padding, dilation) -> Tuple[Pair, Pair, Pair]:
@@ -56,7 +63,7 @@ def _check(x, weight, bias, stride, padding, dilation) -> Tuple[Pair, Pair, Pair
         check_same(bias, "bias", x, "x")
         if bias.shape[0] != channels:
             raise ValueError(f"bias must have shape ({channels},) for x with C={channels}; got {tuple(bias.shape)}")
-    stride = as_pair(stride, "stride", 1)
+    stride = _int32_pair(as_pair(stride, "stride", 1), "stride")
     dilation = as_pair(dilation, "dilation", 1, MAX_DILATION)
     if isinstance(padding, str):
         if padding == "valid":
@@ -73,7 +80,7 @@ def _check(x, weight, bias, stride, padding, dilation) -> Tuple[Pair, Pair, Pair
             padding = (total[0] // 2, total[1] // 2)
         else:
             raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid'; got {padding!r}")
-    padding = as_pair(padding, "padding", 0)
+    padding = _int32_pair(as_pair(padding, "padding", 0), "padding")
     out = output_size((x.shape[2], x.shape[3]), (kh, kw), stride, padding, dilation)
     if out[0] < 1 or out[1] < 1:
         raise ValueError(
@@ -112,47 +119,60 @@ def depthwise_conv2d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
 
 
 # ---------------------------------------------------------------------------------------
-# Kernel dispatch. Each backend implements fwd, bwd_input and bwd_weight with the same
-# arguments; tensors may have any strides (channels_last, views, expanded grads).
+# The implementation records. Every kernel backend has fwd, bwd_input and bwd_weight with the
+# same arguments; tensors may have any strides (channels_last, views, expanded grads). The
+# record's backward runs the ones a gradient mask asks for; HLKConv's composed paths call
+# these records too.
 
 
-def _cuda_call(fn, *args):
-    device = args[0].device
-    with torch.cuda.device(device):
-        return fn(*args, torch.cuda.current_stream(device).cuda_stream)
+class DwGrads(NamedTuple):
+    """Gradients of (x, weight, bias); None where the mask did not ask for one."""
+
+    x: Optional[Tensor]
+    weight: Optional[Tensor]
+    bias: Optional[Tensor]
 
 
-def _fwd(backend: str, x, weight, bias, stride, padding, dilation) -> Tensor:
-    if backend == "triton":
-        from ..triton import depthwise as tk
+def _backward_from(bwd_input: Callable, bwd_weight: Callable) -> Callable:
+    def backward(grad_y, x, weight, stride, padding, dilation, mask) -> DwGrads:
+        gx = gw = gb = None
+        if mask[0]:
+            gx = bwd_input(grad_y, weight, (x.shape[2], x.shape[3]), stride, padding, dilation)
+        if mask[1] or mask[2]:
+            gw, gb = bwd_weight(grad_y, x, (weight.shape[2], weight.shape[3]), stride, padding, dilation,
+                                bool(mask[2]))
+        return DwGrads(gx, gw if mask[1] else None, gb if mask[2] else None)
 
-        return tk.depthwise_fwd(x, weight, bias, stride, padding, dilation)
-    args = (x, weight.contiguous(), bias, *stride, *padding, *dilation)
-    if backend == "cpp":
-        return cpu_extension().module.depthwise_fwd(*args)
-    return _cuda_call(cuda_extension().module.depthwise_fwd, *args)
-
-
-def _bwd_input(backend: str, grad_y, weight, input_hw, stride, padding, dilation) -> Tensor:
-    if backend == "triton":
-        from ..triton import depthwise as tk
-
-        return tk.depthwise_bwd_input(grad_y, weight, input_hw, stride, padding, dilation)
-    args = (grad_y, weight.contiguous(), *input_hw, *stride, *padding, *dilation)
-    if backend == "cpp":
-        return cpu_extension().module.depthwise_bwd_input(*args)
-    return _cuda_call(cuda_extension().module.depthwise_bwd_input, *args)
+    return backward
 
 
-def _bwd_weight(backend: str, grad_y, x, kernel, stride, padding, dilation, need_bias):
-    if backend == "triton":
-        from ..triton import depthwise as tk
+def _register_extension(backend: str) -> None:
+    fwd, bwd_in, bwd_w = (_dispatch.extension_kernel(backend, f"depthwise_{k}")
+                          for k in ("fwd", "bwd_input", "bwd_weight"))
 
-        return tk.depthwise_bwd_weight(grad_y, x, kernel, stride, padding, dilation, need_bias)
-    args = (grad_y, x, *kernel, *stride, *padding, *dilation, need_bias)
-    if backend == "cpp":
-        return cpu_extension().module.depthwise_bwd_weight(*args)
-    return _cuda_call(cuda_extension().module.depthwise_bwd_weight, *args)
+    # The bindings take (stride, padding, dilation) as one list: their DwParams.
+    def forward(x, weight, bias, stride, padding, dilation):
+        return fwd(x, weight.contiguous(), bias, [*stride, *padding, *dilation])
+
+    def bwd_input(grad_y, weight, input_hw, stride, padding, dilation):
+        return bwd_in(grad_y, weight.contiguous(), *input_hw, [*stride, *padding, *dilation])
+
+    def bwd_weight(grad_y, x, kernel, stride, padding, dilation, need_bias):
+        return bwd_w(grad_y, x, *kernel, [*stride, *padding, *dilation], need_bias)
+
+    _dispatch.register(OP, backend, forward, _backward_from(bwd_input, bwd_weight))
+
+
+def _torch_forward(x, weight, bias, stride, padding, dilation) -> Tensor:
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups=x.shape[1])
+
+
+_dispatch.register(OP, "torch", _torch_forward)  # differentiated by autograd
+_register_extension("cpp")
+_register_extension("cuda")
+_dispatch.register(OP, "triton", _dispatch.lazy("depthwise", "depthwise_fwd"),
+                   _backward_from(_dispatch.lazy("depthwise", "depthwise_bwd_input"),
+                                  _dispatch.lazy("depthwise", "depthwise_bwd_weight")))
 
 
 def _empty_out(like: Tensor, shape) -> Tensor:
@@ -162,7 +182,7 @@ def _empty_out(like: Tensor, shape) -> Tensor:
 @torch.library.custom_op("istd::depthwise_conv2d", mutates_args=())
 def _depthwise_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
                   dilation: List[int], backend: str) -> Tensor:
-    return _fwd(backend, x, weight, bias, tuple(stride), tuple(padding), tuple(dilation))
+    return _dispatch.impl(OP, backend).forward(x, weight, bias, tuple(stride), tuple(padding), tuple(dilation))
 
 
 @_depthwise_op.register_fake
@@ -176,17 +196,10 @@ def _depthwise_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Li
                            dilation: List[int], backend: str, output_mask: List[bool]
                            ) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients (x, weight, bias); a gradient not asked for in ``output_mask`` is an empty tensor."""
-    stride, padding, dilation = tuple(stride), tuple(padding), tuple(dilation)
-    # Outputs of a custom op may not alias one another: one fresh empty tensor per slot.
-    grad_x, grad_w, grad_b = (grad_y.new_empty(0) for _ in range(3))
-    if output_mask[0]:
-        grad_x = _bwd_input(backend, grad_y, weight, (x.shape[2], x.shape[3]), stride, padding, dilation)
-    if output_mask[1] or output_mask[2]:
-        kernel = (weight.shape[2], weight.shape[3])
-        gw, gb = _bwd_weight(backend, grad_y, x, kernel, stride, padding, dilation, bool(output_mask[2]))
-        grad_w = gw if output_mask[1] else grad_w
-        grad_b = gb if output_mask[2] else grad_b
-    return grad_x, grad_w, grad_b
+    grads = _dispatch.impl(OP, backend).backward(grad_y, x, weight, tuple(stride), tuple(padding), tuple(dilation),
+                                                 output_mask)
+    # Outputs of a custom op may not alias one another: one fresh empty tensor per unused slot.
+    return tuple(g if g is not None else grad_y.new_empty(0) for g in grads)
 
 
 @_depthwise_backward_op.register_fake
@@ -239,7 +252,7 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
     """
     x, weight, bias = autocast_cast(x, x, weight, bias)
     stride, padding, dilation = _check(x, weight, bias, stride, padding, dilation)
-    name = _backend.select(OP, BACKENDS, x.device, x.dtype, backend)
+    name = _dispatch.choose(OP, x.device, x.dtype, backend)
     if name == "torch":
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups=x.shape[1])
+        return _torch_forward(x, weight, bias, stride, padding, dilation)
     return _depthwise_op(x, weight, bias, list(stride), list(padding), list(dilation), name)

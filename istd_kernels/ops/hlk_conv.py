@@ -20,22 +20,34 @@ backward, so training keeps one activation per HLKConv instead of four.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import backend as _backend
-from ..extensions import cpu_extension, cuda_extension
-from . import depthwise as _dw
 from ..layout import output_memory_format
-from ._checks import autocast_cast, check_same, check_tensor, unaliased
+from ..limits import DW_MAX_DILATION, DW_MAX_KERNEL
+from . import _dispatch
+from . import depthwise as _dw
+from ._checks import autocast_cast, check_int, check_same, check_tensor, unaliased
 
 OP = "istd.hlk_conv"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
-MAX_KERNEL = _dw.MAX_KERNEL
-MAX_DILATION = _dw.MAX_DILATION
+MAX_KERNEL = DW_MAX_KERNEL
+MAX_DILATION = DW_MAX_DILATION
+
+
+class HlkGrads(NamedTuple):
+    """One slot per differentiable input of :func:`hlk_conv` (gradients, or the mask of wanted ones)."""
+
+    x: Optional[Tensor]
+    w0: Optional[Tensor]
+    b0: Optional[Tensor]
+    w1: Optional[Tensor]
+    b1: Optional[Tensor]
+    w_pw: Optional[Tensor]
+    b_pw: Optional[Tensor]
 
 #: ``k_size -> (k1, k2, dilation)`` of the published HLKConv.py (SPEC §2).
 K_SIZES = {7: (3, 3, 2), 11: (3, 5, 2), 23: (5, 7, 3), 35: (5, 11, 3), 41: (5, 13, 3), 53: (5, 17, 3)}
@@ -43,18 +55,9 @@ K_SIZES = {7: (3, 3, 2), 11: (3, 5, 2), 23: (5, 7, 3), 35: (5, 11, 3), 41: (5, 1
 
 def decompose(k_size: int) -> Tuple[int, int, int]:
     """``(k1, k2, dilation)`` for a receptive field ``k_size`` from the published table."""
-    if isinstance(k_size, bool) or not isinstance(k_size, int) or k_size not in K_SIZES:
+    if k_size not in K_SIZES or not isinstance(k_size, int) or isinstance(k_size, bool):
         raise ValueError(f"k_size must be one of {sorted(K_SIZES)} (the published HLKConv table); got {k_size!r}")
     return K_SIZES[k_size]
-
-
-def _check_int(value: object, name: str, low: int, high: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}; got {value}")
-    return value
 
 
 def _check_dw_weight(w: Tensor, name: str, channels: int, x: Tensor) -> int:
@@ -82,12 +85,12 @@ def _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups) -> Tuple[int, int, i
     """Validate the arguments; return (k1, k2, Cout)."""
     check_tensor(x, "x", 4, shape_doc="[N, C, H, W]")
     channels = x.shape[1]
-    if channels == 0:
-        raise ValueError(f"x must have at least one channel; got shape {tuple(x.shape)}")
-    groups = _check_int(groups, "groups", 1)
+    if channels == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"x must have at least one channel, row and column (N may be 0); got shape {tuple(x.shape)}")
+    groups = check_int(groups, "groups", 1)
     if channels % groups:
         raise ValueError(f"groups={groups} must divide x's channel count C={channels}")
-    _check_int(dilation, "dilation", 1, MAX_DILATION)
+    check_int(dilation, "dilation", 1, MAX_DILATION)
     k1 = _check_dw_weight(w0, "w0", channels, x)
     k2 = _check_dw_weight(w1, "w1", channels, x)
     _check_bias(b0, "b0", channels, x)
@@ -149,7 +152,8 @@ def _torch_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------
-# Kernel dispatch.
+# The implementation records. cpp and cuda run a fused forward and compose the backward from
+# their depthwise records; triton runs fused kernels where its tiles fit, else composes too.
 
 
 def _triton_fused(w0: Tensor, w1: Tensor, dilation: int) -> bool:
@@ -165,103 +169,121 @@ def _triton_fused(w0: Tensor, w1: Tensor, dilation: int) -> bool:
     return w0.shape[2] // 2 + dilation * (w1.shape[2] // 2) <= tk.MAX_TUNED_HALO
 
 
-def _forward(backend: str, x, w0, b0, w1, b1, w_pw, b_pw, dilation: int, groups: int) -> Tensor:
-    if backend == "triton":
-        from ..triton import hlk_conv as tk
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
-        if not _triton_fused(w0, w1, dilation):
-            return _composed_forward(backend, x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-        return tk.hlk_fwd(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    args = (x, w0.contiguous(), b0, w1.contiguous(), b1, w_pw.contiguous(), b_pw, dilation, groups)
-    if backend == "cpp":
-        return cpu_extension().module.hlk_fwd(*args)
-    return _dw._cuda_call(cuda_extension().module.hlk_fwd, *args)
+
+class _Chain(NamedTuple):
+    """The two depthwise steps of one call: ``a = dw(x; w0)``, ``d = dw(a; w1, dilation)``."""
+
+    dw: _dispatch.Impl
+    conv_a: Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
+    conv_d: Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
+
+    @staticmethod
+    def of(backend: str, w0: Tensor, w1: Tensor, dilation: int) -> "_Chain":
+        p1, p2 = w0.shape[2] // 2, dilation * (w1.shape[2] // 2)
+        one = (1, 1)
+        return _Chain(_dispatch.impl(_dw.OP, backend), (one, (p1, p1), one),
+                      (one, (p2, p2), (dilation, dilation)))
+
+    def a_and_d(self, x, w0, b0, w1, b1) -> Tuple[Tensor, Tensor]:
+        a = self.dw.forward(x, w0, b0, *self.conv_a)
+        return a, self.dw.forward(a, w1, b1, *self.conv_d)
+
+
+def _split_pw(w_pw: Tensor, groups: int, acc: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """The pointwise weight as ``[G, Og, Cg]`` halves multiplying ``a`` and ``d``."""
+    cout, c2 = w_pw.shape[0], w_pw.shape[1]
+    wp = w_pw.reshape(groups, cout // groups, c2).to(acc)
+    return wp[:, :, :c2 // 2], wp[:, :, c2 // 2:]
 
 
 def _composed_forward(backend: str, x, w0, b0, w1, b1, w_pw, b_pw, dilation: int, groups: int) -> Tensor:
-    """Forward from the depthwise kernels of ``backend`` plus a split einsum (no concat)."""
+    """Forward from the depthwise record of ``backend`` plus a split einsum (no concat)."""
     n, c, h, w = x.shape
-    cout = w_pw.shape[0]
-    k1, k2 = w0.shape[2], w1.shape[2]
-    p1, p2 = k1 // 2, dilation * (k2 // 2)
     acc = _acc_dtype(x.dtype)
-    cg, og = c // groups, cout // groups
-    wp = w_pw.reshape(groups, og, 2 * cg).to(acc)
-    a = _dw._fwd(backend, x, w0, b0, (1, 1), (p1, p1), (1, 1))
-    d = _dw._fwd(backend, a, w1, b1, (1, 1), (p2, p2), (dilation, dilation))
-    y = (torch.einsum("goc,ngcp->ngop", wp[:, :, :cg], a.to(acc).reshape(n, groups, cg, h * w))
-         + torch.einsum("goc,ngcp->ngop", wp[:, :, cg:], d.to(acc).reshape(n, groups, cg, h * w)))
-    y = y.reshape(n, cout, h, w)
+    wa, wd = _split_pw(w_pw, groups, acc)
+    a, d = _Chain.of(backend, w0, w1, dilation).a_and_d(x, w0, b0, w1, b1)
+    y = (torch.einsum("goc,ngcp->ngop", wa, a.to(acc).reshape(n, groups, c // groups, h * w))
+         + torch.einsum("goc,ngcp->ngop", wd, d.to(acc).reshape(n, groups, c // groups, h * w)))
+    y = y.reshape(n, w_pw.shape[0], h, w)
     if b_pw is not None:
         y = y + b_pw.to(acc).view(1, -1, 1, 1)
     return y.to(x.dtype).contiguous(memory_format=output_memory_format(x))
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _pw_grads(gy: Tensor, a: Tensor, d: Tensor, w_pw: Tensor, mask: HlkGrads) -> Tuple[Optional[Tensor], ...]:
+    """Gradients of the 1x1's weight and bias; ``gy``, ``a``, ``d`` are ``[N, G, *, H*W]`` in acc."""
+    g_pw = g_bpw = None
+    if mask.w_pw:
+        g_pw = torch.cat([torch.einsum("ngop,ngcp->goc", gy, a), torch.einsum("ngop,ngcp->goc", gy, d)],
+                         dim=2).reshape(w_pw.shape).to(w_pw.dtype)
+    if mask.b_pw:
+        g_bpw = gy.sum(dim=(0, 3)).reshape(w_pw.shape[0]).to(w_pw.dtype)
+    return g_pw, g_bpw
 
 
-def _composed_backward(backend: str, grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, need):
-    """Backward from the depthwise kernels of ``backend`` plus two small matmuls.
+def _composed_backward(backend: str, grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask: HlkGrads) -> HlkGrads:
+    """Backward from the depthwise record of ``backend`` plus two small matmuls.
 
     Recomputes ``a`` and ``d`` (nothing but ``x`` was saved), then runs the chain rule
     step by step; the concat is never built here either.
     """
     n, c, h, w = x.shape
-    cout = w_pw.shape[0]
-    k1, k2 = w0.shape[2], w1.shape[2]
-    p1, p2 = k1 // 2, dilation * (k2 // 2)
-    one = (1, 1)
     acc = _acc_dtype(x.dtype)
-    cg, og = c // groups, cout // groups
-    wp = w_pw.reshape(groups, og, 2 * cg).to(acc)
-    wa, wd = wp[:, :, :cg], wp[:, :, cg:]
-
-    a = _dw._fwd(backend, x, w0, b0, one, (p1, p1), one)
-    d = _dw._fwd(backend, a, w1, b1, one, (p2, p2), (dilation, dilation))
-    gy = grad_y.to(acc).reshape(n, groups, og, h * w)
-    a_acc = a.to(acc).reshape(n, groups, cg, h * w)
-    d_acc = d.to(acc).reshape(n, groups, cg, h * w)
-
-    out: List[Optional[Tensor]] = [None] * 7
-    if need[5]:
-        g_wa = torch.einsum("ngop,ngcp->goc", gy, a_acc)
-        g_wd = torch.einsum("ngop,ngcp->goc", gy, d_acc)
-        out[5] = torch.cat([g_wa, g_wd], dim=2).reshape(w_pw.shape).to(w_pw.dtype)
-    if need[6]:
-        out[6] = gy.sum(dim=(0, 3)).reshape(cout).to(w_pw.dtype)
-    if not any(need[:5]):
-        return out
-    g_d = torch.einsum("goc,ngop->ngcp", wd, gy).reshape(n, c, h, w).to(x.dtype)
-    if need[3] or need[4]:
-        gw1, gb1 = _dw._bwd_weight(backend, g_d, a, (k2, k2), one, (p2, p2), (dilation, dilation), bool(need[4]))
-        out[3] = gw1 if need[3] else None
-        out[4] = gb1 if need[4] else None
-    if not any(need[:3]):
-        return out
-    g_a = torch.einsum("goc,ngop->ngcp", wa, gy).reshape(n, c, h, w)
-    g_a = (g_a + _dw._bwd_input(backend, g_d, w1, (h, w), one, (p2, p2), (dilation, dilation)).to(acc)).to(x.dtype)
-    if need[0]:
-        out[0] = _dw._bwd_input(backend, g_a, w0, (h, w), one, (p1, p1), one)
-    if need[1] or need[2]:
-        gw0, gb0 = _dw._bwd_weight(backend, g_a, x, (k1, k1), one, (p1, p1), one, bool(need[2]))
-        out[1] = gw0 if need[1] else None
-        out[2] = gb0 if need[2] else None
-    return out
+    wa, wd = _split_pw(w_pw, groups, acc)
+    chain = _Chain.of(backend, w0, w1, dilation)
+    a, d = chain.a_and_d(x, w0, b0, w1, b1)
+    gy = grad_y.to(acc).reshape(n, groups, w_pw.shape[0] // groups, h * w)
+    cg = c // groups
+    g_pw, g_bpw = _pw_grads(gy, a.to(acc).reshape(n, groups, cg, h * w), d.to(acc).reshape(n, groups, cg, h * w),
+                            w_pw, mask)
+    g1 = g0 = _dw.DwGrads(None, None, None)
+    if any(mask[:5]):
+        g_d = torch.einsum("goc,ngop->ngcp", wd, gy).reshape(n, c, h, w).to(x.dtype)
+        g1 = chain.dw.backward(g_d, a, w1, *chain.conv_d, (any(mask[:3]), mask.w1, mask.b1))
+    if any(mask[:3]):
+        g_a = (torch.einsum("goc,ngop->ngcp", wa, gy).reshape(n, c, h, w) + g1.x.to(acc)).to(x.dtype)
+        g0 = chain.dw.backward(g_a, x, w0, *chain.conv_a, (mask.x, mask.w0, mask.b0))
+    return HlkGrads(g0.x, g0.weight, g0.bias, g1.weight, g1.bias, g_pw, g_bpw)
 
 
-def _backward_kernels(backend: str, grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, need):
-    if backend == "triton" and _triton_fused(w0, w1, dilation):
-        from ..triton import hlk_conv as tk
+def _triton_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation: int, groups: int) -> Tensor:
+    if not _triton_fused(w0, w1, dilation):
+        return _composed_forward("triton", x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
+    return _dispatch.lazy("hlk_conv", "hlk_fwd")(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
 
-        return list(tk.hlk_bwd(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, tuple(need)))
-    return _composed_backward(backend, grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, need)
+
+def _triton_backward(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask: HlkGrads) -> HlkGrads:
+    if not _triton_fused(w0, w1, dilation):
+        return _composed_backward("triton", grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask)
+    grads = _dispatch.lazy("hlk_conv", "hlk_bwd")(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, tuple(mask))
+    return HlkGrads(*grads)
+
+
+def _register_extension(backend: str) -> None:
+    fused = _dispatch.extension_kernel(backend, "hlk_fwd")
+
+    def forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation: int, groups: int) -> Tensor:
+        return fused(x, w0.contiguous(), b0, w1.contiguous(), b1, w_pw.contiguous(), b_pw, dilation, groups)
+
+    def backward(*args) -> HlkGrads:
+        return _composed_backward(backend, *args)
+
+    _dispatch.register(OP, backend, forward, backward)
+
+
+_dispatch.register(OP, "torch", _torch_forward)  # differentiated by autograd
+_register_extension("cpp")
+_register_extension("cuda")
+_dispatch.register(OP, "triton", _triton_forward, _triton_backward)
 
 
 @torch.library.custom_op("istd::hlk_conv", mutates_args=())
 def _hlk_op(x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Optional[Tensor], w_pw: Tensor,
             b_pw: Optional[Tensor], dilation: int, groups: int, backend: str) -> Tensor:
-    return _forward(backend, x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
+    return _dispatch.impl(OP, backend).forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
 
 
 def _empty_out(like: Tensor, shape) -> Tensor:
@@ -273,15 +295,13 @@ def _(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, backend):
     return _empty_out(x, (x.shape[0], w_pw.shape[0], x.shape[2], x.shape[3]))
 
 
-_GRAD_NAMES = ("x", "w0", "b0", "w1", "b1", "w_pw", "b_pw")
-
-
 @torch.library.custom_op("istd::hlk_conv_backward", mutates_args=())
 def _hlk_backward_op(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor,
                      b1: Optional[Tensor], w_pw: Tensor, dilation: int, groups: int, backend: str,
                      output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of (x, w0, b0, w1, b1, w_pw, b_pw); one not asked for in ``output_mask`` is empty."""
-    grads = _backward_kernels(backend, grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, list(output_mask))
+    mask = HlkGrads(*(bool(m) for m in output_mask))
+    grads = _dispatch.impl(OP, backend).backward(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask)
     # Outputs of a custom op may not alias one another or an input: a fresh empty tensor per
     # unused slot, and a copy of any gradient sharing a buffer (kernels may reduce several
     # parameter gradients into one; those are small).
@@ -292,16 +312,9 @@ def _hlk_backward_op(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Optional[Tensor]
 @_hlk_backward_op.register_fake
 def _(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, backend, output_mask):
     c, cout = x.shape[1], w_pw.shape[0]
-    shapes = (None, w0.shape, (c,), w1.shape, (c,), w_pw.shape, (cout,))
-    out = []
-    for i, (m, shape) in enumerate(zip(output_mask, shapes)):
-        if not m:
-            out.append(grad_y.new_empty(0))
-        elif i == 0:
-            out.append(_empty_out(x, x.shape))
-        else:
-            out.append(w0.new_empty(shape))
-    return tuple(out)
+    shapes = HlkGrads(x.shape, w0.shape, (c,), w1.shape, (c,), w_pw.shape, (cout,))
+    empty = HlkGrads(_empty_out(x, x.shape), *(w0.new_empty(shape) for shape in shapes[1:]))
+    return tuple(e if m else grad_y.new_empty(0) for e, m in zip(empty, output_mask))
 
 
 def _setup_context(ctx, inputs, output):
@@ -309,15 +322,13 @@ def _setup_context(ctx, inputs, output):
     # Only the input and the (small) weights: a and d are recomputed in the backward.
     ctx.save_for_backward(x, w0, b0, w1, b1, w_pw)
     ctx.conf = (dilation, groups, backend)
-    ctx.has_bias = (b0 is not None, b1 is not None, b_pw is not None)
+    ctx.has_bias = {"b0": b0 is not None, "b1": b1 is not None, "b_pw": b_pw is not None}
 
 
 def _backward(ctx, grad_y):
     x, w0, b0, w1, b1, w_pw = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    has = ctx.has_bias
-    mask = [bool(need[0]), bool(need[1]), bool(has[0] and need[2]), bool(need[3]), bool(has[1] and need[4]),
-            bool(need[5]), bool(has[2] and need[6])]
+    # A missing bias gets no gradient, whatever needs_input_grad says about the None.
+    mask = [bool(need) and ctx.has_bias.get(name, True) for name, need in zip(HlkGrads._fields, ctx.needs_input_grad)]
     dilation, groups, backend = ctx.conf
     grads = _hlk_backward_op(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, backend, mask)
     return tuple(g if m else None for g, m in zip(grads, mask)) + (None, None, None)
@@ -354,7 +365,7 @@ def hlk_conv(x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Option
     """
     x, w0, b0, w1, b1, w_pw, b_pw = autocast_cast(x, x, w0, b0, w1, b1, w_pw, b_pw)
     _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    name = _backend.select(OP, BACKENDS, x.device, x.dtype, backend)
+    name = _dispatch.choose(OP, x.device, x.dtype, backend)
     if name == "torch":
         return _torch_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
     return _hlk_op(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, name)

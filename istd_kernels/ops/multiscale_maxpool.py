@@ -30,15 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import backend as _backend
-from ..extensions import cpu_extension, cuda_extension
 from ..layout import index_dtype, output_memory_format
-from ._checks import check_tensor
+from ..limits import MMP_MAX_SCALE
+from . import _dispatch
+from ._checks import check_int, check_tensor
 
 OP = "istd.multiscale_maxpool"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
 #: Window offsets are stored as int32 at worst: s*s must stay far below 2**31.
-MAX_SCALE = 1 << 15
+MAX_SCALE = MMP_MAX_SCALE
 
 
 def default_scales(radix: int) -> Tuple[int, ...]:
@@ -46,20 +46,14 @@ def default_scales(radix: int) -> Tuple[int, ...]:
     return tuple(2 ** j for j in range(1, radix + 1))
 
 
-def _check_int(value: object, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}; got {value}")
-    return value
-
-
 def _check(u: Tensor, groups: int, radix: int, scales: Optional[Sequence[int]]) -> Tuple[int, ...]:
     """Validate the arguments; return the scales as a tuple of ints."""
     check_tensor(u, "u", 4, shape_doc="[N, D, H, W]")
-    groups = _check_int(groups, "groups", 1)
-    radix = _check_int(radix, "radix", 1)
+    groups = check_int(groups, "groups", 1)
+    radix = check_int(radix, "radix", 1)
     d = u.shape[1]
+    if u.shape[2] == 0 or u.shape[3] == 0:
+        raise ValueError(f"u must have at least one row and column (N may be 0); got shape {tuple(u.shape)}")
     if d == 0 or d % (groups * radix):
         raise ValueError(f"u's channel count D={d} must be a positive multiple of groups*radix = "
                          f"{groups}*{radix} = {groups * radix}")
@@ -69,14 +63,10 @@ def _check(u: Tensor, groups: int, radix: int, scales: Optional[Sequence[int]]) 
         raise TypeError(f"scales must be a sequence of {radix} ints (one per branch) or None; got {scales!r}")
     if len(scales) != radix:
         raise ValueError(f"scales must have radix={radix} entries (one per branch); got {len(scales)}: {scales!r}")
-    out = []
     for s in scales:
         if isinstance(s, bool) or not isinstance(s, int):
             raise TypeError(f"scales must hold ints; got {s!r} in {scales!r}")
-        if not 1 <= s <= MAX_SCALE:
-            raise ValueError(f"each entry of scales must be between 1 and {MAX_SCALE}; got {s} in {scales!r}")
-        out.append(int(s))
-    return tuple(out)
+    return tuple(check_int(s, "each entry of scales", 1, MAX_SCALE) for s in scales)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -135,28 +125,33 @@ def _torch_bwd(grads: Sequence[Tensor], indices: Sequence[Tensor], d: int, h: in
 
 
 # ---------------------------------------------------------------------------------------
-# Custom ops.
+# The implementation records. forward(u, groups, radix, scales) -> levels + offsets;
+# backward(grads, indices, d, h, w, groups, radix, scales, fmt) -> grad_u.
 
 
-def _cuda_call(fn, *args):
-    # The launchers run on the caller's current stream of the tensors' device.
-    device = args[0].device if isinstance(args[0], Tensor) else args[0][0].device
-    with torch.cuda.device(device):
-        return fn(*args, torch.cuda.current_stream(device).cuda_stream)
+def _register_extension(backend: str) -> None:
+    fwd, bwd = (_dispatch.extension_kernel(backend, f"mmp_{k}") for k in ("fwd", "bwd"))
+
+    def forward(u, groups, radix, scales):
+        return fwd(u, groups, radix, list(scales))
+
+    def backward(grads, indices, d, h, w, groups, radix, scales, fmt):
+        return bwd(list(grads), list(indices), d, h, w, groups, radix, list(scales), fmt == torch.channels_last)
+
+    _dispatch.register(OP, backend, forward, backward)
+
+
+_dispatch.register(OP, "torch", _torch_fwd, _torch_bwd)
+_register_extension("cpp")
+_register_extension("cuda")
+_dispatch.register(OP, "triton", _dispatch.lazy("multiscale_maxpool", "mmp_fwd"),
+                   _dispatch.lazy("multiscale_maxpool", "mmp_bwd"))
 
 
 @torch.library.custom_op("istd::multiscale_maxpool", mutates_args=())
 def _mmp_op(u: Tensor, groups: int, radix: int, scales: List[int], backend: str) -> List[Tensor]:
     """``radix`` pooled levels, then their ``radix`` window-offset tensors (for the backward)."""
-    if backend == "triton":
-        from ..triton import multiscale_maxpool as tk
-
-        return tk.mmp_fwd(u, groups, radix, scales)
-    if backend == "cpp":
-        return cpu_extension().module.mmp_fwd(u, groups, radix, list(scales))
-    if backend == "cuda":
-        return _cuda_call(cuda_extension().module.mmp_fwd, u, groups, radix, list(scales))
-    return _torch_fwd(u, groups, radix, scales)
+    return _dispatch.impl(OP, backend).forward(u, groups, radix, scales)
 
 
 @_mmp_op.register_fake
@@ -175,17 +170,7 @@ def _mmp_backward_op(grads: List[Tensor], indices: List[Tensor], d: int, h: int,
                      scales: List[int], channels_last: bool, backend: str) -> Tensor:
     """grad_u ``[N, d, h, w]`` from the level gradients and the stored window offsets."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    if backend == "triton":
-        from ..triton import multiscale_maxpool as tk
-
-        return tk.mmp_bwd(grads, indices, d, h, w, groups, radix, scales, fmt)
-    if backend == "cpp":
-        return cpu_extension().module.mmp_bwd(list(grads), list(indices), d, h, w, groups, radix, list(scales),
-                                              channels_last)
-    if backend == "cuda":
-        return _cuda_call(cuda_extension().module.mmp_bwd, list(grads), list(indices), d, h, w, groups, radix,
-                          list(scales), channels_last)
-    return _torch_bwd(grads, indices, d, h, w, groups, radix, scales, fmt)
+    return _dispatch.impl(OP, backend).backward(grads, indices, d, h, w, groups, radix, scales, fmt)
 
 
 @_mmp_backward_op.register_fake
@@ -241,7 +226,7 @@ def multiscale_maxpool(u: Tensor, groups: int, radix: int, scales: Optional[Sequ
         NaN wins and propagates, the last NaN of the window), as ``F.max_pool2d`` on CPU.
     """
     scales = _check(u, groups, radix, scales)
-    name = _backend.select(OP, BACKENDS, u.device, u.dtype, backend)
+    name = _dispatch.choose(OP, u.device, u.dtype, backend)
     if name == "torch":
         return multiscale_maxpool_ref(u, groups, radix, scales)
     return list(_mmp_op(u, groups, radix, list(scales), name)[:radix])

@@ -19,26 +19,26 @@ autograd). The autograd rule saves only the inputs; the backward recomputes ``A`
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import math
-
-from .. import backend as _backend
-from ..extensions import cpu_extension, cuda_extension
 from ..layout import output_memory_format
-from ._checks import autocast_cast, check_same, check_tensor
+from ..limits import SA_CUDA_MAX_LCM, SA_MAX_BRANCHES, SA_MAX_SCALE
+from . import _dispatch
+from ._checks import autocast_cast, check_int, check_same, check_tensor
 
 OP = "istd.split_attention"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
 #: Branches the cpp and cuda kernels handle (per-branch state lives in fixed-size arrays).
-MAX_KERNEL_BRANCHES = 4
+MAX_KERNEL_BRANCHES = SA_MAX_BRANCHES
 #: The cuda backward tiles 32x32-ish blocks whose sides are multiples of every scale, so
 #: each low-res footprint lies in one block: the scales' lcm must not exceed this.
-CUDA_MAX_LCM = 32
+CUDA_MAX_LCM = SA_CUDA_MAX_LCM
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -61,8 +61,9 @@ def _check_scales(scales, r: int) -> Tuple[int, ...]:
     for s in scales:
         if isinstance(s, bool) or not isinstance(s, int):
             raise TypeError(f"scales must be ints; got {scales!r}")
-        if s < 1:
-            raise ValueError(f"scales must be >= 1; got {scales!r}")
+        if not 1 <= s <= SA_MAX_SCALE:
+            bound = ">= 1" if s < 1 else f"<= {SA_MAX_SCALE}"
+            raise ValueError(f"scales must be {bound}; got {scales!r}")
     return scales
 
 
@@ -72,8 +73,7 @@ def _check(branches, logits, temperature, residual, v, groups, scales) -> Tuple[
     n, d, h, w = residual.shape
     if d == 0:
         raise ValueError(f"residual must have at least one channel; got shape {tuple(residual.shape)}")
-    if isinstance(groups, bool) or not isinstance(groups, int):
-        raise TypeError(f"groups must be an int; got {groups!r}")
+    check_int(groups, "groups")
     if groups < 1 or d % groups:
         raise ValueError(f"groups must be a positive divisor of residual's channel count D={d}; got {groups}")
     if isinstance(branches, Tensor) or not isinstance(branches, Sequence):
@@ -114,7 +114,10 @@ def _upsample(b: Tensor, s: int, h: int, w: int) -> Tensor:
     torch.compile handles well (an index_select gather tripped Inductor's CPU code generator).
     """
     n, d, hb, wb = b.shape
-    return b[:, :, :, None, :, None].expand(n, d, hb, s, wb, s).reshape(n, d, hb * s, wb * s)[:, :, :h, :w]
+    # A scale beyond the image repeats its one row (column) only as often as the image needs:
+    # memory stays bounded by the image, whatever the scale.
+    sh, sw = min(s, h), min(s, w)
+    return b[:, :, :, None, :, None].expand(n, d, hb, sh, wb, sw).reshape(n, d, hb * sh, wb * sw)[:, :, :h, :w]
 
 
 def split_attention_ref(branches: Sequence[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor,
@@ -139,68 +142,91 @@ def split_attention_ref(branches: Sequence[Tensor], logits: Tensor, temperature:
 # Kernel dispatch.
 
 
-def check_kernel_args(backend: str, r: int, scales) -> None:
-    """Raise ValueError unless ``backend`` (cpp or cuda) handles ``r`` branches at ``scales``."""
-    if r > MAX_KERNEL_BRANCHES:
-        raise ValueError(f"the {backend} backend of split_attention supports at most {MAX_KERNEL_BRANCHES} branches "
-                         f"(len(branches) <= {MAX_KERNEL_BRANCHES}); got {r}. Use backend='torch'")
-    if backend == "cuda":
-        lcm = 1
-        for s in scales:
-            lcm = lcm * s // math.gcd(lcm, s)
-        if lcm > CUDA_MAX_LCM:
-            raise ValueError(f"the cuda backend of split_attention needs scales whose least common multiple is "
-                             f"<= {CUDA_MAX_LCM} (its backward tiles by it); got scales={tuple(scales)}. "
-                             "Use backend='cpp' on CPU tensors or backend='torch'")
+def _lcm(scales: Sequence[int]) -> int:
+    out = 1
+    for s in scales:
+        out = out * s // math.gcd(out, s)
+    return out
 
 
-def _cuda_call(fn, *args):
-    # The launchers run on the caller's current stream of the tensors' device.
-    device = args[0].device if isinstance(args[0], Tensor) else args[0][0].device
-    with torch.cuda.device(device):
-        return fn(*args, torch.cuda.current_stream(device).cuda_stream)
+def _kernel_supports(backend: str):
+    def supports(scales: Sequence[int] = ()) -> Tuple[bool, str]:
+        r = len(scales)
+        if r > MAX_KERNEL_BRANCHES:
+            return False, (f"the {backend} backend of split_attention supports at most {MAX_KERNEL_BRANCHES} "
+                           f"branches (len(branches) <= {MAX_KERNEL_BRANCHES}); got {r}")
+        if backend == "cuda" and _lcm(scales) > CUDA_MAX_LCM:
+            return False, (f"the cuda backend of split_attention needs scales whose least common multiple is "
+                           f"<= {CUDA_MAX_LCM} (its backward tiles by it); got scales={tuple(scales)}")
+        return True, ""
+
+    return supports
 
 
-def _forward(backend: str, branches, logits, temperature, residual, v, groups, scales) -> Tensor:
-    if backend == "triton":
-        from ..triton import split_attention as tk
+def _triton_supports(scales: Sequence[int] = ()) -> Tuple[bool, str]:
+    from ..triton.split_attention import check_triton_args
 
-        return tk.split_attention_fwd(branches, logits, temperature, residual, v, groups, scales)
-    if backend in ("cpp", "cuda"):
-        args = (list(branches), logits, temperature, residual, v, groups, list(scales))
-        if backend == "cpp":
-            return cpu_extension().module.split_attn_fwd(*args)
-        return _cuda_call(cuda_extension().module.split_attn_fwd, *args)
+    try:
+        check_triton_args(len(scales), scales)
+    except ValueError as err:
+        return False, str(err).rsplit(". Use backend=", 1)[0]
+    return True, ""
+
+
+def _register_extension(backend: str) -> None:
+    fwd, bwd = (_dispatch.extension_kernel(backend, f"split_attn_{k}") for k in ("fwd", "bwd"))
+
+    def forward(branches, logits, temperature, residual, v, groups, scales) -> Tensor:
+        return fwd(list(branches), logits, temperature, residual, v, groups, list(scales))
+
+    def backward(grad_z, branches, logits, temperature, residual, v, groups, scales) -> SaGrads:
+        gbs, *rest = bwd(grad_z, list(branches), logits, temperature, residual, v, groups, list(scales))
+        return SaGrads(list(gbs), *rest)
+
+    _dispatch.register(OP, backend, forward, backward, _kernel_supports(backend))
+
+
+class SaGrads(NamedTuple):
+    """Gradients of split_attention's tensor inputs."""
+
+    branches: List[Tensor]
+    logits: Tensor
+    temperature: Tensor
+    residual: Tensor
+    v: Tensor
+
+
+def _torch_forward(branches, logits, temperature, residual, v, groups, scales) -> Tensor:
     with torch.no_grad():
         return split_attention_ref(branches, logits, temperature, residual, v, groups, scales)
 
 
-def _backward_kernels(backend: str, grad_z, branches, logits, temperature, residual, v, groups, scales):
-    """``(grad_branches, grad_logits, grad_temperature, grad_residual, grad_v)``."""
-    if backend == "triton":
-        from ..triton import split_attention as tk
-
-        return tk.split_attention_bwd(grad_z, branches, logits, temperature, residual, v, groups, scales)
-    if backend in ("cpp", "cuda"):
-        args = (grad_z, list(branches), logits, temperature, residual, v, groups, list(scales))
-        if backend == "cpp":
-            gbs, glg, gt, gres, gv = cpu_extension().module.split_attn_bwd(*args)
-        else:
-            gbs, glg, gt, gres, gv = _cuda_call(cuda_extension().module.split_attn_bwd, *args)
-        return list(gbs), glg, gt, gres, gv
-    # "torch": autograd through the reference (recomputes A like the kernel does).
+def _torch_backward(grad_z, branches, logits, temperature, residual, v, groups, scales) -> SaGrads:
+    """Autograd through the reference (recomputes A like the kernels do)."""
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_() for t in (*branches, logits, temperature, residual, v)]
         r = len(branches)
         z = split_attention_ref(leaves[:r], *leaves[r:], groups, scales)
         grads = torch.autograd.grad(z, leaves, grad_z)
-    return list(grads[:r]), *grads[r:]
+    return SaGrads(list(grads[:r]), *grads[r:])
+
+
+def _triton_backward(*args) -> SaGrads:
+    gbs, *rest = _dispatch.lazy("split_attention", "split_attention_bwd")(*args)
+    return SaGrads(list(gbs), *rest)
+
+
+_dispatch.register(OP, "torch", _torch_forward, _torch_backward)
+_register_extension("cpp")
+_register_extension("cuda")
+_dispatch.register(OP, "triton", _dispatch.lazy("split_attention", "split_attention_fwd"), _triton_backward,
+                   _triton_supports)
 
 
 @torch.library.custom_op("istd::split_attention", mutates_args=())
 def _sa_op(branches: List[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor, v: Tensor,
            groups: int, scales: List[int], backend: str) -> Tensor:
-    return _forward(backend, branches, logits, temperature, residual, v, groups, scales)
+    return _dispatch.impl(OP, backend).forward(branches, logits, temperature, residual, v, groups, scales)
 
 
 @_sa_op.register_fake
@@ -217,11 +243,10 @@ def _sa_backward_op(grad_z: Tensor, branches: List[Tensor], logits: Tensor, temp
     Every gradient is contiguous with its input's shape and dtype (one flat list: a custom
     op cannot return a list nested in a tuple).
     """
-    gbs, glg, gt, gres, gv = _backward_kernels(backend, grad_z, branches, logits, temperature, residual, v,
-                                               groups, scales)
+    grads = _dispatch.impl(OP, backend).backward(grad_z, branches, logits, temperature, residual, v, groups, scales)
     # Outputs may not alias inputs or each other; the torch path's grads are fresh tensors,
     # contiguous() makes their layout match the fake.
-    return [g.contiguous() for g in (*gbs, glg, gt, gres, gv)]
+    return [g.contiguous() for g in (*grads.branches, *grads[1:])]
 
 
 @_sa_backward_op.register_fake
@@ -287,20 +312,7 @@ def split_attention(branches: Sequence[Tensor], logits: Tensor, temperature: Ten
     """
     branches, logits, temperature, residual, v = autocast_cast(residual, branches, logits, temperature, residual, v)
     _, scales = _check(branches, logits, temperature, residual, v, groups, scales)
-    name = _backend.select(OP, BACKENDS, residual.device, residual.dtype, backend)
+    name = _dispatch.choose(OP, residual.device, residual.dtype, backend, scales=scales)
     if name == "torch":
         return split_attention_ref(list(branches), logits, temperature, residual, v, groups, scales)
-    if name == "triton":
-        from ..triton.split_attention import check_triton_args
-
-        check_triton_args(len(branches), scales)
-    else:
-        try:
-            check_kernel_args(name, len(branches), scales)
-        except ValueError:
-            # Named explicitly, the limit is an error; picked automatically, the reference
-            # still computes the op.
-            if _backend.requested(backend) == name:
-                raise
-            return split_attention_ref(list(branches), logits, temperature, residual, v, groups, scales)
     return _sa_op(list(branches), logits, temperature, residual, v, groups, list(scales), name)
