@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import emulation_build
+import emulation_nvcc
 
 pytestmark = [pytest.mark.emulation,
               pytest.mark.skipif(emulation_build.compiler() is None, reason="no host C++ compiler (g++)")]
@@ -111,9 +112,14 @@ def _expected_kernels():
     return sorted(set(names))
 
 
-def test_every_global_kernel_runs_under_emulation():
-    expected = _expected_kernels()
-    ran = sorted({sig.split(" :: ")[0] for _, sig, _, _, _ in _run_every_kernel("plain") if sig})
+@pytest.fixture(scope="module")
+def ran_plain():
+    """Base names of the kernels one call of every launcher ran (plain build)."""
+    return sorted({sig.split(" :: ")[0] for _, sig, _, _, _ in _run_every_kernel("plain") if sig})
+
+
+def test_every_global_kernel_runs_under_emulation(ran_plain):
+    expected, ran = _expected_kernels(), ran_plain
     print(f"\n__global__ kernels in csrc/cuda: {len(expected)}; run under emulation: {len(ran)}")
     for k in expected:
         print(f"  {'ran ' if k in ran else 'MISSING'} {k}")
@@ -125,3 +131,23 @@ def test_race_checked_build_runs_the_kernels_clean():
     shared access or an uninitialised shared read would raise."""
     log = _run_every_kernel("race")
     assert sorted({sig.split(" :: ")[0] for _, sig, _, _, _ in log if sig}) == _expected_kernels()
+
+
+def test_emulated_kernels_are_nvccs_kernels(ran_plain):
+    """The kernels run under emulation are exactly the __global__ functions nvcc emits
+    (instantiations of one template count once)."""
+    tool = emulation_nvcc.nvcc()
+    if tool is None:
+        pytest.skip("no nvcc: the emulated kernels are compared with the sources' __global__ list only")
+    per_file = emulation_nvcc.entries(tool)
+    demangled = [e for es in per_file.values() for e in es]
+    if any(e.startswith("_Z") for e in demangled):
+        pytest.skip("no c++filt to demangle nvcc's entry names")
+    from_nvcc = sorted({emulation_nvcc.base_name(e) for e in demangled})
+    print(f"\nnvcc ({emulation_nvcc.ARCH}): {len(demangled)} entry functions of {len(from_nvcc)} __global__ "
+          f"kernels; run under emulation: {len(ran_plain)}")
+    for f, es in per_file.items():
+        for k in sorted({emulation_nvcc.base_name(e) for e in es}):
+            n = sum(emulation_nvcc.base_name(e) == k for e in es)
+            print(f"  {'ran ' if k in ran_plain else 'MISSING'} {f}: {k} ({n} instantiation(s))")
+    assert ran_plain == from_nvcc
