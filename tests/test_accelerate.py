@@ -9,6 +9,7 @@ from torch import nn
 from istd_kernels.nn import DepthwiseConv2d, HLKConv, accelerate, accelerate_report, restore
 from istd_kernels.ops.hlk_conv import K_SIZES
 
+from hlk_cases import assert_close
 from published_models import (MODELS, DetachedHLKConv, HLKStage, LookAlikeHLKConv, PublishedHLKConv,
                               lka_block)
 
@@ -59,8 +60,10 @@ def _assert_same_computation(original, accelerated, shape=SHAPE):
     y1, g1 = _forward_backward(accelerated, x, gy)
     torch.testing.assert_close(y1, y0, atol=1e-5, rtol=1e-5)
     assert len(g0) == len(g1)
-    for a, b in zip(g1, g0):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # Weight gradients are sums over N*H*W products whose order differs between backends:
+    # compared with the project's float32 tolerance relative to the largest magnitude.
+    for i, (a, b) in enumerate(zip(g1, g0)):
+        assert_close(a, b, torch.float32, f"gradient {i} (0 = input, then parameters)")
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp", "triton"])
