@@ -56,7 +56,7 @@ def test_roc_plot_is_readable(tmp_path, noise_scale):
         assert ax.get_ylim()[1] > 99  # percent, not fractions
         labels = [t for t in ax.get_xticklabels() if t.get_text()]
         assert len(labels) >= 2
-        assert _overlapping(ax.get_xticklabels(), renderer) == []
+        assert _overlapping(ax.get_xticklabels() + ax.get_xticklabels(minor=True), renderer) == []
         assert _overlapping(ax.get_yticklabels(), renderer) == []
     r = roc.compute()
     line = object_ax.get_lines()[0]

@@ -42,9 +42,14 @@ def _decades(values: Sequence[float]) -> tuple:
     return low, max(high, 10 * low)
 
 
+def _mantissa_label(value: float, _pos=None) -> str:
+    exponent = math.floor(math.log10(value) + 1e-9)
+    return rf"${value / 10 ** exponent:.0f}\times10^{{{exponent}}}$"
+
+
 def _panel(ax, x: Sequence[float], y_percent: Sequence[float], thresholds: Sequence[float],
            xlabel: str, ylabel: str, title: str) -> None:
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
 
     shown = [i for i, v in enumerate(x) if v > 0]
     hidden = len(x) - len(shown)
@@ -54,9 +59,14 @@ def _panel(ax, x: Sequence[float], y_percent: Sequence[float], thresholds: Seque
     if at:
         ax.plot([x[at[0]]], [y_percent[at[0]]], "o", color="tab:red", label=f"threshold {_OPERATING_POINT}")
     ax.set_xscale("log")
-    ax.set_xlim(*_decades(x))
+    low, high = _decades(x)
+    ax.set_xlim(low, high)
     ax.xaxis.set_major_locator(LogLocator(base=10, numticks=8))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    if high / low > 10.5:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:  # one decade: two labels alone say little, so label 2 and 5 x 10^k as well
+        ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_mantissa_label))
     plain = ScalarFormatter(useOffset=False)
     plain.set_scientific(False)
     ax.yaxis.set_major_formatter(plain)
