@@ -27,6 +27,12 @@ def output_memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def empty_output(like: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """An uninitialised output of ``shape`` with ``like``'s dtype and device, laid out by
+    :func:`output_memory_format` (what the fake kernels allocate)."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=output_memory_format(like))
+
+
 def index_dtype(scales: Sequence[int]) -> torch.dtype:
     """Dtype of stored max-pool window offsets: uint8 while every window has <= 256 cells, else int32."""
     return torch.uint8 if max(scales) <= UINT8_MAX_SCALE else torch.int32

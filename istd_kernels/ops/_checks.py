@@ -34,11 +34,16 @@ def check_same(value: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str)
         raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}); got {value.device}")
 
 
+def is_int(value: object) -> bool:
+    """Whether ``value`` is a Python int and not a bool (``True`` is an int to isinstance)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_int(value: object, name: str, low: int | None = None, high: int | None = None, what: str = "an int"
               ) -> int:
     """``value`` as an int in [low, high] (None: unbounded): TypeError for a non-int (bools
     included), ValueError out of range."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be {what}; got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"

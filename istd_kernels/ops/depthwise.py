@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layout import output_memory_format
+from ..layout import empty_output
 from ..limits import DW_MAX_DILATION, DW_MAX_KERNEL, MAX_HYPER_PARAM
 from . import _dispatch
 from ._checks import as_pair, autocast_cast, check_same, check_tensor
@@ -175,10 +175,6 @@ _dispatch.register(OP, "triton", _dispatch.lazy("depthwise", "depthwise_fwd"),
                                   _dispatch.lazy("depthwise", "depthwise_bwd_weight")))
 
 
-def _empty_out(like: Tensor, shape) -> Tensor:
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=output_memory_format(like))
-
-
 @torch.library.custom_op("istd::depthwise_conv2d", mutates_args=())
 def _depthwise_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
                   dilation: List[int], backend: str) -> Tensor:
@@ -188,7 +184,7 @@ def _depthwise_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Lis
 @_depthwise_op.register_fake
 def _(x, weight, bias, stride, padding, dilation, backend):
     ho, wo = output_size((x.shape[2], x.shape[3]), (weight.shape[2], weight.shape[3]), stride, padding, dilation)
-    return _empty_out(x, (x.shape[0], x.shape[1], ho, wo))
+    return empty_output(x, (x.shape[0], x.shape[1], ho, wo))
 
 
 @torch.library.custom_op("istd::depthwise_conv2d_backward", mutates_args=())
@@ -204,7 +200,7 @@ def _depthwise_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor, stride: Li
 
 @_depthwise_backward_op.register_fake
 def _(grad_y, x, weight, stride, padding, dilation, backend, output_mask):
-    grad_x = _empty_out(grad_y, x.shape) if output_mask[0] else grad_y.new_empty(0)
+    grad_x = empty_output(grad_y, x.shape) if output_mask[0] else grad_y.new_empty(0)
     grad_w = weight.new_empty(weight.shape) if output_mask[1] else grad_y.new_empty(0)
     grad_b = weight.new_empty(weight.shape[0]) if output_mask[2] else grad_y.new_empty(0)
     return grad_x, grad_w, grad_b

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layout import output_memory_format
+from ..layout import empty_output, output_memory_format
 from ..limits import DW_MAX_DILATION, DW_MAX_KERNEL
 from . import _dispatch
 from . import depthwise as _dw
-from ._checks import autocast_cast, check_int, check_same, check_tensor, unaliased
+from ._checks import autocast_cast, check_int, check_same, check_tensor, is_int, unaliased
 
 OP = "istd.hlk_conv"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
@@ -55,7 +55,7 @@ K_SIZES = {7: (3, 3, 2), 11: (3, 5, 2), 23: (5, 7, 3), 35: (5, 11, 3), 41: (5, 1
 
 def decompose(k_size: int) -> Tuple[int, int, int]:
     """``(k1, k2, dilation)`` for a receptive field ``k_size`` from the published table."""
-    if k_size not in K_SIZES or not isinstance(k_size, int) or isinstance(k_size, bool):
+    if not is_int(k_size) or k_size not in K_SIZES:
         raise ValueError(f"k_size must be one of {sorted(K_SIZES)} (the published HLKConv table); got {k_size!r}")
     return K_SIZES[k_size]
 
@@ -286,13 +286,9 @@ def _hlk_op(x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Optiona
     return _dispatch.impl(OP, backend).forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
 
 
-def _empty_out(like: Tensor, shape) -> Tensor:
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=output_memory_format(like))
-
-
 @_hlk_op.register_fake
 def _(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, backend):
-    return _empty_out(x, (x.shape[0], w_pw.shape[0], x.shape[2], x.shape[3]))
+    return empty_output(x, (x.shape[0], w_pw.shape[0], x.shape[2], x.shape[3]))
 
 
 @torch.library.custom_op("istd::hlk_conv_backward", mutates_args=())
@@ -313,7 +309,7 @@ def _hlk_backward_op(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Optional[Tensor]
 def _(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, backend, output_mask):
     c, cout = x.shape[1], w_pw.shape[0]
     shapes = HlkGrads(x.shape, w0.shape, (c,), w1.shape, (c,), w_pw.shape, (cout,))
-    empty = HlkGrads(_empty_out(x, x.shape), *(w0.new_empty(shape) for shape in shapes[1:]))
+    empty = HlkGrads(empty_output(x, x.shape), *(w0.new_empty(shape) for shape in shapes[1:]))
     return tuple(e if m else grad_y.new_empty(0) for e, m in zip(empty, output_mask))
 
 

@@ -33,7 +33,7 @@ from torch import Tensor
 from ..layout import index_dtype, output_memory_format
 from ..limits import MMP_MAX_SCALE
 from . import _dispatch
-from ._checks import check_int, check_tensor
+from ._checks import check_int, check_tensor, is_int
 
 OP = "istd.multiscale_maxpool"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
@@ -64,7 +64,7 @@ def _check(u: Tensor, groups: int, radix: int, scales: Optional[Sequence[int]]) 
     if len(scales) != radix:
         raise ValueError(f"scales must have radix={radix} entries (one per branch); got {len(scales)}: {scales!r}")
     for s in scales:
-        if isinstance(s, bool) or not isinstance(s, int):
+        if not is_int(s):
             raise TypeError(f"scales must hold ints; got {s!r} in {scales!r}")
     return tuple(check_int(s, "each entry of scales", 1, MAX_SCALE) for s in scales)
 

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layout import output_memory_format
+from ..layout import empty_output, output_memory_format
 from ..limits import SA_CUDA_MAX_LCM, SA_MAX_BRANCHES, SA_MAX_SCALE
 from . import _dispatch
-from ._checks import autocast_cast, check_int, check_same, check_tensor
+from ._checks import autocast_cast, check_int, check_same, check_tensor, is_int
 
 OP = "istd.split_attention"
 BACKENDS = ("torch", "cpp", "cuda", "triton")
@@ -59,7 +59,7 @@ def _check_scales(scales, r: int) -> Tuple[int, ...]:
     if len(scales) != r:
         raise ValueError(f"scales must have one entry per branch ({r}); got {len(scales)}: {scales!r}")
     for s in scales:
-        if isinstance(s, bool) or not isinstance(s, int):
+        if not is_int(s):
             raise TypeError(f"scales must be ints; got {scales!r}")
         if not 1 <= s <= SA_MAX_SCALE:
             bound = ">= 1" if s < 1 else f"<= {SA_MAX_SCALE}"
@@ -231,8 +231,7 @@ def _sa_op(branches: List[Tensor], logits: Tensor, temperature: Tensor, residual
 
 @_sa_op.register_fake
 def _(branches, logits, temperature, residual, v, groups, scales, backend):
-    return torch.empty(residual.shape, dtype=residual.dtype, device=residual.device,
-                       memory_format=output_memory_format(residual))
+    return empty_output(residual, residual.shape)
 
 
 @torch.library.custom_op("istd::split_attention_backward", mutates_args=())
