@@ -15,13 +15,13 @@ import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List
 
 import emulation_build
+
 from istd_kernels.tools import nvcc_gate
 
 ARCH = "sm_86"
-_ENTRY_RE = re.compile(r"^\s*(?:\.visible\s+|\.weak\s+)?\.entry\s+([\w$]+)\s*\(", re.M)
+_ENTRY_RE = re.compile(r"^\s*(?:\.visible\s+|\.weak\s+)?\.entry\s+([\w$]+)\s*\(", re.MULTILINE)
 
 
 def nvcc() -> str | None:
@@ -29,7 +29,7 @@ def nvcc() -> str | None:
     return nvcc_gate._find_nvcc()
 
 
-def _flags() -> List[str]:
+def _flags() -> list[str]:
     include = str(emulation_build.ROOT / "csrc" / "include")
     return ["-std=c++17", f"-arch={ARCH}", "-ptx", "-I", include, *nvcc_gate._TORCH_NVCC_FLAGS]
 
@@ -49,14 +49,14 @@ def _ptx(tool: str, src: Path, out: Path) -> str:
     if not ptx.exists():
         tmp = ptx.with_suffix(f".tmp{os.getpid()}")
         res = subprocess.run([tool, *_flags(), str(src), "-o", str(tmp)], capture_output=True, text=True,
-                             timeout=1800)
+                             timeout=1800, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"nvcc failed on {src.name}:\n{res.stderr[-4000:]}")
         os.replace(tmp, ptx)  # atomic: a concurrent session sees all or nothing
     return ptx.read_text()
 
 
-def entries(tool: str, jobs: int | None = None) -> Dict[str, List[str]]:
+def entries(tool: str, jobs: int | None = None) -> dict[str, list[str]]:
     """{.cu file name: demangled entry functions nvcc emits for it}, compiled once, cached."""
     out = _cache_dir(tool)
     out.mkdir(parents=True, exist_ok=True)
