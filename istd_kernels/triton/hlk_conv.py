@@ -19,18 +19,22 @@ the flat index; rim positions read clamped garbage and are never stored), and
 the pointwise conv is two ``tl.dot`` calls per input-channel chunk.  Neither
 ``a`` nor ``d`` touches global memory, and both stay in the accumulation dtype.
 
-Backward: one kernel source launched twice (constexpr NEED_GX / NEED_W),
-recomputing instead of saving.  The halo is H2 = k1 // 2 + h2 and a program
-owns the inner (TH - 2*H2) x (TW - 2*H2) part of its tile.  From grad_y on
-the whole tile it forms g_d = Wd^T gy and g_a = Wa^T gy + (transposed
-dilated conv of g_d, by gather).  The grad_x pass then writes the transposed
-conv of g_a with w0 on the owned part.  The weight pass recomputes g_d / g_a,
-recomputes a from x on the tile and d on the owned part, and writes
-per-program partial sums over the owned in-image pixels (every image pixel
-is owned by exactly one tile) to an fp32 (fp64 for fp64) workspace row per
-(n, tile); ``torch.sum`` over the rows, a fixed-order reduction, finishes
-them, so the result is bitwise reproducible without atomics.  The two passes
-are separate because one program doing both spills (see the configs).
+Backward: one kernel source launched up to three times (constexpr NEED_GX /
+NEED_W), recomputing instead of saving.  The halo is H2 = k1 // 2 + h2 and a
+program owns the inner (TH - 2*H2) x (TW - 2*H2) part of its tile.  From
+grad_y on the whole tile it forms g_d = Wd^T gy and g_a = Wa^T gy +
+(transposed dilated conv of g_d, by gather).  The grad_x pass writes the
+transposed conv of g_a with w0 on the owned part.  The first weight pass
+recomputes g_d / g_a and a, the second a and d (it needs no g_a / g_d): each
+adds its sums over the owned in-image pixels (every image pixel is owned by
+exactly one tile) to its columns of an fp32 (fp64 for fp64) workspace row.
+A program takes a fixed run of (image, tile) items into one row, so the
+workspace is bounded (``_workspace``: at most max(x.nbytes / 4, 16 MiB));
+``torch.sum`` over the rows, a fixed-order reduction, finishes them, so the
+result is bitwise reproducible without atomics.  The passes are separate
+because one program doing two of them spills (see the configs).
+Padding taps are skipped, never multiplied by zero, so NaN / Inf reach
+exactly the outputs and gradients they reach in the exact convolution.
 No a, d, g_a or g_d tensor is ever written to global memory.
 
 The kernel sizes k1 and k2 are runtime loop bounds (not constexpr): one
@@ -49,8 +53,8 @@ correct but spills, and above MAX_GPU_HALO (12) a GPU launch raises
 NotImplementedError because no tile fits in shared memory.
 
 Dtypes: fp16 / bf16 / fp32 accumulate in fp32 (the dots use
-input_precision="ieee", never tf32), fp64 in fp64 (interpreter-tested; not in
-the compile gate).
+input_precision="ieee", never tf32, and name out_dtype, which Triton 3.7.1
+requires for an fp64 accumulator), fp64 in fp64.
 """
 
 from __future__ import annotations
@@ -324,24 +328,40 @@ def _wgrad_w1(ws_w1, ws_b1, g_d, a, ih, iw, owned, c_ok, H, W, K2, DIL, TW,
 
 
 @triton.jit
-def _wgrad_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, w1_ptr, b1_ptr, gy_n, sp_x, sp_g, ih, iw, owned,
-                 g, cc, c_ok, H, W, Cg, Og, G, K1, K2, DIL, TW, sxc, sxh, sxw, sgc,
-                 HAS_B0: tl.constexpr, HAS_B1: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                 C_CHUNK: tl.constexpr, P: tl.constexpr):
-    # Adds one channel chunk's share of one tile to the workspace row, whose columns are
-    # grad_w0 [C, KK1], grad_b0 [C], grad_w1 [C, KK2], grad_b1 [C], grad_w_pw [Cout, 2*Cg],
-    # grad_b_pw [Cout] (hlk_bwd's _ws_columns).  Each group writes only its own columns.
+def _x_chunk(x_n, g, cc, Cg, sxc):
+    # x rows of one channel chunk; padding rows (cc >= Cg) point at the last real channel.
+    ch_ld = g * Cg + tl.minimum(cc, Cg - 1)
+    return ch_ld, x_n + ch_ld.to(tl.int64)[:, None] * sxc
+
+
+@triton.jit
+def _wgrad_dw_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, sp_x, ih, iw, owned, g, cc, c_ok,
+                    H, W, Cg, G, K1, K2, DIL, TW, sxc, sxh, sxw,
+                    HAS_B0: tl.constexpr, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, P: tl.constexpr):
+    # Adds one channel chunk's share of one tile to the grad_w0, grad_b0, grad_w1 and
+    # grad_b1 columns of the workspace row (layout: hlk_bwd's _ws_columns).
     C = G * Cg
     ch = g * Cg + cc
-    ch_ld = g * Cg + tl.minimum(cc, Cg - 1)
-    x_c = x_n + ch_ld.to(tl.int64)[:, None] * sxc
-    off_b0 = C * K1 * K1
-    off_w1 = off_b0 + C
-    off_b1 = off_w1 + C * K2 * K2
-    _wgrad_w0(ws_row + ch * K1 * K1, ws_row + off_b0 + ch, g_a, x_c, sp_x, ih, iw, owned, c_ok,
+    ch_ld, x_c = _x_chunk(x_n, g, cc, Cg, sxc)
+    off_w1 = C * K1 * K1 + C
+    _wgrad_w0(ws_row + ch * K1 * K1, ws_row + C * K1 * K1 + ch, g_a, x_c, sp_x, ih, iw, owned, c_ok,
               H, W, K1, sxh, sxw, ACC_DTYPE)
-    # a on the whole tile (exact everywhere: it reads x from global); d is exact on the
-    # owned pixels, the only ones grad_y reaches, and zeroed elsewhere.
+    # a on the whole tile (exact everywhere: it reads x from global).
+    a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * K1 * K1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
+                   HAS_B0, ACC_DTYPE, C_CHUNK, P)
+    _wgrad_w1(ws_row + off_w1 + ch * K2 * K2, ws_row + off_w1 + C * K2 * K2 + ch, g_d, a, ih, iw, owned, c_ok,
+              H, W, K2, DIL, TW, C_CHUNK, P)
+
+
+@triton.jit
+def _wgrad_pw_chunk(ws_wpw, x_n, w0_ptr, b0_ptr, w1_ptr, b1_ptr, gy_n, sp_x, sp_g, ih, iw, owned, g, cc, c_ok,
+                    H, W, Cg, Og, K1, K2, DIL, TW, sxc, sxh, sxw, sgc,
+                    HAS_B0: tl.constexpr, HAS_B1: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                    C_CHUNK: tl.constexpr, P: tl.constexpr):
+    # Adds one channel chunk's share of one tile to the grad_w_pw columns: recomputes a
+    # and d (exact on the owned pixels, the only ones grad_y reaches; zeroed elsewhere).
+    ch = g * Cg + cc
+    ch_ld, x_c = _x_chunk(x_n, g, cc, Cg, sxc)
     a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * K1 * K1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
                    HAS_B0, ACC_DTYPE, C_CHUNK, P)
     d = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), a, w1_ptr + ch * K2 * K2, c_ok, K2, DIL, 1, TW,
@@ -349,9 +369,7 @@ def _wgrad_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, w1_ptr, b1_ptr, gy_n, sp
     if HAS_B1:
         d += tl.load(b1_ptr + ch, mask=c_ok, other=0.0).to(ACC_DTYPE)[:, None]
     d = tl.where(owned[None, :], d, 0.0)
-    _wgrad_pw(ws_row + off_b1 + C, a, d, gy_n, sp_g, owned, sgc, g, Og, Cg, cc, c_ok, ACC_DTYPE)
-    _wgrad_w1(ws_row + off_w1 + ch * K2 * K2, ws_row + off_b1 + ch, g_d, a, ih, iw, owned, c_ok,
-              H, W, K2, DIL, TW, C_CHUNK, P)
+    _wgrad_pw(ws_wpw, a, d, gy_n, sp_g, owned, sgc, g, Og, Cg, cc, c_ok, ACC_DTYPE)
 
 
 @triton.jit
@@ -379,8 +397,10 @@ def _hlk_bwd_kernel(
 ):
     # HALO here is k1 // 2 + dilation * (k2 // 2): g_d is needed on the whole
     # tile, g_a on it less h2, grad_x and the owned pixels less the full halo.
-    # Program (workspace row r, group g) handles r's run of (image, tile) items in order
-    # (_workspace.item_run); the grad_x pass gets ROWS >= items, one item each.
+    # NEED_W: 0 no weights, 1 the depthwise ones (w0, b0, w1, b1), 2 the pointwise ones
+    # (w_pw, b_pw, which need neither g_a nor g_d).  Program (workspace row r, group g)
+    # handles r's run of (image, tile) items in order (_workspace.item_run); the grad_x
+    # pass gets ROWS >= items, one item each.
     P: tl.constexpr = TH * TW
     pid = tl.program_id(0)
     tiles_w = tl.cdiv(W, TW - 2 * HALO)
@@ -388,30 +408,36 @@ def _hlk_bwd_kernel(
     g = pid % G
     row = pid // G
     first, last = item_run(row, N * tiles, ROWS)
+    ws_row = ws_ptr + row.to(tl.int64) * LW
     for item in range(first, last):
         n = item // tiles
         ih, iw, in_img, owned = _halo_tile(item - n * tiles, tiles_w, H, W, HALO, TH, TW, P)
         sp_g = ih.to(tl.int64) * sgh + iw.to(tl.int64) * sgw
+        sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
         gy_n = gy_ptr + n.to(tl.int64) * sgn
-        if NEED_W:
+        x_n = x_ptr + n.to(tl.int64) * sxn
+        if NEED_W != 0:
             # This item adds to what the previous one stored in the row: order them.
             tl.debug_barrier()
         for c0 in range(0, Cg, C_CHUNK):
             cc = c0 + tl.arange(0, C_CHUNK)
             c_ok = cc < Cg
-            g_d, g_a = _grad_tiles(gy_n, sp_g, ih, iw, in_img, wpw_ptr, w1_ptr + (g * Cg + cc) * (K2 * K2), sgc,
-                                   g, H, W, Cg, Og, K2, DIL, TW, cc, c_ok, ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
-            if NEED_GX:
-                _store_grad_x(gx_ptr + n.to(tl.int64) * sqn, g_a, w0_ptr + (g * Cg + cc) * (K1 * K1), g * Cg + cc,
-                              c_ok, owned, ih, iw, H, W, K1, TW, sqc, sqh, sqw, ACC_DTYPE, C_CHUNK, P)
-            if NEED_W:
-                sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-                _wgrad_chunk(ws_ptr + row.to(tl.int64) * LW, g_a, g_d, x_ptr + n.to(tl.int64) * sxn, w0_ptr,
-                             b0_ptr, w1_ptr, b1_ptr, gy_n, sp_x, sp_g, ih, iw, owned, g, cc, c_ok, H, W, Cg, Og,
-                             G, K1, K2, DIL, TW, sxc, sxh, sxw, sgc, HAS_B0, HAS_B1, ACC_DTYPE, C_CHUNK, P)
-        if NEED_W:
-            _wgrad_bpw(ws_ptr + row.to(tl.int64) * LW + (LW - G * Og), gy_n, sp_g, owned, sgc, g, Og, ACC_DTYPE,
-                       CO_BLOCK, P)
+            if NEED_W == 2:
+                _wgrad_pw_chunk(ws_row + (LW - G * Og * (2 * Cg + 1)), x_n, w0_ptr, b0_ptr, w1_ptr, b1_ptr,
+                                gy_n, sp_x, sp_g, ih, iw, owned, g, cc, c_ok, H, W, Cg, Og, K1, K2, DIL, TW,
+                                sxc, sxh, sxw, sgc, HAS_B0, HAS_B1, ACC_DTYPE, C_CHUNK, P)
+            else:
+                g_d, g_a = _grad_tiles(gy_n, sp_g, ih, iw, in_img, wpw_ptr, w1_ptr + (g * Cg + cc) * (K2 * K2),
+                                       sgc, g, H, W, Cg, Og, K2, DIL, TW, cc, c_ok, ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
+                if NEED_GX:
+                    _store_grad_x(gx_ptr + n.to(tl.int64) * sqn, g_a, w0_ptr + (g * Cg + cc) * (K1 * K1),
+                                  g * Cg + cc, c_ok, owned, ih, iw, H, W, K1, TW, sqc, sqh, sqw,
+                                  ACC_DTYPE, C_CHUNK, P)
+                if NEED_W == 1:
+                    _wgrad_dw_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, sp_x, ih, iw, owned, g, cc, c_ok,
+                                    H, W, Cg, G, K1, K2, DIL, TW, sxc, sxh, sxw, HAS_B0, ACC_DTYPE, C_CHUNK, P)
+        if NEED_W == 2:
+            _wgrad_bpw(ws_row + (LW - G * Og), gy_n, sp_g, owned, sgc, g, Og, ACC_DTYPE, CO_BLOCK, P)
 
 
 # ---------------------------------------------------------------------------
@@ -634,13 +660,15 @@ def _split_grads(gx, wsum, cols, need, shapes, dtype):
     return tuple(out)
 
 
-def _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, cfg_or_cands, tuned, need_gx):
-    # One launch of _hlk_bwd_kernel: the grad_x pass (ws unused) or the weight pass (gx unused).
+def _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, cfg_or_cands, tuned, w_pass):
+    # One launch of _hlk_bwd_kernel: the grad_x pass (w_pass 0, ws unused) or weight pass
+    # w_pass (NEED_W; gx unused).
+    need_gx = w_pass == 0
     H, W = int(x.shape[2]), int(x.shape[3])
     w0c, b0p, w1c, b1p, wpc, geo, flags = pass_args
     args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, gx if need_gx else w0c, ws, N, H, W, *geo, rows,
             *grad_y.stride(), *x.stride(), *(gx.stride() if need_gx else (0, 0, 0, 0)))
-    consts = dict(NEED_GX=need_gx, NEED_W=not need_gx, **flags)
+    consts = dict(NEED_GX=need_gx, NEED_W=w_pass, **flags)
     grid = lambda meta: (G * _workspace.used_rows(N * _tiles(H, W, halo, meta), rows),)  # noqa: E731
     launch(_hlk_bwd_kernel, tuned, cfg_or_cands, grid, args, consts)
 
@@ -686,14 +714,18 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
             ws_ph = torch.empty(1, dtype=torch.float32, device=x.device)
             cands = _candidates(BWD_GX_CONFIGS, halo, H, W, Cout // G)
             _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws_ph, N * H * W, cands,
-                        _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), True)
+                        _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), 0)
         if not any(need[1:]):
             return (gx,) + (None,) * 6
         # A single, fixed tile and a split that depends on the shape only: the partial sums,
         # not only their reduction order, are the same in every process.
         cfg, rows, lw = _ws_plan(N, C, H, W, Cout, G, K1, K2, DIL, x.dtype)
         ws = torch.zeros((rows, lw), dtype=acc_t, device=x.device)
-        _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, [cfg], None, False)
+        # Two weight passes, the depthwise weights and the pointwise ones, into disjoint
+        # columns: one program doing both keeps g_a, g_d, a and d in flight and spills.
+        for w_pass, slots in ((1, need[1:5]), (2, need[5:])):
+            if any(slots):
+                _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, [cfg], None, w_pass)
     # torch.sum over a fixed-shape dim is a fixed-order reduction (no atomics).
     return _split_grads(gx, ws.sum(dim=0), cols, need, shapes, x.dtype)
 
@@ -711,8 +743,8 @@ def aot_specs() -> list[dict]:
     """Every kernel configuration the compile gate builds.
 
     Built by :func:`._launch.aot_spec`.  Covered: every FWD / BWD_GX / BWD_W
-    config x {fp32, fp16, bf16, fp64} with all biases on; the backward kernel appears twice, as its
-    grad_x pass and its weight pass (the two constexpr variants launched).
+    config x {fp32, fp16, bf16, fp64} with all biases on; the backward kernel appears three times, as its
+    grad_x pass and its two weight passes (the constexpr variants launched).
     k1 / k2 are runtime arguments, so the (3, 3) and (5, 7) kernels are the
     same binary and compiled once.  The large-halo fallback tile of
     ``_candidates`` is deliberately absent: it is known to spill.
@@ -737,9 +769,11 @@ def aot_specs() -> list[dict]:
                           "sqn", "sqc", "sqh", "sqw"]
         kernels += [
             ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, BWD_GX_CONFIGS, bwd_ptrs, bwd_ints,
-             dict(NEED_GX=True, NEED_W=False, HAS_B0=True, HAS_B1=True)),
+             dict(NEED_GX=True, NEED_W=0, HAS_B0=True, HAS_B1=True)),
             ("_hlk_bwd_kernel[weights]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
-             dict(NEED_GX=False, NEED_W=True, HAS_B0=True, HAS_B1=True)),
+             dict(NEED_GX=False, NEED_W=1, HAS_B0=True, HAS_B1=True)),
+            ("_hlk_bwd_kernel[weights_pw]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
+             dict(NEED_GX=False, NEED_W=2, HAS_B0=True, HAS_B1=True)),
         ]
         for name, fn, configs, ptrs, ints, extra in kernels:
             for cfg in configs:
