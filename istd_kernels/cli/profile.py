@@ -151,16 +151,15 @@ def layer_times(net, once: Callable[[], None], device) -> Tuple[List[dict], floa
     layers being the deepest modules that ran (whose children did not), slowest first."""
     from torch.autograd.profiler import record_function
     from torch.profiler import ProfilerActivity, profile
-    names = {id(m): n or "(model)" for n, m in net.named_modules()}
-    kinds = {n or "(model)": type(m).__name__ for n, m in net.named_modules()}
+    # By identity, not name: a module shared by several parents (RRCA-Net's recurrent
+    # passes) has one name but is a child of each of them.
+    modules = {id(m): (n or "(model)", m) for n, m in net.named_modules()}
+    names = {k: n for k, (n, _) in modules.items()}
     open_ranges: List[record_function] = []
-    ran, parent_of = set(), {}
-    for name, m in net.named_modules():
-        for child in m.children():
-            parent_of.setdefault(names[id(child)], name or "(model)")
+    ran = set()
 
     def enter(m, _):
-        ran.add(names[id(m)])
+        ran.add(id(m))
         open_ranges.append(record_function(f"layer:{names[id(m)]}").__enter__())
 
     def leave(m, _, __):
@@ -176,7 +175,7 @@ def layer_times(net, once: Callable[[], None], device) -> Tuple[List[dict], floa
     finally:
         for h in handles:
             h.remove()
-    deepest = ran - {parent_of.get(n) for n in ran}
+    deepest = [k for k in ran if not any(id(c) in ran for c in modules[k][1].children())]
 
     def ms(e) -> float:
         us = getattr(e, "device_time_total", 0) if device.type == "cuda" else e.cpu_time_total
@@ -188,8 +187,8 @@ def layer_times(net, once: Callable[[], None], device) -> Tuple[List[dict], floa
     # kernel's own time, not the host-side range (which ends before the kernels do).
     total = (sum(getattr(e, "self_device_time_total", 0) for e in averages) / 1e3 if device.type == "cuda"
              else ms(events["istd:forward"]))
-    layers = [{"layer": n, "type": kinds[n], "calls": events[f"layer:{n}"].count, "ms": ms(events[f"layer:{n}"])}
-              for n in deepest if f"layer:{n}" in events]
+    layers = [{"layer": names[k], "type": type(modules[k][1]).__name__, "calls": events[f"layer:{names[k]}"].count,
+               "ms": ms(events[f"layer:{names[k]}"])} for k in deepest if f"layer:{names[k]}" in events]
     return sorted(layers, key=lambda r: -r["ms"]), total
 
 

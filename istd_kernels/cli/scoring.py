@@ -48,7 +48,10 @@ class Scorer:
         from ..metrics import ROC, ISTDMetrics
         self.cut = math.log(threshold / (1 - threshold)) if logits else threshold
         self.niou_empty = niou_empty
-        self.metrics = ISTDMetrics(legacy=legacy, empty_as="one" if niou_empty == "one" else "zero",
+        # At the default threshold the metrics threshold the raw map themselves (in the C++
+        # pass that also counts, on the CPU); another threshold needs a bool map first.
+        self.raw = threshold == 0.5
+        self.metrics = ISTDMetrics(logits=logits, legacy=legacy, empty_as="one" if niou_empty == "one" else "zero",
                                    distributed=False)
         self.roc = ROC(ROC_THRESHOLDS, logits=logits, legacy=legacy, distributed=False) if roc else None
         self.components = components
@@ -62,8 +65,8 @@ class Scorer:
     def update(self, pred: Tensor, target: Tensor, ident: str) -> None:
         """Score one image: ``pred`` float [H, W] (probabilities or logits), ``target`` [H, W] (> 0.5 is target)."""
         from ..ops import measure_components
-        positive = (pred > self.cut)[None]
-        self.metrics.update(positive, target[None])
+        positive = None if self.raw and not self.components else (pred > self.cut)[None]
+        self.metrics.update(pred[None] if self.raw else positive, target[None])
         if self.roc is not None:
             self.roc.update(pred[None], target[None])
         now = self._counts()
