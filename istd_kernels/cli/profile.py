@@ -218,8 +218,8 @@ def _report(r: dict) -> str:
         rows = [["layer", "type", "calls", "ms", "%"]]
         rows += [[x["layer"], x["type"], str(x["calls"]), f"{x['ms']:.3f}", f"{100 * x['ms'] / total:.1f}"]
                  for x in r["layers"]]
-        rows.append(["(other layers, ops outside layers)", "", "", f"{r['rest_ms']:.3f}",
-                     f"{100 * r['rest_ms'] / total:.1f}"])
+        for label, key in (("(the other layers)", "other_layers_ms"), ("(ops outside any layer)", "outside_ms")):
+            rows.append([label, "", "", f"{r[key]:.3f}", f"{100 * r[key] / total:.1f}"])
         lines += [f"where the time goes (one profiled pass, {total:.2f} ms{', eager' if r['compile'] else ''}):",
                   render_table(rows, "text")]
     return "\n".join(lines)
@@ -251,8 +251,10 @@ def run(args) -> int:
          "latency": time_forward(once, device, args.batch, args.warmup, args.repeats)}
     if args.layers:
         layers, total = layer_times(net, eager, device)
-        r.update(layers=layers[:args.layers], profiled_ms=total,
-                 rest_ms=total - sum(x["ms"] for x in layers[:args.layers]))
+        shown = layers[:args.layers]
+        in_layers = sum(x["ms"] for x in layers)
+        r.update(layers=shown, profiled_ms=total, other_layers_ms=in_layers - sum(x["ms"] for x in shown),
+                 outside_ms=total - in_layers)
     print(_report(r))
     if args.json:
         write_json(Path(args.json), r, "--json")
