@@ -96,11 +96,21 @@ def _dw_id(case):
     return f"{'x'.join(map(str, shape))}-k{k}-s{s}-p{p}-d{d}"
 
 
+# (case, poison site) where F.conv2d itself (PyTorch 2.13 CPU, float32) lets a non-finite
+# grad_y reach weight taps through padding.
+TORCH_MULTIPLIES_PADDING = {("1x2x9x8-k3-s2-p1-d2", ("gy", 0)), ("1x2x7x9-k5-s1-p4-d2", ("gy", 0)),
+                            ("1x2x7x9-k5-s1-p4-d2", ("gy", 29))}
+
+
 @pytest.mark.parametrize("case", DW_CASES, ids=_dw_id)
 @pytest.mark.parametrize("poison", DW_POISON, ids=lambda p: f"{p[0]}{p[1]}={p[2]}")
 @pytest.mark.parametrize("backend,dtype", [(b, torch.float32) for b in BACKENDS] + [("triton", torch.float64)])
-def test_depthwise(backend, dtype, case, poison):
+def test_depthwise(backend, dtype, case, poison, request):
     shape, k, s, p, d = case
+    if backend == "torch" and (_dw_id(case), poison[:2]) in TORCH_MULTIPLIES_PADDING:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "the torch backend is F.conv2d, whose CPU weight gradient of a dilated depthwise conv "
+            "multiplies padding by grad_y (PyTorch's kernel)")))
     gen = torch.Generator().manual_seed(0)
     params = [torch.randn(shape, generator=gen, dtype=torch.float64),
               torch.randn(shape[1], 1, k, k, generator=gen, dtype=torch.float64),

@@ -310,11 +310,10 @@ def _tile_configs():
     # maxnreg: without an explicit cap, ptxas 13 (Triton's sm_90 assembler)
     # sometimes settles on 64 registers and spills a few bytes in the
     # weight-gradient kernel; with a cap it allocates freely below it and
-    # does not spill.  Every config fits 128 without spilling (triton_gate
-    # checks it on sm_86 and sm_90).
-    # A 32x64/8-warp tile was dropped: it duplicated 16x64/4 (same elements
-    # per thread) and pushed the AOT gate past its time budget.
-    shapes = [(8, 32, 4), (16, 32, 4), (16, 64, 4), (32, 32, 4), (16, 64, 8)]
+    # does not spill.  At most 4 elements per thread: the 8-element tiles
+    # (16x64 and 32x32 at 4 warps) spill 8-104 B at KW >= 7 once padding taps
+    # are skipped with a select (Triton 3.7.1 and 3.9), so 32x32 runs at 8 warps.
+    shapes = [(8, 32, 4), (16, 32, 4), (32, 32, 8), (16, 64, 8)]
     return [triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=nw, num_stages=1, maxnreg=128)
             for bh, bw, nw in shapes]
 
