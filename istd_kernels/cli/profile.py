@@ -175,7 +175,9 @@ def layer_times(net, once: Callable[[], None], device) -> Tuple[List[dict], floa
     finally:
         for h in handles:
             h.remove()
-    deepest = [k for k in ran if not any(id(c) in ran for c in modules[k][1].children())]
+    # descendants, not children: a module may call its grandchildren directly (RRCA-Net's
+    # RuCB passes run the convs of a Sequential without calling the Sequential)
+    deepest = [k for k in ran if not any(id(c) in ran for c in modules[k][1].modules() if c is not modules[k][1])]
 
     def ms(e) -> float:
         us = getattr(e, "device_time_total", 0) if device.type == "cuda" else e.cpu_time_total
