@@ -282,8 +282,16 @@ _FWD_SHAPES = [(16, 32, 8), (16, 64, 8), (32, 64, 16)]
 FWD_CONFIGS = [triton.Config({"BH": bh, "BW": bw}, num_warps=nw, num_stages=1) for bh, bw, nw in _FWD_SHAPES]
 # The backward's tile sets the temperature partial sums, so it is fixed (it
 # is widened to max(scales) per side when a scale exceeds it).
-# 8 warps: 2 elements per thread keeps r=4 near 120 registers (4 warps: ~225).
-BWD_CONFIG = triton.Config({"BH": 16, "BW": 32}, num_warps=8, num_stages=1)
+# 8 warps: 2 elements per thread keeps r=4 near 120 registers (4 warps: ~225).  The cap
+# keeps two programs per SM (8 warps x 128 registers); without any cap Triton 3.7.1 gives
+# r=2 fp32 80 registers and a 4-byte spill on sm_86.
+BWD_CONFIG = triton.Config({"BH": 16, "BW": 32}, num_warps=8, num_stages=1, maxnreg=128)
+# float64 values take two registers each (r=4: ~210): up to the 255 that 8 warps allow.
+_BWD_FP64_MAXNREG = 255
+
+
+def _bwd_maxnreg(dtype: torch.dtype) -> int:
+    return _BWD_FP64_MAXNREG if dtype == torch.float64 else BWD_CONFIG.maxnreg
 
 
 # float64 values take two registers each: at 16 warps (128 registers per thread) the r=4
@@ -409,7 +417,8 @@ def split_attention_bwd(grad_z: torch.Tensor, branches, logits: torch.Tensor, te
     s4 = _pad4(scales, 1)
     consts = dict(R=r, S0=s4[0], S1=s4[1], S2=s4[2], S3=s4[3], ACC_DTYPE=acc_tl, BH=bh, BW=bw)
     with device_ctx(residual):
-        _sa_bwd_kernel[(progs,)](*args, **consts, num_warps=BWD_CONFIG.num_warps, num_stages=BWD_CONFIG.num_stages)
+        _sa_bwd_kernel[(progs,)](*args, **consts, num_warps=BWD_CONFIG.num_warps, num_stages=BWD_CONFIG.num_stages,
+                                 maxnreg=_bwd_maxnreg(dt))
     # torch.sum over a fixed-size 1-D workspace: a fixed-order reduction, no atomics.
     gt = ws.sum().to(dt).reshape(temperature.shape)
     return gbs, glg, gt, gres, gv
@@ -448,7 +457,9 @@ def aot_specs() -> list[dict]:
         for r in range(1, MAX_BRANCHES + 1):
             s4 = _pad4([2 ** (j + 1) for j in range(r)], 1)
             consts = dict(R=r, S0=s4[0], S1=s4[1], S2=s4[2], S3=s4[3], ACC_DTYPE=dt.acc, **cfg.kwargs)
-            specs.append(aot_spec("_sa_bwd_kernel", _sa_bwd_kernel, _aot_ptrs(_sa_bwd_kernel, dt),
-                                  ["D", "H", "W", "G", "Dg"], consts, cfg,
-                                  f"BH={cfg.kwargs['BH']} BW={cfg.kwargs['BW']} R={r} S={tuple(s4[:r])} {dt.name}"))
+            spec = aot_spec("_sa_bwd_kernel", _sa_bwd_kernel, _aot_ptrs(_sa_bwd_kernel, dt),
+                            ["D", "H", "W", "G", "Dg"], consts, cfg,
+                            f"BH={cfg.kwargs['BH']} BW={cfg.kwargs['BW']} R={r} S={tuple(s4[:r])} {dt.name}")
+            spec["maxnreg"] = _bwd_maxnreg(torch.float64 if dt.name == "fp64" else torch.float32)
+            specs.append(spec)
     return specs
