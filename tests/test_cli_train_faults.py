@@ -14,7 +14,7 @@ from istd_kernels.cli import checkpoints as ck
 from istd_kernels.cli.checkpoints import RunLock, atomic_write, read_checkpoint
 from istd_kernels.cli.data import read_grey
 from istd_kernels.cli.main import main
-from istd_kernels.cli.train import _EpochProgress
+from istd_kernels.cli.runtime import Progress
 from istd_kernels.losses import DiceLoss, DpTkLoss, PolyLoss, SoftIoULoss
 
 LCR = ["--model", "lcrnet", "--tiny"]
@@ -149,14 +149,14 @@ def test_text_file_as_weights_says_plainly_it_is_not_a_checkpoint(tmp_path):
 
 def test_progress_prints_within_an_epoch_in_logs(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
-    every_step = _EpochProgress("epoch 1/1", 3, log_every=0, interval_s=0.0)
+    every_step = Progress("epoch 1/1", 3, every_s=0.0)
     for step in (1, 2, 3):
-        every_step.step(step, 4, 0.5, 1e-3)
-    quiet = _EpochProgress("epoch 1/1", 3, log_every=0, interval_s=1e9)
+        every_step.step(step, 4, "loss 0.5")
+    quiet = Progress("epoch 1/1", 3, every_s=1e9)
     for step in (1, 2, 3):
-        quiet.step(step, 4, 0.5, 1e-3)
+        quiet.step(step, 4, "loss 0.5")
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 4 and all("img/s" in ln and "left in the epoch" in ln for ln in lines), lines
+    assert len(lines) == 4 and all("img/s" in ln and " left" in ln for ln in lines), lines
 
 
 @pytest.mark.parametrize("suffix,cut", [(".jpg", 0.5), (".png", 0.6)])

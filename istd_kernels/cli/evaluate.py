@@ -29,7 +29,8 @@ from . import CLIError
 from .checks import check_at_least, load_inference_model
 from .compare import PAPER_HEADER, paper_row, render_table
 from .outputs import check_output_folder, check_output_path, write_json, write_text, write_via_temp
-from .scoring import ROW_FIELDS, Progress, Scorer, score_model, size_grouped
+from .runtime import Progress
+from .scoring import ROW_FIELDS, Scorer, score_model, size_grouped
 
 
 def _check_args(args) -> None:
@@ -78,7 +79,7 @@ def _score_predictions(folder: str, ds, args):
                            f"{mask.shape[1]}x{mask.shape[0]}; expected equal sizes")
         kinds[kind] += 1
         scorer.update(torch.from_numpy(prob), torch.from_numpy(mask), ident)
-        progress.step(done)
+        progress.step(done, 1)
     print(f"{folder}: read {describe_kinds(kinds)}; positive where probability > {args.threshold:g}")
     return scorer, {ds.pairs[k][0]: path for k, path in matched.pairs}
 
@@ -104,10 +105,10 @@ def _write_per_image(path: str, named_scorers) -> None:
     print(f"wrote {path}")
 
 
-def _write_roc(scorer: Scorer, png: Path) -> None:
+def _write_roc(name: str, scorer: Scorer, png: Path, data: str) -> None:
     write_via_temp(png.with_suffix(".csv"), scorer.roc.save_csv, "--roc")
     try:
-        write_via_temp(png, scorer.roc.plot, "--roc")
+        write_via_temp(png, lambda path: scorer.roc.plot(path, model=name, data=data), "--roc")
     except ImportError as e:
         raise CLIError(f"--roc {png} needs matplotlib to draw the plot (the CSV "
                        f"{png.with_suffix('.csv')} was written)") from e
@@ -140,7 +141,7 @@ def _finish(args, result, named_scorers, ds, predicted) -> None:
         write_json(Path(args.json), result, "--json")
         print(f"wrote {args.json}")
     if args.roc:
-        _write_roc(named_scorers[0][1], Path(args.roc))
+        _write_roc(*named_scorers[0], Path(args.roc), f"{Path(args.data).name} ({len(ds)} test images)")
     if args.per_image:
         _write_per_image(args.per_image, named_scorers)
     if args.worst:

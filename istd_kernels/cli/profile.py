@@ -96,10 +96,10 @@ def count_macs(net, c: int, h: int, w: int) -> int:
 def _forward(net, x, device, amp) -> Callable[[], None]:
     import torch
 
-    from .train import _autocast
+    from .runtime import autocast
 
     def once() -> None:
-        with torch.no_grad(), _autocast(device, amp):
+        with torch.no_grad(), autocast(device, amp):
             net(x)
     return once
 

@@ -13,11 +13,11 @@ features near the border, and with them the prediction).
 from __future__ import annotations
 
 import math
-import sys
-import time
 from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
+
+from .runtime import Progress, timed_forwards
 
 if TYPE_CHECKING:  # torch is imported where it is used: `istd --help` builds its parser from this module
     import torch
@@ -113,45 +113,15 @@ def size_grouped(items: Iterable, batch_size: int) -> Iterator[tuple]:
         yield pad_collate(bucket)
 
 
-class Progress:
-    """A progress bar on a terminal, a line at most every ``every`` seconds in logs and pipes."""
-
-    def __init__(self, prefix: str, total: int, every: float = 30.0) -> None:
-        self.prefix, self.total, self.every = prefix, total, every
-        self.start = self.shown = time.perf_counter()
-
-    def step(self, done: int) -> None:
-        from .train import _progress
-        now = time.perf_counter()
-        if not (sys.stdout.isatty() or now - self.shown >= self.every) or self.total < 2:
-            return
-        self.shown = now
-        rate = done / max(now - self.start, 1e-9)
-        left = (self.total - done) / max(rate, 1e-9)
-        _progress(self.prefix, done, self.total, f"{rate:.1f} img/s, {left:.0f} s left")
-
-
 def score_model(net, batches: Iterable, device: torch.device, amp: bool, scorer: Scorer,
                 progress: Optional[Progress] = None) -> float:
     """Run ``net`` over ``batches`` (from :func:`size_grouped`) into ``scorer``; returns the
     seconds spent in forward passes (synchronised on CUDA; data loading excluded)."""
-    import torch
-
-    from .train import _autocast
-    seconds, done = 0.0, 0
-    net.eval()
-    with torch.no_grad():
-        for x, y, ids, sizes in batches:
-            x, y = x.to(device), y.to(device)
-            t0 = time.perf_counter()
-            with _autocast(device, amp):
-                logits = net(x, return_logits=True).float()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds += time.perf_counter() - t0
-            for i, (h, w) in enumerate(sizes):
-                scorer.update(logits[i, 0, :h, :w], y[i, 0, :h, :w], ids[i])
-            done += len(ids)
-            if progress is not None:
-                progress.step(done)
-    return seconds
+    clock, done = [0.0], 0
+    for logits, y, ids, sizes in timed_forwards(net, batches, device, amp, clock):
+        for i, (h, w) in enumerate(sizes):
+            scorer.update(logits[i, 0, :h, :w], y[i, 0, :h, :w], ids[i])
+        done += len(ids)
+        if progress is not None:
+            progress.step(done, len(ids))
+    return clock[0]

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch import nn
 
 from . import CLIError
 from .checks import check_backend
+from .runtime import Progress, autocast, timed_forwards
 from .checkpoints import RunLock, atomic_write, read_checkpoint, remove_stale_temporaries, save_checkpoint
 
 FORMAT_VERSION = 1
@@ -284,46 +284,25 @@ class _Dist:
             dist.destroy_process_group()
 
 
-def evaluate_model(net: nn.Module, loader, device: torch.device, amp: bool = False, roc=None) -> dict:
-    """ISTDMetrics (and optionally a ROC) over ``loader``; predictions cropped to each image's size."""
+def evaluate_model(net: nn.Module, ds, device: torch.device, amp: bool, batch_size: int, workers: int,
+                   d: "_Dist") -> dict:
+    """ISTDMetrics of ``net`` on ``ds`` (each process scores its share; the counts are summed over
+    processes). Batches hold images of one size (``scoring.size_grouped``), so the figures do not
+    depend on ``batch_size``."""
+    from torch.utils.data import DataLoader, Subset
     from ..metrics import ISTDMetrics
-    metrics = ISTDMetrics(logits=True)
-    net.eval()
-    images, seconds = 0, 0.0
-    with torch.no_grad():
-        for x, y, _, sizes in loader:
-            x, y = x.to(device), y.to(device)
-            t0 = time.perf_counter()
-            with _autocast(device, amp):
-                logits = net(x, return_logits=True).float()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds += time.perf_counter() - t0
-            for i, (h, w) in enumerate(sizes):
-                metrics.update(logits[i:i + 1, :, :h, :w], y[i:i + 1, :, :h, :w])
-                if roc is not None:
-                    roc.update(logits[i:i + 1, :, :h, :w], y[i:i + 1, :, :h, :w])
-            images += len(sizes)
+    from .scoring import size_grouped
+    if d.world > 1:  # every image exactly once over all processes (DistributedSampler would repeat some)
+        ds = Subset(ds, list(range(d.rank, len(ds), d.world)))
+    items = DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers)
+    metrics, clock, images = ISTDMetrics(logits=True), [0.0], 0
+    for logits, y, _, sizes in timed_forwards(net, size_grouped(items, batch_size), device, amp, clock):
+        for i, (h, w) in enumerate(sizes):
+            metrics.update(logits[i:i + 1, :, :h, :w], y[i:i + 1, :, :h, :w])
+        images += len(sizes)
     out = metrics.compute()
-    out["images_per_s"] = images / seconds if seconds > 0 else float("nan")
-    out["images_seen"] = images
+    out["images_per_s"] = images / clock[0] if clock[0] > 0 else float("nan")
     return out
-
-
-def _progress(prefix: str, step: int, total: int, text: str) -> None:
-    """A progress bar redrawn in place on a terminal; one plain line per call in logs and pipes."""
-    if sys.stdout.isatty():
-        done = int(30 * step / max(total, 1))
-        end = "\n" if step >= total else ""
-        print(f"\r{prefix} [{'#' * done}{'.' * (30 - done)}] {step}/{total} {text}", end=end, flush=True)
-    else:
-        print(f"{prefix} step {step}/{total} {text}", flush=True)
-
-
-def _autocast(device: torch.device, amp: bool):
-    if not amp:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
 def _write_logs(run: Path, rows: list, cfg: dict) -> None:
@@ -337,53 +316,20 @@ def _write_logs(run: Path, rows: list, cfg: dict) -> None:
                  mode="w")
 
 
-class _EpochProgress:
-    """Progress inside an epoch: a bar redrawn every step on a terminal; in logs and pipes a
-    line every ``log_every`` steps and at least every ``interval_s`` seconds, with images/s
-    and the epoch's time left."""
-
-    def __init__(self, prefix: str, total: int, log_every: int, interval_s: float = 30.0) -> None:
-        self.prefix, self.total, self.log_every, self.interval_s = prefix, total, log_every, interval_s
-        self.tty = sys.stdout.isatty()
-        self.t0 = self.t_last = time.perf_counter()
-        self.images = 0
-
-    def step(self, step: int, images: int, loss: float, lr: float) -> None:
-        self.images += images
-        now = time.perf_counter()
-        due = self.tty or (self.log_every and step % self.log_every == 0) or now - self.t_last >= self.interval_s
-        if not due and step < self.total:
-            return
-        self.t_last = now
-        rate = self.images / max(now - self.t0, 1e-9)
-        left = (now - self.t0) / step * (self.total - step)
-        _progress(self.prefix, step, self.total,
-                  f"loss {loss:.4f} lr {lr:.2e} {rate:.1f} img/s, {_clock(left)} left in the epoch")
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}:{s:02d}"
-
-
-def _make_loader(ds, batch_size, shuffle, workers, seed, epoch, d: _Dist, shard_eval=False):
-    from torch.utils.data import DataLoader, DistributedSampler, Subset
+def _train_loader(ds, batch_size, workers, seed, epoch, d: _Dist):
+    """A shuffled loader whose order is a function of (seed, epoch) alone."""
+    from torch.utils.data import DataLoader, DistributedSampler
     from .data import pad_collate
     sampler, gen = None, None
-    if shuffle:
-        if d.world > 1:
-            sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
-            sampler.set_epoch(epoch)
-        else:
-            # a fresh generator per epoch: the order of epoch e does not depend on epochs before it
-            gen = torch.Generator()
-            gen.manual_seed(seed * 100003 + epoch)
-    elif shard_eval and d.world > 1:
-        # every image exactly once over all processes (DistributedSampler would repeat some)
-        ds = Subset(ds, list(range(d.rank, len(ds), d.world)))
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=gen, num_workers=workers, collate_fn=pad_collate,
-                      persistent_workers=False, pin_memory=False)
+    if d.world > 1:
+        sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+    else:
+        # a fresh generator per epoch: the order of epoch e does not depend on epochs before it
+        gen = torch.Generator()
+        gen.manual_seed(seed * 100003 + epoch)
+    return DataLoader(ds, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
+                      num_workers=workers, collate_fn=pad_collate, persistent_workers=False, pin_memory=False)
 
 
 @dataclass
@@ -451,15 +397,15 @@ def _build_state(cfg: dict, d: _Dist, resume: Optional[dict]) -> _State:
 def _train_epoch(st: _State, cfg: dict, d: _Dist, epoch: int) -> tuple:
     """One pass over the training set: (mean loss over all processes, seconds)."""
     st.train_ds.set_epoch(epoch)
-    loader = _make_loader(st.train_ds, cfg["batch_size"], True, cfg["workers"], cfg["seed"], epoch, d)
+    loader = _train_loader(st.train_ds, cfg["batch_size"], cfg["workers"], cfg["seed"], epoch, d)
     st.net.train()
     lr = st.optimizer.param_groups[0]["lr"]
-    progress = _EpochProgress(f"epoch {epoch + 1}/{cfg['epochs']}", len(loader), cfg["log_every"])
+    progress = Progress(f"epoch {epoch + 1}/{cfg['epochs']}", len(loader), every_steps=cfg["log_every"])
     t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
     for step, (x, y, _, _) in enumerate(loader, 1):
         x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
         st.optimizer.zero_grad(set_to_none=True)
-        with _autocast(d.device, cfg["amp"]):
+        with autocast(d.device, cfg["amp"]):
             logits = st.net(x, return_logits=True)
         loss = st.criterion(logits.float(), y)
         if not torch.isfinite(loss):
@@ -469,7 +415,7 @@ def _train_epoch(st: _State, cfg: dict, d: _Dist, epoch: int) -> tuple:
         st.scaler.update()
         loss_sum, n_batches = loss_sum + loss.item(), n_batches + 1
         if d.main:
-            progress.step(step, x.shape[0] * d.world, loss.item(), lr)
+            progress.step(step, x.shape[0] * d.world, f"loss {loss.item():.4f} lr {lr:.2e}")
     seconds = time.perf_counter() - t0
     if d.world > 1:
         t = torch.tensor([loss_sum, n_batches], device=d.device, dtype=torch.float64)
@@ -489,10 +435,8 @@ def _checkpoint(st: _State, cfg: dict, epoch: int, row: dict) -> dict:
 def _finish_epoch(st: _State, cfg: dict, d: _Dist, run: Path, epoch: int, loss: float, train_s: float) -> dict:
     """Score the test set, then write last.pt, best.pt (when improved) and the logs."""
     st.scheduler.step()
-    test_loader = _make_loader(st.test_ds, cfg["eval_batch_size"], False, cfg["workers"], cfg["seed"], epoch, d,
-                               shard_eval=True)
     t0 = time.perf_counter()
-    m = evaluate_model(st.model, test_loader, d.device, cfg["amp"])
+    m = evaluate_model(st.model, st.test_ds, d.device, cfg["amp"], cfg["eval_batch_size"], cfg["workers"], d)
     row = {"epoch": epoch + 1, "lr": st.optimizer.param_groups[0]["lr"], "train_loss": loss, "iou": m["iou"],
            "niou": m["niou"], "pd": m["pd"], "fa": m["fa"],
            "train_images_per_s": len(st.train_ds) / max(train_s, 1e-9), "epoch_s": train_s + time.perf_counter() - t0}
