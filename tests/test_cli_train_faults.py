@@ -194,3 +194,14 @@ def test_scoring_the_test_split_needs_no_train_list(data, tmp_path):
     assert len(ISTDDataset(str(copy), "test")) > 0
     with pytest.raises(CLIError, match="does not exist"):
         ISTDDataset(str(copy), "train")
+
+
+@pytest.mark.parametrize("command", ["synth", "evaluate"])
+def test_help_shows_every_default(command):
+    import argparse
+    from istd_kernels.cli.main import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    text = " ".join(sub.format_help().split())
+    for action in sub._actions:
+        if action.default not in (None, argparse.SUPPRESS, False) and action.option_strings:
+            assert f"(default: {action.default})" in text, (command, action.option_strings)

@@ -64,7 +64,7 @@ def _evaluate_parser(sub) -> None:
                    help="divide --pred maps by this (auto: by file type and value range)")
     p.add_argument("--strict", action="store_true", help="an id without a prediction, or a prediction "
                    "without an id, is an error")
-    p.add_argument("--subset", default="test", choices=("train", "test"))
+    p.add_argument("--subset", default="test", choices=("train", "test"), help="which split of the data set to score")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (only images of one "
                    "size are batched together; results do not depend on it)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
@@ -111,12 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("synth", help="write a synthetic IR data set (BasicIRSTD layout)")
+    p = sub.add_parser("synth", help="write a synthetic IR data set (BasicIRSTD layout)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="parent folder DIR")
     p.add_argument("--name", required=True, help="data set name NAME (files go to DIR/NAME)")
     p.add_argument("--n", type=int, default=100, help="number of images (default 100)")
     p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same data set")
     p.add_argument("--test-fraction", type=float, default=0.5, help="share of images in the test split")
     p.add_argument("--scr", type=float, nargs=2, default=[2.5, 8.0], metavar=("LOW", "HIGH"),
                    help="signal-to-clutter ratio range of the targets (default 2.5 8)")
