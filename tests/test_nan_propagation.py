@@ -126,13 +126,21 @@ HLK_POISON = [("x", 0, NAN), ("x", 50, INF), ("w0", 0, NAN), ("w0", 0, -INF), ("
 # (N, C, H, W, k_size, Cout, groups): the fused Triton kernels (k_size 7) and the path
 # composed from the depthwise kernels (k_size 23).
 HLK_CASES = [(1, 4, 9, 8, 7, 4, 2), (1, 2, 8, 7, 23, 2, 1)]
+# (k_size, poison site) where the F.conv2d chain itself (PyTorch 2.13 CPU, float32) lets a
+# non-finite value through padding.
+TORCH_HLK_MULTIPLIES_PADDING = {(23, ("w1", 0)), (23, ("w1", 4)), (23, ("w_pw", 3)), (7, ("gy", 0)),
+                                (23, ("gy", 0)), (7, ("gy", 40)), (23, ("gy", 40))}
 
 
 @pytest.mark.parametrize("case", HLK_CASES, ids=lambda c: "x".join(map(str, c[:4])) + f"-k{c[4]}-co{c[5]}-g{c[6]}")
 @pytest.mark.parametrize("poison", HLK_POISON, ids=lambda p: f"{p[0]}{p[1]}={p[2]}")
 @pytest.mark.parametrize("backend,dtype", [(b, torch.float32) for b in BACKENDS] + [("triton", torch.float64)])
-def test_hlk_conv(backend, dtype, case, poison):
+def test_hlk_conv(backend, dtype, case, poison, request):
     n, c, h, w, k_size, cout, groups = case
+    if backend == "torch" and (k_size, poison[:2]) in TORCH_HLK_MULTIPLIES_PADDING:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "the torch backend is the F.conv2d chain, whose CPU dilated depthwise convs multiply "
+            "padding (PyTorch's kernels)")))
     k1, k2, dil = decompose(k_size)
     gen = torch.Generator().manual_seed(1)
     shapes = [(n, c, h, w), (c, 1, k1, k1), (c,), (c, 1, k2, k2), (c,), (cout, 2 * c // groups, 1, 1), (cout,)]
