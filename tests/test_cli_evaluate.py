@@ -15,7 +15,7 @@ import torch
 
 from istd_kernels.cli.main import main
 from istd_kernels.cli.overlay import draw_overlay
-from istd_kernels.cli.train import FORMAT_VERSION, TINY_MODEL_CONFIG, build_model
+from istd_kernels.cli.networks import FORMAT_VERSION, TINY_MODEL_CONFIG, build_model
 from istd_kernels.metrics.reference import reference_metrics
 
 from cli_helpers import assert_one_line_error, cli

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from istd_kernels.cli.train import TINY_MODEL_CONFIG, build_model
+from istd_kernels.cli.networks import TINY_MODEL_CONFIG, build_model
 
 from cli_helpers import assert_one_line_error, cli
 

@@ -91,10 +91,8 @@ def circles(graph):
 
 # Circles outside the op/kernel layers, owned elsewhere and listed so that they shrink (each
 # through a lazy import inside a function):
-# - tools/: the gates' `main` shims import compile_check, which imports the gates;
-# - cli/: checks imports train.inference_model, and train imports checks.check_backend.
-KNOWN = {frozenset({f"{PACKAGE}.tools.compile_check", f"{PACKAGE}.tools.nvcc_gate", f"{PACKAGE}.tools.triton_gate"}),
-         frozenset({f"{PACKAGE}.cli.checks", f"{PACKAGE}.cli.train"})}
+# - tools/: the gates' `main` shims import compile_check, which imports the gates.
+KNOWN = {frozenset({f"{PACKAGE}.tools.compile_check", f"{PACKAGE}.tools.nvcc_gate", f"{PACKAGE}.tools.triton_gate"})}
 
 
 def _without_package_inits(graph):

@@ -38,7 +38,7 @@ def check_backend(name: Optional[str], device=None) -> None:
 
 def load_inference_model(args):
     """``(net, device)`` from ``--model/--weights/--device/--backend``, every failure one line."""
-    from .train import inference_model
+    from .networks import inference_model
     check_backend(args.backend)
     try:
         net, device = inference_model(args)

@@ -71,7 +71,7 @@ def build(spec: str, backend, tiny: bool):
     """The ``nn.Module`` to profile, in eval mode."""
     from torch import nn
 
-    from .train import DEFAULT_MODEL_CONFIG, MODELS, TINY_MODEL_CONFIG, build_model
+    from .networks import DEFAULT_MODEL_CONFIG, MODELS, TINY_MODEL_CONFIG, build_model
     if spec in MODELS:
         net = build_model(spec, (TINY_MODEL_CONFIG if tiny else DEFAULT_MODEL_CONFIG)[spec], backend)
     else:
