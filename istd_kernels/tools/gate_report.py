@@ -21,16 +21,44 @@ def make_row(kind: str, source: str, kernel: str = "", config: str = "", arch: s
                 smem_bytes=smem, spill_stores=stores, spill_loads=loads, error=error)
 
 
-def failures(rows: Iterable[dict]) -> List[str]:
-    """Why the gate fails: one line per compile error or spilling kernel."""
+# Spills the gate reports but does not fail on, each with the Triton version it was seen under
+# and why it is accepted for now. Every other spill fails the gate; an entry that no longer
+# spills is reported as stale (remove it). Keep this list short and tied to an open issue.
+KNOWN_SPILLS = {
+    # (kernel, Triton major.minor.patch prefix): reason
+}
+
+
+def _spills(r: dict) -> bool:
+    return bool((r.get("spill_stores") or 0) or (r.get("spill_loads") or 0))
+
+
+def _known(r: dict, triton_version: str) -> Optional[str]:
+    for (kernel, version), why in KNOWN_SPILLS.items():
+        if r.get("kind") == "triton" and r.get("kernel") == kernel and triton_version.startswith(version):
+            return why
+    return None
+
+
+def _where(r: dict) -> str:
+    return " ".join(p for p in (r["kind"], r["kernel"], r.get("config", ""), r.get("arch", "")) if p)
+
+
+def failures(rows: Iterable[dict], triton_version: str = "") -> List[str]:
+    """Why the gate fails: one line per compile error or spilling kernel not in KNOWN_SPILLS."""
     out = []
     for r in rows:
-        where = " ".join(p for p in (r["kind"], r["kernel"], r.get("config", ""), r.get("arch", "")) if p)
         if r.get("error"):
-            out.append(f"{where}: {r['error']}")
-        elif (r.get("spill_stores") or 0) or (r.get("spill_loads") or 0):
-            out.append(f"{where}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
+            out.append(f"{_where(r)}: {r['error']}")
+        elif _spills(r) and not _known(r, triton_version):
+            out.append(f"{_where(r)}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
     return out
+
+
+def known_spills(rows: Iterable[dict], triton_version: str) -> List[str]:
+    """The spills KNOWN_SPILLS accepts, one line each with the reason (printed, never hidden)."""
+    return [f"{_where(r)}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads ({why})"
+            for r in rows if _spills(r) and (why := _known(r, triton_version))]
 
 
 def table(rows: List[dict]) -> str:

@@ -337,20 +337,25 @@ def _x_chunk(x_n, g, cc, Cg, sxc):
 @triton.jit
 def _wgrad_dw_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, sp_x, ih, iw, owned, g, cc, c_ok,
                     H, W, Cg, G, K1, K2, DIL, TW, sxc, sxh, sxw,
-                    HAS_B0: tl.constexpr, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, P: tl.constexpr):
-    # Adds one channel chunk's share of one tile to the grad_w0, grad_b0, grad_w1 and
-    # grad_b1 columns of the workspace row (layout: hlk_bwd's _ws_columns).
+                    HAS_B0: tl.constexpr, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, P: tl.constexpr,
+                    PART: tl.constexpr):
+    # Adds one channel chunk's share of one tile to the workspace row (layout: hlk_bwd's
+    # _ws_columns): PART 1 the grad_w0 and grad_b0 columns (from g_a), PART 3 the grad_w1
+    # and grad_b1 columns (from g_d and a).  Separate passes: one program holding g_a, g_d
+    # and a together spills at 255 registers.
     C = G * Cg
     ch = g * Cg + cc
     ch_ld, x_c = _x_chunk(x_n, g, cc, Cg, sxc)
-    off_w1 = C * K1 * K1 + C
-    _wgrad_w0(ws_row + ch * K1 * K1, ws_row + C * K1 * K1 + ch, g_a, x_c, sp_x, ih, iw, owned, c_ok,
-              H, W, K1, sxh, sxw, ACC_DTYPE)
-    # a on the whole tile (exact everywhere: it reads x from global).
-    a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * K1 * K1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
-                   HAS_B0, ACC_DTYPE, C_CHUNK, P)
-    _wgrad_w1(ws_row + off_w1 + ch * K2 * K2, ws_row + off_w1 + C * K2 * K2 + ch, g_d, a, ih, iw, owned, c_ok,
-              H, W, K2, DIL, TW, C_CHUNK, P)
+    if PART == 1:
+        _wgrad_w0(ws_row + ch * K1 * K1, ws_row + C * K1 * K1 + ch, g_a, x_c, sp_x, ih, iw, owned, c_ok,
+                  H, W, K1, sxh, sxw, ACC_DTYPE)
+    else:
+        off_w1 = C * K1 * K1 + C
+        # a on the whole tile (exact everywhere: it reads x from global).
+        a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * K1 * K1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
+                       HAS_B0, ACC_DTYPE, C_CHUNK, P)
+        _wgrad_w1(ws_row + off_w1 + ch * K2 * K2, ws_row + off_w1 + C * K2 * K2 + ch, g_d, a, ih, iw, owned,
+                  c_ok, H, W, K2, DIL, TW, C_CHUNK, P)
 
 
 @triton.jit
@@ -397,8 +402,8 @@ def _hlk_bwd_kernel(
 ):
     # HALO here is k1 // 2 + dilation * (k2 // 2): g_d is needed on the whole
     # tile, g_a on it less h2, grad_x and the owned pixels less the full halo.
-    # NEED_W: 0 no weights, 1 the depthwise ones (w0, b0, w1, b1), 2 the pointwise ones
-    # (w_pw, b_pw, which need neither g_a nor g_d).  Program (workspace row r, group g)
+    # NEED_W: 0 no weights, 1 w0 and b0 (from g_a), 3 w1 and b1 (from g_d), 2 the pointwise
+    # ones (w_pw, b_pw, which need neither g_a nor g_d).  Program (workspace row r, group g)
     # handles r's run of (image, tile) items in order (_workspace.item_run); the grad_x
     # pass gets ROWS >= items, one item each.
     P: tl.constexpr = TH * TW
@@ -433,9 +438,10 @@ def _hlk_bwd_kernel(
                     _store_grad_x(gx_ptr + n.to(tl.int64) * sqn, g_a, w0_ptr + (g * Cg + cc) * (K1 * K1),
                                   g * Cg + cc, c_ok, owned, ih, iw, H, W, K1, TW, sqc, sqh, sqw,
                                   ACC_DTYPE, C_CHUNK, P)
-                if NEED_W == 1:
+                if NEED_W == 1 or NEED_W == 3:
                     _wgrad_dw_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, sp_x, ih, iw, owned, g, cc, c_ok,
-                                    H, W, Cg, G, K1, K2, DIL, TW, sxc, sxh, sxw, HAS_B0, ACC_DTYPE, C_CHUNK, P)
+                                    H, W, Cg, G, K1, K2, DIL, TW, sxc, sxh, sxw, HAS_B0, ACC_DTYPE, C_CHUNK, P,
+                                    NEED_W)
         if NEED_W == 2:
             _wgrad_bpw(ws_row + (LW - G * Og), gy_n, sp_g, owned, sgc, g, Og, ACC_DTYPE, CO_BLOCK, P)
 
@@ -721,9 +727,9 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
         # not only their reduction order, are the same in every process.
         cfg, rows, lw = _ws_plan(N, C, H, W, Cout, G, K1, K2, DIL, x.dtype)
         ws = torch.zeros((rows, lw), dtype=acc_t, device=x.device)
-        # Two weight passes, the depthwise weights and the pointwise ones, into disjoint
-        # columns: one program doing both keeps g_a, g_d, a and d in flight and spills.
-        for w_pass, slots in ((1, need[1:5]), (2, need[5:])):
+        # Three weight passes into disjoint columns (w0/b0, w1/b1, the pointwise ones): one
+        # program doing more keeps g_a, g_d, a and d in flight and spills.
+        for w_pass, slots in ((1, need[1:3]), (3, need[3:5]), (2, need[5:])):
             if any(slots):
                 _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, [cfg], None, w_pass)
     # torch.sum over a fixed-shape dim is a fixed-order reduction (no atomics).
@@ -744,7 +750,7 @@ def aot_specs() -> list[dict]:
 
     Built by :func:`._launch.aot_spec`.  Covered: every FWD / BWD_GX / BWD_W
     config x {fp32, fp16, bf16, fp64} with all biases on; the backward kernel appears three times, as its
-    grad_x pass and its two weight passes (the constexpr variants launched).
+    grad_x pass and its three weight passes (the constexpr variants launched).
     k1 / k2 are runtime arguments, so the (3, 3) and (5, 7) kernels are the
     same binary and compiled once.  The large-halo fallback tile of
     ``_candidates`` is deliberately absent: it is known to spill.
@@ -770,8 +776,10 @@ def aot_specs() -> list[dict]:
         kernels += [
             ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, BWD_GX_CONFIGS, bwd_ptrs, bwd_ints,
              dict(NEED_GX=True, NEED_W=0, HAS_B0=True, HAS_B1=True)),
-            ("_hlk_bwd_kernel[weights]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
+            ("_hlk_bwd_kernel[weights_w0]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
              dict(NEED_GX=False, NEED_W=1, HAS_B0=True, HAS_B1=True)),
+            ("_hlk_bwd_kernel[weights_w1]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
+             dict(NEED_GX=False, NEED_W=3, HAS_B0=True, HAS_B1=True)),
             ("_hlk_bwd_kernel[weights_pw]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
              dict(NEED_GX=False, NEED_W=2, HAS_B0=True, HAS_B1=True)),
         ]
