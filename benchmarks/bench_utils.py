@@ -60,6 +60,8 @@ def measure(benchmark, fn, device, key, batch, baseline=None):
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     benchmark(run)
+    if benchmark.disabled:  # --benchmark-disable: the case ran once, as a test; nothing was timed
+        return
     median = benchmark.stats.stats.median
     info = benchmark.extra_info
     if device == "cuda":
