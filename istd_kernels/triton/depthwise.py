@@ -32,7 +32,7 @@ import triton.language as tl
 # compiled graphs see the strides these kernels produce.
 from ..layout import output_memory_format as _memory_format
 from . import _workspace
-from ._launch import INTERPRET, aot_signature, device_ctx, launch, np2
+from ._launch import INTERPRET, device_ctx, launch, np2, plane_tile
 from ._workspace import accumulate, item_run, used_rows_jit
 
 __all__ = [
@@ -114,18 +114,10 @@ def _dw_fwd_kernel(
     KW: tl.constexpr, KW_CHUNK: tl.constexpr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    # One flat grid axis: axes 1/2 are capped at 65535 on CUDA, and N*C alone
-    # can pass that.  Tiles of one plane are adjacent so neighbouring programs
-    # share halo rows in L2.
-    pid = tl.program_id(0)
-    tiles_w = tl.cdiv(Wo, BLOCK_W)
-    tiles = tl.cdiv(Ho, BLOCK_H) * tiles_w
-    nc = pid // tiles
-    t = pid - nc * tiles
+    # N*C alone can pass the 65535 cap of grid axes 1/2: one flat axis (plane_tile).
+    nc, th, tw = plane_tile(tl.program_id(0), Ho, Wo, BLOCK_H, BLOCK_W)
     n = nc // C
     c = nc - n * C
-    th = t // tiles_w
-    tw = t - th * tiles_w
 
     oh = th * BLOCK_H + tl.arange(0, BLOCK_H)
     ow = tw * BLOCK_W + tl.arange(0, BLOCK_W)
@@ -168,15 +160,9 @@ def _dw_bwd_input_kernel(
 ):
     # Gather form: each grad_x element pulls the grad_y elements whose window
     # covered it, so every output is written exactly once (no atomics).
-    pid = tl.program_id(0)
-    tiles_w = tl.cdiv(W, BLOCK_W)
-    tiles = tl.cdiv(H, BLOCK_H) * tiles_w
-    nc = pid // tiles
-    t = pid - nc * tiles
+    nc, th, tw = plane_tile(tl.program_id(0), H, W, BLOCK_H, BLOCK_W)
     n = nc // C
     c = nc - n * C
-    th = t // tiles_w
-    tw = t - th * tiles_w
 
     ih = th * BLOCK_H + tl.arange(0, BLOCK_H)
     iw = tw * BLOCK_W + tl.arange(0, BLOCK_W)

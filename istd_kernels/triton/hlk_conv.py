@@ -65,7 +65,7 @@ import triton.language as tl
 
 from ..layout import output_memory_format as _memory_format
 from . import _workspace
-from ._launch import INTERPRET, aot_signature, device_ctx, launch, np2
+from ._launch import INTERPRET, device_ctx, launch, np2
 from ._workspace import accumulate, item_run
 
 __all__ = [
