@@ -164,6 +164,11 @@ def _register_extension(backend: str) -> None:
 
 
 def _torch_forward(x, weight, bias, stride, padding, dilation) -> Tensor:
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        # PyTorch's CPU convolution may accumulate half types in half precision (oneDNN
+        # chooses by CPU); every backend here accumulates in float32, so this one does too.
+        b32 = None if bias is None else bias.float()
+        return F.conv2d(x.float(), weight.float(), b32, stride, padding, dilation, groups=x.shape[1]).to(x.dtype)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups=x.shape[1])
 
 
