@@ -14,7 +14,7 @@ import torch
 from istd_kernels.cli.data import ISTDDataset, resolve_layout
 from istd_kernels.cli.main import main
 
-from cli_helpers import assert_one_line_error, cli
+from cli_helpers import assert_one_line_error, cli, tiny_synth
 
 LCR = ["--model", "lcrnet", "--tiny"]
 TRAIN = ["--batch-size", "4", "--workers", "0", "--deterministic", "--seed", "3", "--log-every", "1"]
@@ -22,9 +22,7 @@ TRAIN = ["--batch-size", "4", "--workers", "0", "--deterministic", "--seed", "3"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    assert main(["synth", "--out", str(root), "--name", "tiny", "--n", "8", "--size", "32", "--seed", "1"]) == 0
-    return root / "tiny"
+    return tiny_synth(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

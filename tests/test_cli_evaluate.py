@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from istd_kernels.cli.main import main
 from istd_kernels.cli.overlay import draw_overlay
 from istd_kernels.cli.networks import FORMAT_VERSION, TINY_MODEL_CONFIG, build_model
 from istd_kernels.metrics.reference import reference_metrics
 
-from cli_helpers import assert_one_line_error, cli
+from cli_helpers import assert_one_line_error, cli, tiny_synth
 
 LCR = ["--model", "lcrnet", "--tiny"]
 
@@ -63,9 +62,7 @@ def write_preds(folder, maps, ext=".png"):
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    assert main(["synth", "--out", str(root), "--name", "tiny", "--n", "8", "--size", "32", "--seed", "1"]) == 0
-    return root / "tiny"
+    return tiny_synth(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from istd_kernels.cli import CLIError
 from istd_kernels.cli import checkpoints as ck
 from istd_kernels.cli.checkpoints import RunLock, atomic_write, read_checkpoint
 from istd_kernels.cli.data import read_grey
-from istd_kernels.cli.main import main
+from cli_helpers import assert_one_line_error, cli, tiny_synth
 from istd_kernels.cli.runtime import Progress
 from istd_kernels.losses import DiceLoss, DpTkLoss, PolyLoss, SoftIoULoss
 
@@ -21,24 +21,9 @@ LCR = ["--model", "lcrnet", "--tiny"]
 TRAIN = ["--batch-size", "4", "--workers", "0", "--deterministic", "--seed", "3", "--log-every", "1"]
 
 
-def cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc, err, *names):
-    lines = err.strip().splitlines()
-    assert rc != 0 and len(lines) == 1 and lines[0].startswith("istd: error: "), err
-    for name in names:
-        assert str(name) in lines[0], (name, lines[0])
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    assert main(["synth", "--out", str(root), "--name", "tiny", "--n", "6", "--size", "32", "--seed", "1"]) == 0
-    return root / "tiny"
+    return tiny_synth(tmp_path_factory, n=6)
 
 
 def train(capsys, data, out, *extra):
@@ -85,7 +70,7 @@ def test_second_training_into_the_same_folder_is_refused(data, tmp_path, capsys)
     run = tmp_path / "run"
     with RunLock(run):
         rc, _, err = train(capsys, data, run)
-    one_line_error(rc, err, "another istd train", str(os.getpid()), str(run))
+    assert_one_line_error(rc, err, "another istd train", str(os.getpid()), str(run))
 
 
 @pytest.mark.parametrize("flags,names", [
@@ -93,25 +78,25 @@ def test_second_training_into_the_same_folder_is_refused(data, tmp_path, capsys)
     (["--crop", "100000"], ["--crop 100000", "32"]),
 ])
 def test_bad_flags_are_one_line(flags, names, data, tmp_path, capsys):
-    one_line_error(*train(capsys, data, tmp_path / "run", *flags)[::2], *names)
+    assert_one_line_error(*train(capsys, data, tmp_path / "run", *flags)[::2], *names)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
 def test_backend_cuda_without_a_gpu_is_one_line(data, tmp_path, capsys):
-    one_line_error(*train(capsys, data, tmp_path / "run", "--backend", "cuda")[::2], "--backend cuda")
+    assert_one_line_error(*train(capsys, data, tmp_path / "run", "--backend", "cuda")[::2], "--backend cuda")
 
 
 def test_out_pointing_at_a_file(data, tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
-    one_line_error(*train(capsys, data, f)[::2], "--out", "is a file")
+    assert_one_line_error(*train(capsys, data, f)[::2], "--out", "is a file")
 
 
 def test_resume_checkpoint_missing_entries(data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"format_version": 1, "model": "lcrnet", "epoch": 1}, run / "last.pt")
-    one_line_error(*cli(capsys, "train", *LCR, "--data", data, "--out", run, *TRAIN, "--resume")[::2],
+    assert_one_line_error(*cli(capsys, "train", *LCR, "--data", data, "--out", run, *TRAIN, "--resume")[::2],
                    "not a training checkpoint", "model_state")
 
 
