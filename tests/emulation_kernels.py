@@ -8,7 +8,7 @@ message when a kernel was stopped (race, deadlock, bad mask, out-of-bounds share
 from __future__ import annotations
 
 import ctypes
-from typing import List, Sequence, Tuple
+from typing import List, Tuple
 
 import torch
 
