@@ -8,13 +8,10 @@
   a low ROC threshold or an untrained model gives): the grid matcher of ``metrics.pdfa``
   against the quadratic matcher it replaced (a full [G, P] distance block, one loop step per
   target), kept here as the baseline.
-- Labelling + component statistics: ``connected_components`` + ``component_stats`` (label
-  images and statistics, what OpenCV returns) and ``measure_components`` (statistics only,
-  no label images) against ``cv2.connectedComponentsWithStats`` called per image on the
-  same masks.
+
+Labelling against OpenCV is in ``test_labelling_bench.py``.
 """
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -22,36 +19,15 @@ import torch
 from istd_kernels.metrics import ROC, ISTDMetrics
 from istd_kernels.metrics.pdfa import match
 from istd_kernels.metrics.reference import reference_metrics
-from istd_kernels.ops import component_stats, connected_components, measure_components
+from istd_kernels.ops import measure_components
 
 from bench_utils import measure, skip_unless_device
-
-N, SIZE = 64, 512
-
-
-def _disk(img, r, c, radius):
-    rows, cols = np.ogrid[:SIZE, :SIZE]
-    img |= (rows - r) ** 2 + (cols - c) ** 2 <= radius ** 2
+from masks import N, SIZE, project_pairs
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    """Targets of 1-100 px; predictions shifted by up to 2 px, some missed, plus false blobs."""
-    rng = np.random.default_rng(0)
-    target = np.zeros((N, SIZE, SIZE), bool)
-    pred = np.zeros((N, SIZE, SIZE), bool)
-    for i in range(N):
-        for _ in range(rng.integers(1, 4)):
-            r, c = rng.integers(8, SIZE - 8, 2)
-            radius = rng.uniform(0.5, 5.5)
-            _disk(target[i], r, c, radius)
-            if rng.random() < 0.9:
-                dr, dc = rng.integers(-2, 3, 2)
-                _disk(pred[i], r + dr, c + dc, max(0.5, radius + rng.uniform(-1, 1)))
-        for _ in range(rng.integers(0, 3)):
-            _disk(pred[i], *rng.integers(0, SIZE, 2), rng.uniform(0.5, 2.5))
-    prob = np.where(pred, 0.9, 0.1).astype(np.float32) + rng.uniform(-0.05, 0.05, pred.shape).astype(np.float32)
-    return prob, target
+    return project_pairs()
 
 
 def _reference_loop(prob, target, thresholds=(0.5,)):
@@ -145,36 +121,6 @@ def test_matching_dense_grid(benchmark, noise_components):
     measure(benchmark, lambda: match(*noise_components), "cpu", benchmark.group, 1,
             baseline=lambda: _quadratic_detected(*noise_components))
     benchmark.extra_info["impl"] = "istd_kernels metrics.pdfa.match (grid of distance-wide cells, rounds)"
-
-
-def _cv2_stats(masks):
-    return [cv2.connectedComponentsWithStats(m, connectivity=8) for m in masks]
-
-
-def test_labelling_cv2(benchmark, pairs):
-    masks = (pairs[0] > 0.5).astype(np.uint8)
-    benchmark.group = "metrics: labelling+stats cpu 64x512x512"
-    measure(benchmark, lambda: _cv2_stats(masks), "cpu", benchmark.group, N)
-    benchmark.extra_info["impl"] = "cv2.connectedComponentsWithStats per image"
-
-
-def _labels_and_stats(mask):
-    labels, counts = connected_components(mask, backend="cpp")
-    return component_stats(labels, counts, backend="cpp")
-
-
-@pytest.mark.parametrize("fn, impl", [
-    (_labels_and_stats, "istd_kernels connected_components + component_stats (cpp)"),
-    (lambda mask: measure_components(mask, backend="cpp"), "istd_kernels measure_components, no label images (cpp)"),
-], ids=["labels", "stats_only"])
-def test_labelling_istd(benchmark, pairs, fn, impl):
-    masks = (pairs[0] > 0.5).astype(np.uint8)
-    mask_t = torch.from_numpy(masks.astype(bool))
-    stats = fn(mask_t)
-    assert [int(n) for n in stats.counts] == [s[0] - 1 for s in _cv2_stats(masks)]
-    benchmark.group = "metrics: labelling+stats cpu 64x512x512"
-    measure(benchmark, lambda: fn(mask_t), "cpu", benchmark.group, N, baseline=lambda: _cv2_stats(masks))
-    benchmark.extra_info["impl"] = impl
 
 
 def test_metrics_istd_gpu(benchmark, pairs):

@@ -37,6 +37,14 @@ def test_failures_flag_spills_and_errors_only():
     ]
 
 
+def test_failures_flag_blocks_beyond_the_register_file():
+    fits = make_row("triton", "b.py", "k", "BH=16 w8", "sm_90", 255, 0, 0, 0)      # 255 x 256 threads
+    too_many = make_row("triton", "b.py", "k", "BH=16 w16", "sm_90", 251, 0, 0, 0)  # 251 x 512 threads
+    assert failures([fits]) == []
+    assert failures([too_many]) == [
+        "triton k BH=16 w16 sm_90: 251 registers x 512 threads > the 65536-register file: every launch would fail"]
+
+
 def test_main_exit_status(monkeypatch, capsys):
     rows = {"cuda": [make_row("cuda", "a.cu", "k", "", "sm_86", 40, 0, 0, 0)], "triton": []}
     monkeypatch.setattr(nvcc_gate, "check", lambda archs: rows["cuda"])

@@ -36,7 +36,8 @@ def gpu(monkeypatch):
 def test_every_op_has_every_backend_it_names():
     for op in ("istd.depthwise_conv2d", "istd.hlk_conv", "istd.multiscale_maxpool", SA):
         assert set(_dispatch.implementations(op)) == {"torch", "cpp", "cuda", "triton"}, op
-    for op in ("istd.connected_components", "istd.component_stats", "istd.measure_components"):
+    for op in ("istd.connected_components", "istd.component_stats", "istd.measure_components",
+               "istd.connected_components_with_stats"):
         assert set(_dispatch.implementations(op)) == {"torch", "cpp", "cuda"}, op
 
 

@@ -5,6 +5,8 @@
 #include "binding_common.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -160,19 +162,6 @@ py::dict limits() {
   return d;
 }
 
-std::tuple<at::Tensor, at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity) {
-  TORCH_CHECK(mask.device().is_cpu(), "istd _C: mask must be a CPU tensor, got ", mask.device());
-  istd_binding::check_label_mask("istd _C", mask, connectivity);
-  const int64_t N = mask.size(0), H = mask.size(1), W = mask.size(2);
-  at::Tensor labels = at::empty({N, H, W}, mask.options().dtype(at::kInt));
-  at::Tensor counts = at::zeros({N}, mask.options().dtype(at::kLong));
-  if (H * W > 0) {
-    istd::cpu::connected_components(mask.data_ptr<uint8_t>(), labels.data_ptr<int32_t>(), counts.data_ptr<int64_t>(),
-                                    N, H, W, static_cast<int>(connectivity));
-  }
-  return std::make_tuple(labels, counts);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> component_stats(const at::Tensor& labels, int64_t M) {
   TORCH_CHECK(labels.device().is_cpu(), "istd _C: labels must be a CPU tensor, got ", labels.device());
   TORCH_CHECK(labels.scalar_type() == at::kInt, "istd _C: labels must be int32, got ", labels.scalar_type());
@@ -248,11 +237,49 @@ std::vector<at::Tensor> pack_components(const std::vector<istd::cpu::ImageCompon
       const size_t kk = static_cast<size_t>(k);
       a[n * M + k] = c.area[kk];
       const int64_t* b = c.bounds.data() + 4 * kk;
-      istd::stats_finish(c.area[kk], c.row_sum[kk], c.col_sum[kk], b[0], b[1], b[2], b[3], cen + (n * M + k) * 2,
+      istd::stats_finish(c.area[kk], c.sums[2 * kk], c.sums[2 * kk + 1], b[0], b[1], b[2], b[3], cen + (n * M + k) * 2,
                          box + (n * M + k) * 4);
     }
   }
   return {counts, area, centroid, bbox};
+}
+
+// A zero-filled int32 [N, H, W] tensor whose memory comes from calloc: large blocks arrive
+// as fresh zero pages that cost nothing until written, and the labelling writes only the
+// foreground (at::zeros would touch every page, most of a labelling's time on sparse masks).
+// The storage keeps torch's CPU allocator, so that the tensor still resizes like any other.
+at::Tensor calloc_labels(int64_t N, int64_t H, int64_t W, const at::TensorOptions& opts) {
+  const size_t count = static_cast<size_t>(N * H * W);
+  void* data = std::calloc(std::max<size_t>(count, 1), sizeof(int32_t));
+  if (data == nullptr) throw std::bad_alloc();
+  c10::Storage storage(c10::Storage::use_byte_size_t(), count * sizeof(int32_t),
+                       c10::DataPtr(data, data, &std::free, c10::Device(c10::kCPU)), c10::GetAllocator(c10::kCPU),
+                       /*resizable=*/true);
+  return at::empty({0}, opts.dtype(at::kInt)).set_(storage, 0, {N, H, W}, {H * W, W, 1});
+}
+
+// Labels (int32 [N, H, W], written into `out` when given) and the statistics of every
+// component: (labels, counts, area, centroid, bbox) as pack_components lays them out.
+std::vector<at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity,
+                                             const c10::optional<at::Tensor>& out) {
+  TORCH_CHECK(mask.device().is_cpu(), "istd _C: mask must be a CPU tensor, got ", mask.device());
+  istd_binding::check_label_mask("istd _C", mask, connectivity);
+  const int64_t N = mask.size(0), H = mask.size(1), W = mask.size(2);
+  at::Tensor labels;
+  if (out.has_value()) {
+    labels = *out;
+    TORCH_CHECK(labels.device().is_cpu() && labels.scalar_type() == at::kInt && labels.sizes() == mask.sizes() &&
+                    labels.is_contiguous(),
+                "istd _C: out must be a contiguous int32 CPU tensor of the mask's shape ", mask.sizes());
+  } else {
+    labels = calloc_labels(N, H, W, mask.options());
+  }
+  std::vector<istd::cpu::ImageComponents> comps;
+  istd::cpu::label_components(mask.data_ptr<uint8_t>(), N, H, W, static_cast<int>(connectivity),
+                              labels.data_ptr<int32_t>(), !out.has_value(), comps);
+  std::vector<at::Tensor> result{labels};
+  for (const at::Tensor& t : pack_components(comps, mask.options())) result.push_back(t);
+  return result;
 }
 
 std::vector<at::Tensor> measure_components(const at::Tensor& mask, const c10::optional<double>& threshold,
@@ -425,8 +452,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mask_overlap", &mask_overlap, "Per-image |P and T| and |P or T| of 0/1 uint8 masks", py::arg("pred"),
         py::arg("target"));
   m.def("connected_components", &connected_components,
-        "Connected-component labels (int32 [N, H, W]) and counts (int64 [N]) of a 0/1 uint8 mask",
-        py::arg("mask"), py::arg("connectivity"));
+        "Labels (int32 [N, H, W], into out when given), counts, area, centroid and bbox of a uint8 mask",
+        py::arg("mask"), py::arg("connectivity"), py::arg("out") = py::none());
   m.def("component_stats", &component_stats,
         "Area, centroid and bbox ([N, M], [N, M, 2], [N, M, 4]) of int32 labels with values in [0, M]",
         py::arg("labels"), py::arg("M"));

@@ -1,20 +1,8 @@
-// CPU connected-component labelling of binary masks on raw pointers (no PyTorch types).
+// Statistics of CPU label images on raw pointers (no PyTorch types). The labelling itself is
+// run-based and lives in run_components.h.
 #pragma once
 
 #include <cstdint>
-
-namespace istd {
-namespace cpu {
-
-// mask: contiguous uint8 [N, H, W], non-zero = foreground. labels: contiguous int32
-// [N, H, W], fully written: 0 for background, components numbered 1..counts[n] per image
-// in raster order of their first pixel. counts: int64 [N]. connectivity is 4 or 8.
-// H * W must be below 2^31.
-void connected_components(const uint8_t* mask, int32_t* labels, int64_t* counts, int64_t N, int64_t H, int64_t W,
-                          int connectivity);
-
-}  // namespace cpu
-}  // namespace istd
 
 namespace istd {
 namespace cpu {

@@ -57,16 +57,19 @@ class RunLabeller {
     // finds every touching pair. With 8-connectivity runs also touch across a corner,
     // hence the reach of one column.
     int64_t j = prev_begin_;
+    int32_t* parent = s_.parent.data();
     for (int64_t i = begin; i < end; ++i) {
       const Run a = s_.runs[static_cast<size_t>(i)];
-      int32_t* parent = s_.parent.data();
-      parent[i] = static_cast<int32_t>(i);
       while (j < prev_end_ && s_.runs[static_cast<size_t>(j)].c1 + reach_ <= a.c0) ++j;
+      // The new run hangs under the root of the first run it touches and merges the others
+      // into it; unions keep parent[x] <= x, so a component's root is its first run in
+      // raster order, which holds its first pixel.
+      int32_t root = -1;
       for (int64_t k = j; k < prev_end_ && s_.runs[static_cast<size_t>(k)].c0 < a.c1 + reach_; ++k) {
-        // The union keeps parent[x] <= x: a component's root is its first run in raster
-        // order, which holds its first pixel.
-        uf::unite(parent, static_cast<int32_t>(i), static_cast<int32_t>(k));
+        const int32_t above = static_cast<int32_t>(k);
+        root = root < 0 ? uf::find_root(parent, above) : uf::unite(parent, root, above);
       }
+      parent[i] = root < 0 ? static_cast<int32_t>(i) : root;
     }
     prev_begin_ = begin;
     prev_end_ = end;
@@ -84,23 +87,23 @@ class RunLabeller {
     // overwritten with component numbers as it goes.
     for (int64_t i = 0; i < n_runs; ++i) comp[i] = comp[i] == i ? n++ : comp[comp[i]];
     out.area.assign(static_cast<size_t>(n), 0);
-    out.row_sum.assign(static_cast<size_t>(n), 0);
-    out.col_sum.assign(static_cast<size_t>(n), 0);
+    out.sums.assign(static_cast<size_t>(2 * n), 0);
     out.bounds.resize(static_cast<size_t>(4 * n));
     for (int32_t k = 0; k < n; ++k) stats_box_init<int64_t>(out.bounds.data() + 4 * k, INT64_MAX);
     for (int64_t i = 0; i < n_runs; ++i) {
       const Run& run = s_.runs[static_cast<size_t>(i)];
       const size_t k = static_cast<size_t>(comp[i]);
-      const int64_t len = run.c1 - run.c0;
-      out.area[k] += len;
-      out.row_sum[k] += static_cast<int64_t>(run.row) * len;
-      // c0 + (c0 + 1) + ... + (c1 - 1); one of len and c0 + c1 - 1 is even.
-      out.col_sum[k] += (static_cast<int64_t>(run.c0) + run.c1 - 1) * len / 2;
-      int64_t* b = out.bounds.data() + 4 * k;
-      b[0] = std::min<int64_t>(b[0], run.row);
-      b[1] = std::min<int64_t>(b[1], run.c0);
-      b[2] = std::max<int64_t>(b[2], run.row);
-      b[3] = std::max<int64_t>(b[3], run.c1 - 1);
+      stats_add_run<int64_t>(out.area[k], out.sums.data() + 2 * k, out.bounds.data() + 4 * k, run.row, run.c0,
+                             run.c1);
+    }
+  }
+
+  // After finish(): writes component number + 1 over every run of the image (width W).
+  void write_labels(int32_t* lab, int64_t W) const {
+    const int32_t* comp = s_.parent.data();
+    for (size_t i = 0; i < s_.runs.size(); ++i) {
+      const Run& run = s_.runs[i];
+      std::fill(lab + run.row * W + run.c0, lab + run.row * W + run.c1, comp[i] + 1);
     }
   }
 
@@ -142,6 +145,26 @@ void measure_components(const MaskSource& mask, int64_t N, int64_t H, int64_t W,
         lab.add_row(foreground_row(mask, n * plane + r * W, W, scratch.row), static_cast<int32_t>(r), W);
       }
       lab.finish(out[static_cast<size_t>(n)]);
+    }
+  }
+}
+
+void label_components(const uint8_t* mask, int64_t N, int64_t H, int64_t W, int connectivity, int32_t* labels,
+                      bool labels_zeroed, std::vector<ImageComponents>& out) {
+  out.assign(static_cast<size_t>(N), ImageComponents());
+  const int64_t plane = H * W;
+#pragma omp parallel if (N > 1)
+  {
+    Scratch scratch;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t n = 0; n < N; ++n) {
+      RunLabeller lab(scratch, connectivity);
+      for (int64_t r = 0; r < H; ++r) lab.add_row(mask + n * plane + r * W, static_cast<int32_t>(r), W);
+      lab.finish(out[static_cast<size_t>(n)]);
+      // Cleared by the thread that labels the image, right before its runs land there, so
+      // the plane is still in cache when they do.
+      if (!labels_zeroed) std::fill(labels + n * plane, labels + (n + 1) * plane, 0);
+      lab.write_labels(labels + n * plane, W);
     }
   }
 }

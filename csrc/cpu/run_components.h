@@ -28,8 +28,7 @@ struct MaskSource {
 // a scikit-image style labelling numbers k + 1).
 struct ImageComponents {
   std::vector<int64_t> area;
-  std::vector<int64_t> row_sum;  // exact integer sums; centroid = sum / area
-  std::vector<int64_t> col_sum;
+  std::vector<int64_t> sums;     // 2 per component, exact (row, col) sums; centroid = sum / area
   std::vector<int64_t> bounds;   // 4 per component, inclusive: min_row, min_col, max_row, max_col
   int64_t count() const { return static_cast<int64_t>(area.size()); }
 };
@@ -38,6 +37,14 @@ struct ImageComponents {
 // connectivity is 4 or 8; H * W must be below 2^31.
 void measure_components(const MaskSource& mask, int64_t N, int64_t H, int64_t W, int connectivity,
                         std::vector<ImageComponents>& out);
+
+// The same, and the label image of every image written into `labels` (contiguous int32
+// [N, H, W]): 0 for background, component k of image n as k + 1. With `labels_zeroed` the
+// buffer holds zeros already (fresh calloc pages) and only foreground pixels are written,
+// so a page without foreground is never touched, which is almost every page of an
+// infrared mask; otherwise each image is cleared first. The mask is read as bytes.
+void label_components(const uint8_t* mask, int64_t N, int64_t H, int64_t W, int connectivity, int32_t* labels,
+                      bool labels_zeroed, std::vector<ImageComponents>& out);
 
 // The same for a prediction and a target of equal shape in one pass over both, plus the
 // per-image pixel overlap: inter[n] = |P and T|, uni[n] = |P or T| (int64 [N]).

@@ -64,8 +64,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The same neighbour choice as the CPU scan (components_cpu.cpp): the skipped edges are
-// implied by edges other pixels link, whatever the order the pixels run in.
+// Each pixel links to a subset of its earlier neighbours; the skipped edges are implied by
+// edges other pixels link, whatever the order the pixels run in. With 8-connectivity, up
+// touches up-left, up-right and left, so it alone suffices; without up, left and up-left
+// touch each other (one of them suffices) and up-right touches neither.
 template <int kConn>
 __global__ void __launch_bounds__(kThreads)
     cc_merge_kernel(const uint8_t* __restrict__ mask, int32_t* parent, int64_t total, int32_t H, int32_t W) {

@@ -24,6 +24,7 @@ from ._checks import FLOAT_DTYPES, check_int, check_tensor
 OP = "istd.connected_components"
 STATS_OP = "istd.component_stats"
 MEASURE_OP = "istd.measure_components"
+WITH_STATS_OP = "istd.connected_components_with_stats"
 BACKENDS = ("torch", "cpp", "cuda")
 CONNECTIVITIES = (4, 8)
 
@@ -67,13 +68,33 @@ def _foreground(mask: object) -> Tensor:
     return mask != 0
 
 
-def _reference(fg: Tensor, connectivity: int) -> Tuple[Tensor, Tensor]:
+def _check_out(out: object, mask: Tensor) -> None:
+    """``out`` must be a contiguous int32 tensor of ``mask``'s shape and device, not sharing
+    ``mask``'s memory (the labelling reads the mask while it writes the labels)."""
+    check_tensor(out, "out", 3, dtypes=(torch.int32,), shape_doc="[N, H, W] like mask")
+    if out.shape != mask.shape:
+        raise ValueError(f"out must have mask's shape {tuple(mask.shape)}; got {tuple(out.shape)}")
+    if out.device != mask.device:
+        raise ValueError(f"out must be on mask's device ({mask.device}); got {out.device}")
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous (row-major [N, H, W]); got strides "
+                         f"{tuple(out.stride())}: pass a fresh torch.empty_like buffer")
+    if out.numel() and mask.numel() and out.untyped_storage().data_ptr() == mask.untyped_storage().data_ptr():
+        raise ValueError("out must not share memory with mask")
+
+
+def _into(labels: Tensor, out: Optional[Tensor]) -> Tensor:
+    """``labels``, or ``out`` holding them when the caller gave one."""
+    return labels if out is None else out.copy_(labels)
+
+
+def _reference(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     n, h, w = fg.shape
     device = fg.device
     labels = torch.zeros((n, h, w), dtype=torch.int32, device=device)
     counts = torch.zeros((n,), dtype=torch.int64, device=device)
     if fg.numel() == 0:
-        return labels, counts
+        return _into(labels, out), counts
     # Labels are negated so that max_pool (the only windowed reduction PyTorch has for every
     # device) computes the neighbourhood minimum; float64 keeps indices exact up to 2^53.
     # Indices run over the whole batch: pooling never crosses images, and image i's labels
@@ -106,7 +127,7 @@ def _reference(fg: Tensor, connectivity: int) -> Tuple[Tensor, Tensor]:
     first = torch.cumsum(counts, 0) - counts
     number = torch.arange(1, roots.numel() + 1, device=device) - first[image]
     labels[fg] = number[torch.searchsorted(roots, lab)].to(torch.int32)
-    return labels, counts
+    return _into(labels, out), counts
 
 
 def connected_components_ref(mask: Tensor, connectivity: int = 8) -> Tuple[Tensor, Tensor]:
@@ -122,8 +143,8 @@ def connected_components_ref(mask: Tensor, connectivity: int = 8) -> Tuple[Tenso
     return _reference(_foreground(mask), connectivity)
 
 
-def connected_components(mask: Tensor, connectivity: int = 8, backend: str | None = None
-                         ) -> Tuple[Tensor, Tensor]:
+def connected_components(mask: Tensor, connectivity: int = 8, backend: str | None = None, *,
+                         out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Label the connected components of each image of a batch of binary masks.
 
     Args:
@@ -132,19 +153,32 @@ def connected_components(mask: Tensor, connectivity: int = 8, backend: str | Non
         connectivity: 8 (diagonal neighbours connect) or 4.
         backend: ``"torch"``, ``"cpp"``, ``"cuda"``, ``"auto"`` or None (see
             :mod:`istd_kernels.backend`).
+        out: optional int32 ``[N, H, W]`` contiguous tensor on ``mask``'s device, not sharing
+            its memory, to write the labels into (a buffer reused across calls; every pixel
+            is overwritten). Without it the ``cpp`` backend returns labels in zero pages
+            from ``calloc`` and writes only the foreground, which is most of its speed-up on
+            sparse masks; with it each image is cleared and then written.
 
     Returns:
-        ``(labels, counts)``: ``labels`` int32 ``[N, H, W]`` on ``mask``'s device, 0 for
+        ``(labels, counts)``: ``labels`` (``out`` when given) int32 ``[N, H, W]`` on ``mask``'s device, 0 for
         background and 1..counts[i] for the components of image ``i``, numbered in raster
         order of their first pixel (identical to ``skimage.measure.label(m, connectivity=2
         if connectivity == 8 else 1)``); ``counts`` int64 ``[N]``.
     """
+    return _label(OP, mask, connectivity, backend, out)
+
+
+def _label(op: str, mask: object, connectivity: object, backend: Optional[str], out: Optional[Tensor]):
+    """The checks and dispatch shared by the labelling ops (``op``'s forward takes the
+    foreground, the connectivity and ``out``)."""
     fg = _foreground(mask)
     connectivity = _check_connectivity(connectivity)
+    if out is not None:
+        _check_out(out, mask)
     # float32 stands in for the dtype: the mask's own dtype says nothing about which
     # backend can run, and a bf16 mask must not trip the Triton-interpreter rule.
-    name = _dispatch.choose(OP, fg.device, torch.float32, backend)
-    return _dispatch.impl(OP, name).forward(fg, connectivity)
+    name = _dispatch.choose(op, fg.device, torch.float32, backend)
+    return _dispatch.impl(op, name).forward(fg, connectivity, out)
 
 
 def _stats_torch(labels: Tensor, m: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -212,6 +246,26 @@ def _measure_labels(labels: Tensor, counts: Tensor, m: int, name: str) -> Compon
     return ComponentStats(*_dispatch.impl(STATS_OP, name).forward(labels, m), counts)
 
 
+def connected_components_with_stats(mask: Tensor, connectivity: int = 8, backend: str | None = None, *,
+                                    out: Optional[Tensor] = None) -> Tuple[Tensor, ComponentStats]:
+    """Labels and statistics of the components of each image, what OpenCV's
+    ``connectedComponentsWithStats`` returns: ``connected_components`` followed by
+    ``component_stats``, bit for bit, on every backend.
+
+    The ``cpp`` backend does both in one pass: it labels runs of foreground pixels, sums the
+    statistics over the runs and writes each run's label once, so it never reads the label
+    image back (``component_stats`` on its own must read every label).
+
+    Args:
+        mask, connectivity, backend, out: as for :func:`connected_components`.
+
+    Returns:
+        ``(labels, stats)``: int32 ``[N, H, W]`` labels (``out`` when given) and
+        :class:`ComponentStats`, components in raster order of their first pixel.
+    """
+    return _label(WITH_STATS_OP, mask, connectivity, backend, out)
+
+
 def scanner_input(value: Tensor, threshold: float, binarize: Callable[[Tensor], Tensor]
                   ) -> Tuple[Tensor, Optional[float]]:
     """``value`` as the C++ run scanner reads it, foreground where ``value > threshold``:
@@ -256,9 +310,25 @@ def measure_components(mask: Tensor, connectivity: int = 8, backend: str | None 
 # The implementation records (forward only: nothing here is differentiable).
 
 
-def _label_kernel(backend: str):
-    kernel = _dispatch.extension_kernel(backend, "connected_components")
-    return lambda fg, connectivity: kernel(fg.to(torch.uint8).contiguous(), connectivity)
+def _as_bytes(fg: Tensor) -> Tensor:
+    """A bool foreground as contiguous uint8, viewed rather than copied where it can be."""
+    return fg.contiguous().view(torch.uint8)
+
+
+def _label_and_measure_cpp(fg: Tensor, connectivity: int, out: Optional[Tensor]) -> Tuple[Tensor, ComponentStats]:
+    labels, counts, area, centroid, bbox = _dispatch.extension_kernel("cpp", "connected_components")(
+        _as_bytes(fg), connectivity, out)
+    return labels, ComponentStats(area, centroid, bbox, counts)
+
+
+def _label_cpp(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    labels, stats = _label_and_measure_cpp(fg, connectivity, out)
+    return labels, stats.counts
+
+
+def _label_cuda(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    labels, counts = _dispatch.extension_kernel("cuda", "connected_components")(_as_bytes(fg), connectivity)
+    return _into(labels, out), counts
 
 
 def _stats_kernel(backend: str):
@@ -267,15 +337,20 @@ def _stats_kernel(backend: str):
     return lambda labels, m: kernel(labels.to(torch.int32).contiguous(), m)
 
 
-def _measure_by_labels(backend: str):
-    def measure(mask: Tensor, connectivity: int) -> ComponentStats:
-        labels, counts = _dispatch.impl(OP, backend).forward(_foreground(mask), connectivity)
+def _label_then_measure(backend: str):
+    def label_and_measure(fg: Tensor, connectivity: int, out: Optional[Tensor]) -> Tuple[Tensor, ComponentStats]:
+        labels, counts = _dispatch.impl(OP, backend).forward(fg, connectivity, out)
         # Our own labels need no range check: skipping it saves a pass over them and, on a
         # GPU, a host synchronisation; reading M is the one that remains.
         m = int(counts.max()) if counts.numel() else 0
-        return _measure_labels(labels, counts, m, backend)
+        return labels, _measure_labels(labels, counts, m, backend)
 
-    return measure
+    return label_and_measure
+
+
+def _measure_by_labels(backend: str):
+    label_and_measure = _label_then_measure(backend)
+    return lambda mask, connectivity: label_and_measure(_foreground(mask), connectivity, None)[1]
 
 
 def _measure_by_runs(mask: Tensor, connectivity: int) -> ComponentStats:
@@ -286,10 +361,14 @@ def _measure_by_runs(mask: Tensor, connectivity: int) -> ComponentStats:
 
 
 _dispatch.register(OP, "torch", _reference)
+_dispatch.register(OP, "cpp", _label_cpp)
+_dispatch.register(OP, "cuda", _label_cuda)
 _dispatch.register(STATS_OP, "torch", _stats_torch)
-_dispatch.register(MEASURE_OP, "torch", _measure_by_labels("torch"))
 for _name in ("cpp", "cuda"):
-    _dispatch.register(OP, _name, _label_kernel(_name))
     _dispatch.register(STATS_OP, _name, _stats_kernel(_name))
+_dispatch.register(WITH_STATS_OP, "torch", _label_then_measure("torch"))
+_dispatch.register(WITH_STATS_OP, "cpp", _label_and_measure_cpp)
+_dispatch.register(WITH_STATS_OP, "cuda", _label_then_measure("cuda"))
+_dispatch.register(MEASURE_OP, "torch", _measure_by_labels("torch"))
 _dispatch.register(MEASURE_OP, "cpp", _measure_by_runs)
 _dispatch.register(MEASURE_OP, "cuda", _measure_by_labels("cuda"))

@@ -12,6 +12,10 @@ from typing import Iterable, List, Optional
 
 REGS_RE = re.compile(r"Used (\d+) registers")
 SPILL_RE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+WARPS_RE = re.compile(r"\bw(\d+)$")  # a Triton row's config ends with its warps, e.g. "... w8"
+# 32-bit registers of one SM on sm_80 to sm_90, the most one block may hold: a kernel whose
+# registers x threads exceed it compiles cleanly and fails every launch.
+REGISTER_FILE = 65536
 
 
 def make_row(kind: str, source: str, kernel: str = "", config: str = "", arch: str = "",
@@ -51,16 +55,26 @@ def _known(r: dict, triton_version: str) -> Optional[str]:
     return None
 
 
+def _register_demand(r: dict) -> int:
+    """Registers one block of a Triton row needs (0 when the row does not say)."""
+    warps = WARPS_RE.search(r.get("config") or "")
+    return (r.get("registers") or 0) * 32 * int(warps.group(1)) if r.get("kind") == "triton" and warps else 0
+
+
 def _where(r: dict) -> str:
     return " ".join(p for p in (r["kind"], r["kernel"], r.get("config", ""), r.get("arch", "")) if p)
 
 
 def failures(rows: Iterable[dict], triton_version: str = "") -> List[str]:
-    """Why the gate fails: one line per compile error or spilling kernel not in KNOWN_SPILLS."""
+    """Why the gate fails: one line per compile error, spilling kernel not in KNOWN_SPILLS, or
+    Triton kernel whose blocks need more registers than an SM has."""
     out = []
     for r in rows:
         if r.get("error"):
             out.append(f"{_where(r)}: {r['error']}")
+        elif _register_demand(r) > REGISTER_FILE:
+            out.append(f"{_where(r)}: {r['registers']} registers x {_register_demand(r) // r['registers']} threads "
+                       f"> the {REGISTER_FILE}-register file: every launch would fail")
         elif _spills(r) and not _known(r, triton_version):
             out.append(f"{_where(r)}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
     return out

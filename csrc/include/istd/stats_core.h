@@ -1,7 +1,7 @@
 // Per-component statistics (area, centroid, bounding box) of a labelled image, as plain
-// arithmetic shared by the CPU pass (components_cpu.cpp) and the CUDA kernels
+// arithmetic shared by the CPU passes (components_cpu.cpp, run_components.cpp) and the CUDA kernels
 // (component_stats.cu). Nothing here touches shared memory or atomics: the CPU feeds
-// pixels one at a time, the GPU folds a warp's pixels of one component into a single
+// runs of pixels, the GPU folds a warp's pixels of one component into a single
 // update and merges updates with atomics, and both end in the same finalisation.
 //
 // Coordinate sums are integers until the final division: summing doubles would make a
@@ -23,17 +23,21 @@ ISTD_HD ISTD_INLINE void stats_box_init(T* box, T far) {
   box[3] = -1;
 }
 
-// Adds pixel (r, c) to a component's running area, coordinate sums (row, col) and
-// inclusive bounds (min_row, min_col, max_row, max_col).
+// Adds the run of pixels (r, c0) .. (r, c1 - 1) of one row to a component's running area,
+// coordinate sums (row, col) and inclusive bounds (min_row, min_col, max_row, max_col).
+// Runs, not pixels: a row's foreground comes in runs, and one update per run is what makes
+// dense masks cheap.
 template <typename T>
-ISTD_HD ISTD_INLINE void stats_add_pixel(int64_t& area, int64_t* sums, T* box, T r, T c) {
-  area += 1;
-  sums[0] += r;
-  sums[1] += c;
+ISTD_HD ISTD_INLINE void stats_add_run(int64_t& area, int64_t* sums, T* box, T r, T c0, T c1) {
+  const int64_t len = static_cast<int64_t>(c1) - c0;
+  area += len;
+  sums[0] += static_cast<int64_t>(r) * len;
+  // c0 + (c0 + 1) + ... + (c1 - 1); one of len and c0 + c1 - 1 is even.
+  sums[1] += (static_cast<int64_t>(c0) + c1 - 1) * len / 2;
   if (r < box[0]) box[0] = r;
-  if (c < box[1]) box[1] = c;
+  if (c0 < box[1]) box[1] = c0;
   if (r > box[2]) box[2] = r;
-  if (c > box[3]) box[3] = c;
+  if (c1 - 1 > box[3]) box[3] = c1 - 1;
 }
 
 // Coordinate sums of `count` pixels of one image lying within 32 consecutive pixel indices,
