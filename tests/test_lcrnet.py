@@ -54,7 +54,8 @@ def test_backends_give_the_same_model(backend):
 
     torch.manual_seed(2)
     model = LCRNet(channels=(16, 16), depths=(1, 1))
-    x = torch.rand(1, 1, 16, 16)
+    # 8x8: one kernel tile per level, which keeps the Triton interpreter's share of CI small.
+    x = torch.rand(1, 1, 8, 8)
     out = {}
     for name in ("torch", backend):
         model.zero_grad()

@@ -340,9 +340,9 @@ def test_bad_inputs():
 
 
 def test_torch_compile_matches_eager():
-    # Inductor on CPU builds a C++ kernel per fused op: 35-55 s with a cold cache on 2 busy cores
-    # (even a one-pass model takes ~35 s), a few seconds once /tmp/torchinductor_$USER is warm.
-    model = randomize(RRCANet(), seed=9)
+    # Inductor on CPU builds a C++ kernel per fused op, which took 160 s for the default
+    # resnet18 with a cold cache in CI; resnet10 still has every kind of block and both passes.
+    model = randomize(RRCANet("resnet10", iterations=1), seed=9)
     x = torch.rand(1, 1, 16, 16)
     compiled = torch.compile(model)
     with torch.no_grad():

@@ -258,10 +258,11 @@ at::Tensor calloc_labels(int64_t N, int64_t H, int64_t W, const at::TensorOption
   return at::empty({0}, opts.dtype(at::kInt)).set_(storage, 0, {N, H, W}, {H * W, W, 1});
 }
 
-// Labels (int32 [N, H, W], written into `out` when given) and the statistics of every
-// component: (labels, counts, area, centroid, bbox) as pack_components lays them out.
+// Labels (int32 [N, H, W], written into `out` when given) and counts, then with `with_stats`
+// the statistics of every component: (labels, counts[, area, centroid, bbox]) as
+// pack_components lays them out.
 std::vector<at::Tensor> connected_components(const at::Tensor& mask, int64_t connectivity,
-                                             const c10::optional<at::Tensor>& out) {
+                                             const c10::optional<at::Tensor>& out, bool with_stats) {
   TORCH_CHECK(mask.device().is_cpu(), "istd _C: mask must be a CPU tensor, got ", mask.device());
   istd_binding::check_label_mask("istd _C", mask, connectivity);
   const int64_t N = mask.size(0), H = mask.size(1), W = mask.size(2);
@@ -274,9 +275,12 @@ std::vector<at::Tensor> connected_components(const at::Tensor& mask, int64_t con
   } else {
     labels = calloc_labels(N, H, W, mask.options());
   }
+  at::Tensor counts = at::empty({N}, mask.options().dtype(at::kLong));
   std::vector<istd::cpu::ImageComponents> comps;
   istd::cpu::label_components(mask.data_ptr<uint8_t>(), N, H, W, static_cast<int>(connectivity),
-                              labels.data_ptr<int32_t>(), !out.has_value(), comps);
+                              labels.data_ptr<int32_t>(), !out.has_value(), counts.data_ptr<int64_t>(),
+                              with_stats ? &comps : nullptr);
+  if (!with_stats) return {labels, counts};
   std::vector<at::Tensor> result{labels};
   for (const at::Tensor& t : pack_components(comps, mask.options())) result.push_back(t);
   return result;
@@ -452,8 +456,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("mask_overlap", &mask_overlap, "Per-image |P and T| and |P or T| of 0/1 uint8 masks", py::arg("pred"),
         py::arg("target"));
   m.def("connected_components", &connected_components,
-        "Labels (int32 [N, H, W], into out when given), counts, area, centroid and bbox of a uint8 mask",
-        py::arg("mask"), py::arg("connectivity"), py::arg("out") = py::none());
+        "Labels (int32 [N, H, W], into out when given) and counts of a uint8 mask; with_stats adds area, "
+        "centroid and bbox",
+        py::arg("mask"), py::arg("connectivity"), py::arg("out") = py::none(), py::arg("with_stats") = false);
   m.def("component_stats", &component_stats,
         "Area, centroid and bbox ([N, M], [N, M, 2], [N, M, 4]) of int32 labels with values in [0, M]",
         py::arg("labels"), py::arg("M"));

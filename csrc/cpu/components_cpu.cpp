@@ -1,10 +1,11 @@
 // Statistics of label images: one OpenMP task per image, one raster pass over its labels.
 //
 // Infrared label images are almost entirely background, so the pass jumps over zeros eight
-// labels (32 bytes) at a time, and folds each run of equal labels into one update, so that
-// dense masks cost one update per run rather than per pixel.
+// labels (32 bytes) at a time and folds each run of equal labels into one update; rows that
+// turn out dense finish pixel by pixel without branches (add_row).
 #include "components_cpu.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -31,6 +32,56 @@ inline int64_t run_end(const int32_t* l, int64_t c, int64_t W, int32_t k) {
   return c;
 }
 
+// A row with this many runs is dense: its remaining pixels are added one by one without
+// branches, since on noise-like masks (runs of 1-3 pixels) the branches of the run walk
+// mispredict at almost every run and cost more than the arithmetic.
+constexpr int kDenseRuns = 16;
+
+// Running statistics of one image, slot k for label k; slot 0 takes the background (and any
+// label outside [1, M]) so that the per-pixel pass needs no branch.
+struct Running {
+  std::vector<int64_t> area, sums, box;
+  explicit Running(int64_t M)
+      : area(static_cast<size_t>(M + 1), 0), sums(static_cast<size_t>(2 * (M + 1)), 0),
+        box(static_cast<size_t>(4 * (M + 1))) {
+    for (int64_t k = 0; k <= M; ++k) stats_box_init<int64_t>(box.data() + 4 * k, INT64_MAX);
+  }
+};
+
+inline uint32_t slot(int32_t label, uint32_t M) {
+  const uint32_t k = static_cast<uint32_t>(label);
+  return k <= M ? k : 0;
+}
+
+// Pixels [c, W) of row r one by one; rows arrive in order, so the current row is the
+// maximum row of every component seen in it.
+inline void add_pixels(const int32_t* l, int64_t c, int64_t W, int64_t r, uint32_t M, Running& s) {
+  for (; c < W; ++c) {
+    const uint32_t k = slot(l[c], M);
+    s.area[k] += 1;
+    s.sums[2 * k] += r;
+    s.sums[2 * k + 1] += c;
+    int64_t* b = s.box.data() + 4 * k;
+    b[0] = std::min(b[0], r);
+    b[1] = std::min(b[1], c);
+    b[2] = r;
+    b[3] = std::max(b[3], c);
+  }
+}
+
+// Row r: runs of equal labels, jumping over background, until the row turns out dense.
+inline void add_row(const int32_t* l, int64_t W, int64_t r, uint32_t M, Running& s) {
+  int runs = 0;
+  for (int64_t c = next_labelled(l, 0, W); c < W;) {
+    if (++runs > kDenseRuns) return add_pixels(l, c, W, r, M, s);
+    const int32_t label = l[c];
+    const int64_t e = run_end(l, c + 1, W, label);
+    const uint32_t k = slot(label, M);
+    stats_add_run<int64_t>(s.area[k], &s.sums[2 * k], s.box.data() + 4 * k, r, c, e);
+    c = next_labelled(l, e, W);
+  }
+}
+
 }  // namespace
 
 void component_stats(const int32_t* labels, int64_t N, int64_t H, int64_t W, int64_t M, int64_t* area,
@@ -39,28 +90,13 @@ void component_stats(const int32_t* labels, int64_t N, int64_t H, int64_t W, int
 #pragma omp parallel for schedule(dynamic, 1) if (N > 1)
   for (int64_t n = 0; n < N; ++n) {
     const int32_t* lab = labels + n * plane;
-    int64_t* a = area + n * M;
-    double* cen = centroid + n * M * 2;
-    int64_t* box = bbox + n * M * 4;
-    // The running bounds live in the bbox output itself; only the sums need a buffer.
-    std::vector<int64_t> sums(static_cast<size_t>(2 * M), 0);
+    Running s(M);
+    for (int64_t r = 0; r < H; ++r) add_row(lab + r * W, W, r, static_cast<uint32_t>(M), s);
     for (int64_t k = 0; k < M; ++k) {
-      a[k] = 0;
-      stats_box_init<int64_t>(box + 4 * k, INT64_MAX);
-    }
-    for (int64_t r = 0; r < H; ++r) {
-      const int32_t* l = lab + r * W;
-      for (int64_t c = next_labelled(l, 0, W); c < W;) {
-        const int32_t label = l[c];
-        const int64_t e = run_end(l, c + 1, W, label);
-        const int64_t k = static_cast<int64_t>(label) - 1;
-        if (k >= 0 && k < M) stats_add_run<int64_t>(a[k], &sums[2 * k], box + 4 * k, r, c, e);
-        c = next_labelled(l, e, W);
-      }
-    }
-    for (int64_t k = 0; k < M; ++k) {
-      int64_t* b = box + 4 * k;
-      stats_finish(a[k], sums[2 * k], sums[2 * k + 1], b[0], b[1], b[2], b[3], cen + 2 * k, b);
+      const int64_t* b = s.box.data() + 4 * (k + 1);
+      area[n * M + k] = s.area[k + 1];
+      stats_finish(s.area[k + 1], s.sums[2 * (k + 1)], s.sums[2 * (k + 1) + 1], b[0], b[1], b[2], b[3],
+                   centroid + (n * M + k) * 2, bbox + (n * M + k) * 4);
     }
   }
 }

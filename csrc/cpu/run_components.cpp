@@ -79,13 +79,23 @@ class RunLabeller {
   const std::vector<Run>& runs() const { return s_.runs; }
 
   // Numbers the components in order of their roots and sums each one's runs.
-  void finish(ImageComponents& out) {
+  void finish(ImageComponents& out) { measure(number(), out); }
+
+  // Numbers the components in order of their roots; returns how many there are.
+  int32_t number() {
     const int64_t n_runs = static_cast<int64_t>(s_.runs.size());
     int32_t* comp = s_.parent.data();
     int32_t n = 0;
     // parent[i] <= i, so parent[i]'s number is known when i is reached; the parent array is
     // overwritten with component numbers as it goes.
     for (int64_t i = 0; i < n_runs; ++i) comp[i] = comp[i] == i ? n++ : comp[comp[i]];
+    return n;
+  }
+
+  // After number(): the statistics of the n components, sums over their runs.
+  void measure(int32_t n, ImageComponents& out) const {
+    const int64_t n_runs = static_cast<int64_t>(s_.runs.size());
+    const int32_t* comp = s_.parent.data();
     out.area.assign(static_cast<size_t>(n), 0);
     out.sums.assign(static_cast<size_t>(2 * n), 0);
     out.bounds.resize(static_cast<size_t>(4 * n));
@@ -98,7 +108,7 @@ class RunLabeller {
     }
   }
 
-  // After finish(): writes component number + 1 over every run of the image (width W).
+  // After number(): writes component number + 1 over every run of the image (width W).
   void write_labels(int32_t* lab, int64_t W) const {
     const int32_t* comp = s_.parent.data();
     for (size_t i = 0; i < s_.runs.size(); ++i) {
@@ -150,8 +160,8 @@ void measure_components(const MaskSource& mask, int64_t N, int64_t H, int64_t W,
 }
 
 void label_components(const uint8_t* mask, int64_t N, int64_t H, int64_t W, int connectivity, int32_t* labels,
-                      bool labels_zeroed, std::vector<ImageComponents>& out) {
-  out.assign(static_cast<size_t>(N), ImageComponents());
+                      bool labels_zeroed, int64_t* counts, std::vector<ImageComponents>* stats) {
+  if (stats != nullptr) stats->assign(static_cast<size_t>(N), ImageComponents());
   const int64_t plane = H * W;
 #pragma omp parallel if (N > 1)
   {
@@ -160,7 +170,8 @@ void label_components(const uint8_t* mask, int64_t N, int64_t H, int64_t W, int 
     for (int64_t n = 0; n < N; ++n) {
       RunLabeller lab(scratch, connectivity);
       for (int64_t r = 0; r < H; ++r) lab.add_row(mask + n * plane + r * W, static_cast<int32_t>(r), W);
-      lab.finish(out[static_cast<size_t>(n)]);
+      counts[n] = lab.number();
+      if (stats != nullptr) lab.measure(static_cast<int32_t>(counts[n]), (*stats)[static_cast<size_t>(n)]);
       // Cleared by the thread that labels the image, right before its runs land there, so
       // the plane is still in cache when they do.
       if (!labels_zeroed) std::fill(labels + n * plane, labels + (n + 1) * plane, 0);

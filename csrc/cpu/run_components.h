@@ -38,13 +38,14 @@ struct ImageComponents {
 void measure_components(const MaskSource& mask, int64_t N, int64_t H, int64_t W, int connectivity,
                         std::vector<ImageComponents>& out);
 
-// The same, and the label image of every image written into `labels` (contiguous int32
-// [N, H, W]): 0 for background, component k of image n as k + 1. With `labels_zeroed` the
-// buffer holds zeros already (fresh calloc pages) and only foreground pixels are written,
-// so a page without foreground is never touched, which is almost every page of an
-// infrared mask; otherwise each image is cleared first. The mask is read as bytes.
+// The label image of every image of a uint8 mask written into `labels` (contiguous int32
+// [N, H, W]): 0 for background, component k of image n as k + 1; counts[n] (int64 [N]) the
+// number of components, and with `stats` non-null their statistics as measure_components
+// gives them. With `labels_zeroed` the buffer holds zeros already (fresh calloc pages) and
+// only foreground pixels are written, so a page without foreground is never touched, which
+// is almost every page of an infrared mask; otherwise each image is cleared first.
 void label_components(const uint8_t* mask, int64_t N, int64_t H, int64_t W, int connectivity, int32_t* labels,
-                      bool labels_zeroed, std::vector<ImageComponents>& out);
+                      bool labels_zeroed, int64_t* counts, std::vector<ImageComponents>* stats);
 
 // The same for a prediction and a target of equal shape in one pass over both, plus the
 // per-image pixel overlap: inter[n] = |P and T|, uni[n] = |P or T| (int64 [N]).

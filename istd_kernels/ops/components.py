@@ -317,13 +317,13 @@ def _as_bytes(fg: Tensor) -> Tensor:
 
 def _label_and_measure_cpp(fg: Tensor, connectivity: int, out: Optional[Tensor]) -> Tuple[Tensor, ComponentStats]:
     labels, counts, area, centroid, bbox = _dispatch.extension_kernel("cpp", "connected_components")(
-        _as_bytes(fg), connectivity, out)
+        _as_bytes(fg), connectivity, out, True)
     return labels, ComponentStats(area, centroid, bbox, counts)
 
 
 def _label_cpp(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    labels, stats = _label_and_measure_cpp(fg, connectivity, out)
-    return labels, stats.counts
+    labels, counts = _dispatch.extension_kernel("cpp", "connected_components")(_as_bytes(fg), connectivity, out)
+    return labels, counts
 
 
 def _label_cuda(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
