@@ -26,8 +26,9 @@ def make_row(kind: str, source: str, kernel: str = "", config: str = "", arch: s
 
 
 # Spills the gate reports but does not fail on, each with the Triton version it was seen under
-# and why it is accepted for now. Every other spill fails the gate; an entry that no longer
-# spills is reported as stale (remove it). Keep this list short and tied to an open issue.
+# and why it is accepted for now. Every other spill fails the gate. Nothing reports an entry
+# that no longer spills: compare with the gate's KNOWN SPILL lines and remove it by hand.
+# Keep this list short and tied to an open issue.
 _FP64 = "fp64 is a gradcheck dtype here (never a training one); issue 13 open"
 KNOWN_SPILLS = {
     # (kernel, Triton version prefix ("" for all), dtype or None for all): reason
@@ -55,10 +56,10 @@ def _known(r: dict, triton_version: str) -> Optional[str]:
     return None
 
 
-def _register_demand(r: dict) -> int:
-    """Registers one block of a Triton row needs (0 when the row does not say)."""
+def _threads(r: dict) -> int:
+    """Threads per block of a Triton row (0 when the row does not say)."""
     warps = WARPS_RE.search(r.get("config") or "")
-    return (r.get("registers") or 0) * 32 * int(warps.group(1)) if r.get("kind") == "triton" and warps else 0
+    return 32 * int(warps.group(1)) if r.get("kind") == "triton" and warps else 0
 
 
 def _where(r: dict) -> str:
@@ -72,8 +73,8 @@ def failures(rows: Iterable[dict], triton_version: str = "") -> List[str]:
     for r in rows:
         if r.get("error"):
             out.append(f"{_where(r)}: {r['error']}")
-        elif _register_demand(r) > REGISTER_FILE:
-            out.append(f"{_where(r)}: {r['registers']} registers x {_register_demand(r) // r['registers']} threads "
+        elif (r.get("registers") or 0) * _threads(r) > REGISTER_FILE:
+            out.append(f"{_where(r)}: {r['registers']} registers x {_threads(r)} threads "
                        f"> the {REGISTER_FILE}-register file: every launch would fail")
         elif _spills(r) and not _known(r, triton_version):
             out.append(f"{_where(r)}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
