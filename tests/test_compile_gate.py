@@ -55,17 +55,3 @@ def test_main_exit_status(monkeypatch, capsys):
     assert "FAIL triton k2 BH=16 sm_90: spills" in capsys.readouterr().out
     rows["cuda"], rows["triton"] = [], []
     assert compile_check.main([]) == 1  # compiling nothing is a failure, not a pass
-
-
-def test_known_spills_are_printed_not_failed_and_only_for_their_triton(monkeypatch):
-    from istd_kernels.tools import gate_report
-    monkeypatch.setattr(gate_report, "KNOWN_SPILLS", {("k2", "3.7.", None): "tracked in issue 13", ("k3", "3.7.", "fp64"): "fp64 only"})
-    spill = make_row("triton", "b.py", "k2", "BH=16", "sm_90", 255, 0, 4, 0)
-    other = make_row("triton", "b.py", "k3", "BH=16", "sm_90", 255, 0, 4, 0)
-    assert failures([spill], "3.7.1") == []
-    assert gate_report.known_spills([spill], "3.7.1") == [
-        "triton k2 BH=16 sm_90: spills 4 B stores / 0 B loads (tracked in issue 13)"]
-    assert failures([spill], "3.9.0") != []          # the same spill under another Triton fails
-    assert failures([spill, other], "3.7.1") == ["triton k3 BH=16 sm_90: spills 4 B stores / 0 B loads"]
-    other64 = make_row("triton", "b.py", "k3", "BH=16 fp64", "sm_90", 255, 0, 4, 0)
-    assert failures([other64], "3.7.1") == []                # the entry names its dtype

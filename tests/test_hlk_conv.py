@@ -137,6 +137,22 @@ def test_kernel_gradcheck(backend):
                                     fast_mode=backend == "triton")
 
 
+def test_triton_float64_runs_its_own_chunks():
+    # fp64 runs code of its own in the fused kernels (the forward's pointwise one channel at
+    # a time, grad_x in the weight passes' 8-channel chunks without a dot): 10 channels make
+    # two backward chunks and a padded forward chunk; k_size 7 keeps the fused path.
+    pytest.importorskip("triton")
+    from istd_kernels.ops.hlk_conv import _triton_fused
+
+    case = (1, 10, 7, 6, 7, 5, 1)
+    params, dil, _ = make_params(case, torch.float64)
+    assert _triton_fused(params[1], params[3], dil)
+    y, grads, ref_y, ref_grads = run("triton", case, torch.float64)
+    assert_close(y, ref_y, torch.float64, "y")
+    for name, g, r in zip(NAMES, grads, ref_grads):
+        assert_close(g, r, torch.float64, name)
+
+
 def _saved_bytes(fn, x):
     seen, total = set(), [0]
 

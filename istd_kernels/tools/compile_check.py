@@ -13,7 +13,7 @@ import sys
 import time
 from typing import List
 
-from .gate_report import failures, known_spills, markdown, summary, table
+from .gate_report import failures, markdown, summary, table
 
 
 def _triton_version() -> str:
@@ -67,16 +67,11 @@ def main(argv=None, prog=None) -> int:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(rows) + "\n")
-    version = "" if args.skip_triton else _triton_version()
-    bad = failures(rows, version)
-    known = known_spills(rows, version)
+    bad = failures(rows)
     n_ok = sum(1 for r in rows if not r.get("error"))
     parts = ([] if args.skip_cuda else ["nvcc"]) + ([] if args.skip_triton else [f"Triton {_triton_version()}"])
     print(f"\ncompile gate ({', '.join(parts)}; {sys.executable}): {len(rows)} compilations ({n_ok} ok) "
-          f"for {', '.join(f'sm_{a}' for a in archs)} in {elapsed:.0f} s; {len(bad)} failures, "
-          f"{len(known)} known spills")
-    for line in known:
-        print("KNOWN SPILL " + line)
+          f"for {', '.join(f'sm_{a}' for a in archs)} in {elapsed:.0f} s; {len(bad)} failures")
     for line in bad:
         print("FAIL " + line)
     if not rows:

@@ -25,35 +25,8 @@ def make_row(kind: str, source: str, kernel: str = "", config: str = "", arch: s
                 smem_bytes=smem, spill_stores=stores, spill_loads=loads, error=error)
 
 
-# Spills the gate reports but does not fail on, each with the Triton version it was seen under
-# and why it is accepted for now. Every other spill fails the gate. Nothing reports an entry
-# that no longer spills: compare with the gate's KNOWN SPILL lines and remove it by hand.
-# Keep this list short and tied to an open issue.
-_FP64 = "fp64 is a gradcheck dtype here (never a training one); issue 13 open"
-KNOWN_SPILLS = {
-    # (kernel, Triton version prefix ("" for all), dtype or None for all): reason
-    ("_hlk_fwd_kernel", "", "fp64"): _FP64,
-    ("_hlk_bwd_kernel[grad_x]", "", "fp64"): _FP64,
-    ("_hlk_bwd_kernel[weights_w0]", "", "fp64"): _FP64,
-    ("_hlk_bwd_kernel[weights_w1]", "", "fp64"): _FP64,
-    ("_hlk_bwd_kernel[weights_pw]", "", "fp64"): _FP64,
-    ("_hlk_bwd_kernel[weights_w0]", "3.7.", None):
-        "issue 13 open: Triton 3.7.1 spills 4 B at 255 registers on sm_90; 0 under Triton 3.9",
-    ("_hlk_bwd_kernel[weights_w1]", "3.7.", None):
-        "issue 13 open: Triton 3.7.1 spills 16-28 B at 255 registers; 0 under Triton 3.9",
-}
-
-
 def _spills(r: dict) -> bool:
     return bool((r.get("spill_stores") or 0) or (r.get("spill_loads") or 0))
-
-
-def _known(r: dict, triton_version: str) -> Optional[str]:
-    for (kernel, version, dtype), why in KNOWN_SPILLS.items():
-        if (r.get("kind") == "triton" and r.get("kernel") == kernel and triton_version.startswith(version)
-                and (dtype is None or f" {dtype} " in f" {r.get('config', '')} ")):
-            return why
-    return None
 
 
 def _threads(r: dict) -> int:
@@ -66,9 +39,9 @@ def _where(r: dict) -> str:
     return " ".join(p for p in (r["kind"], r["kernel"], r.get("config", ""), r.get("arch", "")) if p)
 
 
-def failures(rows: Iterable[dict], triton_version: str = "") -> List[str]:
-    """Why the gate fails: one line per compile error, spilling kernel not in KNOWN_SPILLS, or
-    Triton kernel whose blocks need more registers than an SM has."""
+def failures(rows: Iterable[dict]) -> List[str]:
+    """Why the gate fails: one line per compile error, spilling kernel, or Triton kernel whose
+    blocks need more registers than an SM has."""
     out = []
     for r in rows:
         if r.get("error"):
@@ -76,15 +49,9 @@ def failures(rows: Iterable[dict], triton_version: str = "") -> List[str]:
         elif (r.get("registers") or 0) * _threads(r) > REGISTER_FILE:
             out.append(f"{_where(r)}: {r['registers']} registers x {_threads(r)} threads "
                        f"> the {REGISTER_FILE}-register file: every launch would fail")
-        elif _spills(r) and not _known(r, triton_version):
+        elif _spills(r):
             out.append(f"{_where(r)}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
     return out
-
-
-def known_spills(rows: Iterable[dict], triton_version: str) -> List[str]:
-    """The spills KNOWN_SPILLS accepts, one line each with the reason (printed, never hidden)."""
-    return [f"{_where(r)}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads ({why})"
-            for r in rows if _spills(r) and (why := _known(r, triton_version))]
 
 
 def table(rows: List[dict]) -> str:

@@ -16,7 +16,7 @@ whose inner (TH - 2*h2) x (TW - 2*h2) part is its output, h2 = dilation *
 (k2 // 2).  ``a`` is computed on the whole halo tile straight from x, ``d`` by
 gathering ``a`` at the dilated tap offsets inside the tile (``tl.gather`` on
 the flat index; rim positions read clamped garbage and are never stored), and
-the pointwise conv is two ``tl.dot`` calls per input-channel chunk.  Neither
+the pointwise conv is two contractions (``tl.dot``, see Dtypes) per input-channel chunk.  Neither
 ``a`` nor ``d`` touches global memory, and both stay in the accumulation dtype.
 
 Backward: one kernel source launched up to three times (constexpr NEED_GX /
@@ -52,9 +52,16 @@ serves halos up to 6; larger halos use one 32x32 fallback tile that is
 correct but spills, and above MAX_GPU_HALO (12) a GPU launch raises
 NotImplementedError because no tile fits in shared memory.
 
+Channel chunks: the forward and the grad_x pass contract 16-channel chunks with
+``tl.dot``; the weight passes take 8 channels and contract grad_y as outer products
+(below the dot's minimum, and 30-40 registers lighter, which keeps them spill-free
+under Triton 3.7.1 too).
+
 Dtypes: fp16 / bf16 / fp32 accumulate in fp32 (the dots use
-input_precision="ieee", never tf32, and name out_dtype, which Triton 3.7.1
-requires for an fp64 accumulator), fp64 in fp64.
+input_precision="ieee", never tf32, and name out_dtype), fp64 in fp64 without
+any dot: its forward pointwise goes one channel at a time (_pw_mac) and its
+grad_x pass uses the weight passes' 8-channel chunks, because fp64 operands
+staged for an FMA dot take two registers each and spill.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ __all__ = [
     "FWD_CONFIGS",
     "BWD_GX_CONFIGS",
     "BWD_W_CONFIGS",
+    "bwd_gx_configs",
     "hlk_fwd",
     "hlk_bwd",
     "bwd_workspace_bytes",
@@ -174,6 +182,23 @@ def _halo_tile(t, tiles_w, H, W, HALO, TH: tl.constexpr, TW: tl.constexpr, P: tl
 
 
 @triton.jit
+def _pw_mac(w, v, acc, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr):
+    # acc + w @ v for w [CO_BLOCK, C_CHUNK], v [C_CHUNK, P].  fp64 goes one channel at a
+    # time (each row / column picked out exactly, by a masked sum with zeros): an fp64 FMA
+    # dot stages two-register operand slices of both factors per thread, and the forward
+    # then spills 8 B on sm_86 under Triton 3.9.
+    if ACC_DTYPE == tl.float64:
+        k = tl.arange(0, C_CHUNK)
+        for c in range(C_CHUNK):
+            v_c = tl.sum(tl.where((k == c)[:, None], v, 0.0), axis=0)
+            w_c = tl.sum(tl.where((k == c)[None, :], w, 0.0), axis=1)
+            acc += w_c[:, None] * v_c[None, :]
+    else:
+        acc = tl.dot(w, v, acc, input_precision="ieee", out_dtype=ACC_DTYPE)
+    return acc
+
+
+@triton.jit
 def _hlk_fwd_kernel(
     x_ptr, w0_ptr, b0_ptr, w1_ptr, b1_ptr, wpw_ptr, bpw_ptr, y_ptr,
     H, W, Cg, Og, G, K1, K2, DIL, HALO,
@@ -226,7 +251,7 @@ def _hlk_fwd_kernel(
         # ieee: fp32 operands must not be rounded to tf32.  The a half is
         # applied before d is built so its dot staging buffer is dead by the
         # time the gathers need theirs (shared memory is the limit on sm_86).
-        acc = tl.dot(wa, a, acc, input_precision="ieee", out_dtype=ACC_DTYPE)
+        acc = _pw_mac(wa, a, acc, ACC_DTYPE, C_CHUNK)
 
         # Exact for inner positions: the halo keeps their taps in the tile.
         d = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), a, w1_ptr + ch_ld * KK2, None, K2, DIL, 1, TW,
@@ -236,7 +261,7 @@ def _hlk_fwd_kernel(
         d = tl.where(c_ok[:, None], d, 0.0)
 
         wd = tl.load(wpw_ptr + w_off + Cg, mask=wmask, other=0.0).to(ACC_DTYPE)
-        acc = tl.dot(wd, d, acc, input_precision="ieee", out_dtype=ACC_DTYPE)
+        acc = _pw_mac(wd, d, acc, ACC_DTYPE, C_CHUNK)
 
     if HAS_BPW:
         acc += tl.load(bpw_ptr + oc, mask=o_ok, other=0.0).to(ACC_DTYPE)[:, None]
@@ -247,20 +272,28 @@ def _hlk_fwd_kernel(
 
 
 @triton.jit
-def _pw_grad_in(gy_n, sp_g, in_img, w_ptr, sgc, g, Og, C2, cc, c_ok,
+def _pw_grad_in(acc, gy_n, sp_g, in_img, w_ptr, sgc, g, Og, C2, cc, c_ok,
                 ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, CO_BLOCK: tl.constexpr, P: tl.constexpr):
-    # W_half^T @ grad_y for one input-channel chunk, over all of the group's
+    # acc + W_half^T @ grad_y for one input-channel chunk, over all of the group's
     # output channels.
-    acc = tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE)
-    for o0 in range(0, Og, CO_BLOCK):
-        o = o0 + tl.arange(0, CO_BLOCK)
-        o_ok = o < Og
-        oc = g * Og + o
-        gy = tl.load(gy_n + oc.to(tl.int64)[:, None] * sgc + sp_g[None, :],
-                     mask=o_ok[:, None] & in_img[None, :], other=0.0).to(ACC_DTYPE)
-        w_t = tl.load(w_ptr + oc[None, :] * C2 + cc[:, None], mask=c_ok[:, None] & o_ok[None, :],
-                      other=0.0).to(ACC_DTYPE)
-        acc = tl.dot(w_t, gy, acc, input_precision="ieee", out_dtype=ACC_DTYPE)
+    if C_CHUNK < 16:
+        # Below tl.dot's minimum (the weight passes' chunks): outer products, one grad_y
+        # row at a time, which stage no [C_CHUNK, CO_BLOCK] / [CO_BLOCK, P] operands.
+        for o in range(Og):
+            oc = g * Og + o
+            gy1 = tl.load(gy_n + oc.to(tl.int64) * sgc + sp_g, mask=in_img, other=0.0).to(ACC_DTYPE)
+            w1 = tl.load(w_ptr + oc * C2 + cc, mask=c_ok, other=0.0).to(ACC_DTYPE)
+            acc += w1[:, None] * gy1[None, :]
+    else:
+        for o0 in range(0, Og, CO_BLOCK):
+            o = o0 + tl.arange(0, CO_BLOCK)
+            o_ok = o < Og
+            oc = g * Og + o
+            gy = tl.load(gy_n + oc.to(tl.int64)[:, None] * sgc + sp_g[None, :],
+                         mask=o_ok[:, None] & in_img[None, :], other=0.0).to(ACC_DTYPE)
+            w_t = tl.load(w_ptr + oc[None, :] * C2 + cc[:, None], mask=c_ok[:, None] & o_ok[None, :],
+                          other=0.0).to(ACC_DTYPE)
+            acc = tl.dot(w_t, gy, acc, input_precision="ieee", out_dtype=ACC_DTYPE)
     return acc
 
 
@@ -270,13 +303,14 @@ def _grad_tiles(gy_n, sp_g, ih, iw, in_img, wpw_ptr, w1_rows, sgc, g, H, W, Cg, 
     # g_d and g_a of one channel chunk on the whole tile (grad_y reads zero outside the
     # image, where y does not exist).  Two passes over grad_y rather than one: a single
     # pass keeps two FMA-dot accumulators and their operands live at once, which spills.
-    g_d = _pw_grad_in(gy_n, sp_g, in_img, wpw_ptr + Cg, sgc, g, Og, 2 * Cg, cc, c_ok,
-                      ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
-    g_a = _pw_grad_in(gy_n, sp_g, in_img, wpw_ptr, sgc, g, Og, 2 * Cg, cc, c_ok,
-                      ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
+    g_d = _pw_grad_in(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), gy_n, sp_g, in_img, wpw_ptr + Cg, sgc, g, Og,
+                      2 * Cg, cc, c_ok, ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
     # Transposed dilated conv: d[q] used a[q + s2], so g_a[q] collects
     # g_d[q - s2].  Exact on [h2, TH - h2), which covers what follows.
-    g_a = _tap_conv(g_a, g_d, w1_rows, c_ok, K2, DIL, -1, TW, ih, iw, H, W, ACC_DTYPE, C_CHUNK, P)
+    g_a = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), g_d, w1_rows, c_ok, K2, DIL, -1, TW, ih, iw, H, W,
+                    ACC_DTYPE, C_CHUNK, P)
+    g_a = _pw_grad_in(g_a, gy_n, sp_g, in_img, wpw_ptr, sgc, g, Og, 2 * Cg, cc, c_ok,
+                      ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
     # Outside the image a was padding, not a variable: no gradient.
     return g_d, tl.where(in_img[None, :], g_a, 0.0)
 
@@ -335,27 +369,35 @@ def _x_chunk(x_n, g, cc, Cg, sxc):
 
 
 @triton.jit
-def _wgrad_dw_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, sp_x, ih, iw, owned, g, cc, c_ok,
-                    H, W, Cg, G, K1, K2, DIL, TW, sxc, sxh, sxw,
-                    HAS_B0: tl.constexpr, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr, P: tl.constexpr,
-                    PART: tl.constexpr):
-    # Adds one channel chunk's share of one tile to the workspace row (layout: hlk_bwd's
-    # _ws_columns): PART 1 the grad_w0 and grad_b0 columns (from g_a), PART 3 the grad_w1
-    # and grad_b1 columns (from g_d and a).  Separate passes: one program holding g_a, g_d
-    # and a together spills at 255 registers.
+def _wgrad_w0_chunk(ws_row, g_a, x_n, sp_x, ih, iw, owned, g, cc, c_ok, H, W, Cg, G, K1, sxc, sxh, sxw,
+                    ACC_DTYPE: tl.constexpr):
+    # Adds one channel chunk's share of one tile to the grad_w0 and grad_b0 columns of the
+    # workspace row (layout: hlk_bwd's _ws_columns).
+    C = G * Cg
+    ch = g * Cg + cc
+    _, x_c = _x_chunk(x_n, g, cc, Cg, sxc)
+    _wgrad_w0(ws_row + ch * K1 * K1, ws_row + C * K1 * K1 + ch, g_a, x_c, sp_x, ih, iw, owned, c_ok,
+              H, W, K1, sxh, sxw, ACC_DTYPE)
+
+
+@triton.jit
+def _wgrad_w1_chunk(ws_row, x_n, w0_ptr, b0_ptr, wpw_ptr, gy_n, sp_x, sp_g, ih, iw, in_img, owned, g, cc, c_ok,
+                    H, W, Cg, Og, G, K1, K2, DIL, TW, sxc, sxh, sxw, sgc,
+                    HAS_B0: tl.constexpr, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr,
+                    CO_BLOCK: tl.constexpr, P: tl.constexpr):
+    # The grad_w1 and grad_b1 columns, from a and g_d (not g_a).  a first: built while g_d
+    # is live instead, Triton 3.7.1 spills 16-28 B on sm_86 / sm_90.
     C = G * Cg
     ch = g * Cg + cc
     ch_ld, x_c = _x_chunk(x_n, g, cc, Cg, sxc)
-    if PART == 1:
-        _wgrad_w0(ws_row + ch * K1 * K1, ws_row + C * K1 * K1 + ch, g_a, x_c, sp_x, ih, iw, owned, c_ok,
-                  H, W, K1, sxh, sxw, ACC_DTYPE)
-    else:
-        off_w1 = C * K1 * K1 + C
-        # a on the whole tile (exact everywhere: it reads x from global).
-        a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * K1 * K1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
-                       HAS_B0, ACC_DTYPE, C_CHUNK, P)
-        _wgrad_w1(ws_row + off_w1 + ch * K2 * K2, ws_row + off_w1 + C * K2 * K2 + ch, g_d, a, ih, iw, owned,
-                  c_ok, H, W, K2, DIL, TW, C_CHUNK, P)
+    # a on the whole tile (exact everywhere: it reads x from global).
+    a = _dw_a_tile(x_c, sp_x, ih, iw, c_ok, w0_ptr + ch_ld * K1 * K1, b0_ptr + ch_ld, H, W, K1, sxh, sxw,
+                   HAS_B0, ACC_DTYPE, C_CHUNK, P)
+    g_d = _pw_grad_in(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), gy_n, sp_g, in_img, wpw_ptr + Cg, sgc, g, Og,
+                      2 * Cg, cc, c_ok, ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
+    off_w1 = C * K1 * K1 + C
+    _wgrad_w1(ws_row + off_w1 + ch * K2 * K2, ws_row + off_w1 + C * K2 * K2 + ch, g_d, a, ih, iw, owned,
+              c_ok, H, W, K2, DIL, TW, C_CHUNK, P)
 
 
 @triton.jit
@@ -431,6 +473,10 @@ def _hlk_bwd_kernel(
                 _wgrad_pw_chunk(ws_row + (LW - G * Og * (2 * Cg + 1)), x_n, w0_ptr, b0_ptr, w1_ptr, b1_ptr,
                                 gy_n, sp_x, sp_g, ih, iw, owned, g, cc, c_ok, H, W, Cg, Og, K1, K2, DIL, TW,
                                 sxc, sxh, sxw, sgc, HAS_B0, HAS_B1, ACC_DTYPE, C_CHUNK, P)
+            elif NEED_W == 3:
+                _wgrad_w1_chunk(ws_row, x_n, w0_ptr, b0_ptr, wpw_ptr, gy_n, sp_x, sp_g, ih, iw, in_img, owned, g,
+                                cc, c_ok, H, W, Cg, Og, G, K1, K2, DIL, TW, sxc, sxh, sxw, sgc, HAS_B0, ACC_DTYPE,
+                                C_CHUNK, CO_BLOCK, P)
             else:
                 g_d, g_a = _grad_tiles(gy_n, sp_g, ih, iw, in_img, wpw_ptr, w1_ptr + (g * Cg + cc) * (K2 * K2),
                                        sgc, g, H, W, Cg, Og, K2, DIL, TW, cc, c_ok, ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
@@ -438,10 +484,9 @@ def _hlk_bwd_kernel(
                     _store_grad_x(gx_ptr + n.to(tl.int64) * sqn, g_a, w0_ptr + (g * Cg + cc) * (K1 * K1),
                                   g * Cg + cc, c_ok, owned, ih, iw, H, W, K1, TW, sqc, sqh, sqw,
                                   ACC_DTYPE, C_CHUNK, P)
-                if NEED_W == 1 or NEED_W == 3:
-                    _wgrad_dw_chunk(ws_row, g_a, g_d, x_n, w0_ptr, b0_ptr, sp_x, ih, iw, owned, g, cc, c_ok,
-                                    H, W, Cg, G, K1, K2, DIL, TW, sxc, sxh, sxw, HAS_B0, ACC_DTYPE, C_CHUNK, P,
-                                    NEED_W)
+                if NEED_W == 1:
+                    _wgrad_w0_chunk(ws_row, g_a, x_n, sp_x, ih, iw, owned, g, cc, c_ok, H, W, Cg, G, K1,
+                                    sxc, sxh, sxw, ACC_DTYPE)
         if NEED_W == 2:
             _wgrad_bpw(ws_row + (LW - G * Og), gy_n, sp_g, owned, sgc, g, Og, ACC_DTYPE, CO_BLOCK, P)
 
@@ -450,8 +495,8 @@ def _hlk_bwd_kernel(
 # Configurations
 # ---------------------------------------------------------------------------
 
-# (TH, TW, C_CHUNK, CO_BLOCK, num_warps).  C_CHUNK and CO_BLOCK are 16
-# because they are dot dimensions (K >= 16).  Register use is set by the
+# (TH, TW, C_CHUNK, CO_BLOCK, num_warps).  C_CHUNK and CO_BLOCK are 16 where
+# they are dot dimensions (K >= 16), C_CHUNK 8 where no dot runs.  Register use is set by the
 # elements per thread of one [C_CHUNK, TH*TW] block: 16 (256 positions at
 # 8 warps) fits without spills on sm_86 and sm_90; 32 does not (4 warps, or
 # 512 positions at 16 warps, which caps at 128 registers, spill hundreds of
@@ -466,10 +511,13 @@ _BWD_GX_SHAPES = [
     (16, 32, 16, 16, 8),
     (32, 16, 16, 16, 8),
 ]
-# The weight pass is the heaviest kernel.  One tile only, which also fixes
-# the partial-sum split, for reproducibility across processes.
+# The weight passes are the heaviest kernels.  One tile only, which also fixes
+# the partial-sum split, for reproducibility across processes.  8-channel chunks (their
+# grad_y contraction is then outer products, _pw_grad_in): at 16 and a dot they sit at
+# 255 registers, and Triton 3.7.1 spills 4-28 B on sm_86 / sm_90 (fp64: up to 96 B);
+# at 8 they need 208-252 (Triton 3.7.1) in every dtype, fp64 included.
 _BWD_W_SHAPES = [
-    (16, 16, 16, 16, 8),
+    (16, 16, 8, 16, 8),
 ]
 
 # An explicit cap, even the 255 that 8 warps allow anyway: without one,
@@ -486,6 +534,14 @@ def _configs(shapes):
 FWD_CONFIGS = _configs(_FWD_SHAPES)
 BWD_GX_CONFIGS = _configs(_BWD_GX_SHAPES)
 BWD_W_CONFIGS = _configs(_BWD_W_SHAPES)
+# fp64 values take two registers: its grad_x pass runs the weight passes' 8-channel
+# chunks (16 and a dot spill up to 32 B) and only the 256-position tile (512 spill).
+BWD_GX_FP64_CONFIGS = BWD_W_CONFIGS
+
+
+def bwd_gx_configs(dtype: torch.dtype) -> list:
+    """The grad_x pass configs for inputs of ``dtype`` (autotuned unless float64)."""
+    return BWD_GX_FP64_CONFIGS if dtype == torch.float64 else BWD_GX_CONFIGS
 
 
 # Smallest inner region (per side) a tuned tile must leave.  Below it the
@@ -718,7 +774,7 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
             # Unused workspace pointer, but typed as the gate compiles it; ROWS = H * W is at
             # least the item count of any tile, so every program takes one item.
             ws_ph = torch.empty(1, dtype=torch.float32, device=x.device)
-            cands = _candidates(BWD_GX_CONFIGS, halo, H, W, Cout // G)
+            cands = _candidates(bwd_gx_configs(x.dtype), halo, H, W, Cout // G)
             _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws_ph, N * H * W, cands,
                         _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), 0)
         if not any(need[1:]):
@@ -748,8 +804,8 @@ _AOT_KS = "k1,k2 runtime (3,3)/(5,7)"
 def aot_specs() -> list[dict]:
     """Every kernel configuration the compile gate builds.
 
-    Built by :func:`._launch.aot_spec`.  Covered: every FWD / BWD_GX / BWD_W
-    config x {fp32, fp16, bf16, fp64} with all biases on; the backward kernel appears three times, as its
+    Built by :func:`._launch.aot_spec`.  Covered: every FWD / BWD_W config and every
+    :func:`bwd_gx_configs` config x {fp32, fp16, bf16, fp64} with all biases on; the backward kernel appears three times, as its
     grad_x pass and its three weight passes (the constexpr variants launched).
     k1 / k2 are runtime arguments, so the (3, 3) and (5, 7) kernels are the
     same binary and compiled once.  The large-halo fallback tile of
@@ -762,6 +818,7 @@ def aot_specs() -> list[dict]:
     for dt in AOT_DTYPES:
         p = "*" + dt.name
         wsp = dt.acc_ptr
+        acc_t = torch.float64 if dt.name == "fp64" else torch.float32
         kernels = [
             ("_hlk_fwd_kernel", _hlk_fwd_kernel, FWD_CONFIGS,
              [("x_ptr", p), ("w0_ptr", p), ("b0_ptr", p), ("w1_ptr", p), ("b1_ptr", p),
@@ -774,7 +831,7 @@ def aot_specs() -> list[dict]:
         bwd_ints = ["N"] + geo + ["LW", "ROWS", "sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw",
                           "sqn", "sqc", "sqh", "sqw"]
         kernels += [
-            ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, BWD_GX_CONFIGS, bwd_ptrs, bwd_ints,
+            ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, bwd_gx_configs(acc_t), bwd_ptrs, bwd_ints,
              dict(NEED_GX=True, NEED_W=0, HAS_B0=True, HAS_B1=True)),
             ("_hlk_bwd_kernel[weights_w0]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
              dict(NEED_GX=False, NEED_W=1, HAS_B0=True, HAS_B1=True)),
