@@ -84,17 +84,21 @@ def plane_tile(pid, H, W, BH: tl.constexpr, BW: tl.constexpr):
 
 
 class AotDtype(NamedTuple):
-    """One dtype the compile gate builds: signature name, accumulator, workspace pointer type."""
+    """One dtype the compile gate builds: signature name, accumulator, workspace pointer type,
+    and the torch dtype of such inputs (for the launchers' per-dtype config choices)."""
 
     name: str
     acc: object
     acc_ptr: str
+    dtype: torch.dtype
 
 
 # Every float dtype the ops accept: half types accumulate in fp32, fp64 in fp64 (the
 # gradcheck dtype; Triton 3.7.1 once failed to compile an fp64 tl.dot, hence in the gate).
-AOT_DTYPES = (AotDtype("fp32", tl.float32, "*fp32"), AotDtype("fp16", tl.float32, "*fp32"),
-              AotDtype("bf16", tl.float32, "*fp32"), AotDtype("fp64", tl.float64, "*fp64"))
+AOT_DTYPES = (AotDtype("fp32", tl.float32, "*fp32", torch.float32),
+              AotDtype("fp16", tl.float32, "*fp32", torch.float16),
+              AotDtype("bf16", tl.float32, "*fp32", torch.bfloat16),
+              AotDtype("fp64", tl.float64, "*fp64", torch.float64))
 
 
 def aot_spec(name: str, fn, ptrs, ints, consts: dict, cfg, label: str) -> dict:

@@ -16,8 +16,9 @@ whose inner (TH - 2*h2) x (TW - 2*h2) part is its output, h2 = dilation *
 (k2 // 2).  ``a`` is computed on the whole halo tile straight from x, ``d`` by
 gathering ``a`` at the dilated tap offsets inside the tile (``tl.gather`` on
 the flat index; rim positions read clamped garbage and are never stored), and
-the pointwise conv is two contractions (``tl.dot``, see Dtypes) per input-channel chunk.  Neither
-``a`` nor ``d`` touches global memory, and both stay in the accumulation dtype.
+the pointwise conv is two contractions (``tl.dot``, see Dtypes) per input-channel
+chunk.  Neither ``a`` nor ``d`` touches global memory, and both stay in the
+accumulation dtype.
 
 Backward: one kernel source launched up to three times (constexpr NEED_GX /
 NEED_W), recomputing instead of saving.  The halo is H2 = k1 // 2 + h2 and a
@@ -281,9 +282,9 @@ def _pw_grad_in(acc, gy_n, sp_g, in_img, w_ptr, sgc, g, Og, C2, cc, c_ok,
         # row at a time, which stage no [C_CHUNK, CO_BLOCK] / [CO_BLOCK, P] operands.
         for o in range(Og):
             oc = g * Og + o
-            gy1 = tl.load(gy_n + oc.to(tl.int64) * sgc + sp_g, mask=in_img, other=0.0).to(ACC_DTYPE)
-            w1 = tl.load(w_ptr + oc * C2 + cc, mask=c_ok, other=0.0).to(ACC_DTYPE)
-            acc += w1[:, None] * gy1[None, :]
+            gy_row = tl.load(gy_n + oc.to(tl.int64) * sgc + sp_g, mask=in_img, other=0.0).to(ACC_DTYPE)
+            w_col = tl.load(w_ptr + oc * C2 + cc, mask=c_ok, other=0.0).to(ACC_DTYPE)
+            acc += w_col[:, None] * gy_row[None, :]
     else:
         for o0 in range(0, Og, CO_BLOCK):
             o = o0 + tl.arange(0, CO_BLOCK)
@@ -306,7 +307,9 @@ def _grad_tiles(gy_n, sp_g, ih, iw, in_img, wpw_ptr, w1_rows, sgc, g, H, W, Cg, 
     g_d = _pw_grad_in(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), gy_n, sp_g, in_img, wpw_ptr + Cg, sgc, g, Og,
                       2 * Cg, cc, c_ok, ACC_DTYPE, C_CHUNK, CO_BLOCK, P)
     # Transposed dilated conv: d[q] used a[q + s2], so g_a[q] collects
-    # g_d[q - s2].  Exact on [h2, TH - h2), which covers what follows.
+    # g_d[q - s2].  Exact on [h2, TH - h2), which covers what follows.  It goes first and
+    # W_a^T grad_y is added last, so no second tile is live through that contraction
+    # (the other order spilled 4 B on sm_90 under Triton 3.7.1).
     g_a = _tap_conv(tl.zeros([C_CHUNK, P], dtype=ACC_DTYPE), g_d, w1_rows, c_ok, K2, DIL, -1, TW, ih, iw, H, W,
                     ACC_DTYPE, C_CHUNK, P)
     g_a = _pw_grad_in(g_a, gy_n, sp_g, in_img, wpw_ptr, sgc, g, Og, 2 * Cg, cc, c_ok,
@@ -386,7 +389,7 @@ def _wgrad_w1_chunk(ws_row, x_n, w0_ptr, b0_ptr, wpw_ptr, gy_n, sp_x, sp_g, ih, 
                     HAS_B0: tl.constexpr, ACC_DTYPE: tl.constexpr, C_CHUNK: tl.constexpr,
                     CO_BLOCK: tl.constexpr, P: tl.constexpr):
     # The grad_w1 and grad_b1 columns, from a and g_d (not g_a).  a first: built while g_d
-    # is live instead, Triton 3.7.1 spills 16-28 B on sm_86 / sm_90.
+    # was live instead, Triton 3.7.1 spilled 16-28 B on sm_86 / sm_90 (at 16-channel chunks).
     C = G * Cg
     ch = g * Cg + cc
     ch_ld, x_c = _x_chunk(x_n, g, cc, Cg, sxc)
@@ -496,8 +499,8 @@ def _hlk_bwd_kernel(
 # ---------------------------------------------------------------------------
 
 # (TH, TW, C_CHUNK, CO_BLOCK, num_warps).  C_CHUNK and CO_BLOCK are 16 where
-# they are dot dimensions (K >= 16), C_CHUNK 8 where no dot runs.  Register use is set by the
-# elements per thread of one [C_CHUNK, TH*TW] block: 16 (256 positions at
+# they are dot dimensions (K >= 16), C_CHUNK 8 where no dot runs.  Register use
+# is set by the elements per thread of one [C_CHUNK, TH*TW] block: 16 (256 positions at
 # 8 warps) fits without spills on sm_86 and sm_90; 32 does not (4 warps, or
 # 512 positions at 16 warps, which caps at 128 registers, spill hundreds of
 # words).  The forward also spills a few words at 16x32 / 8 warps in bf16 on
@@ -805,8 +808,9 @@ def aot_specs() -> list[dict]:
     """Every kernel configuration the compile gate builds.
 
     Built by :func:`._launch.aot_spec`.  Covered: every FWD / BWD_W config and every
-    :func:`bwd_gx_configs` config x {fp32, fp16, bf16, fp64} with all biases on; the backward kernel appears three times, as its
-    grad_x pass and its three weight passes (the constexpr variants launched).
+    :func:`bwd_gx_configs` config x {fp32, fp16, bf16, fp64} with all biases on; the
+    backward kernel appears four times, as its grad_x pass and its three weight passes
+    (the constexpr variants launched).
     k1 / k2 are runtime arguments, so the (3, 3) and (5, 7) kernels are the
     same binary and compiled once.  The large-halo fallback tile of
     ``_candidates`` is deliberately absent: it is known to spill.
@@ -818,7 +822,6 @@ def aot_specs() -> list[dict]:
     for dt in AOT_DTYPES:
         p = "*" + dt.name
         wsp = dt.acc_ptr
-        acc_t = torch.float64 if dt.name == "fp64" else torch.float32
         kernels = [
             ("_hlk_fwd_kernel", _hlk_fwd_kernel, FWD_CONFIGS,
              [("x_ptr", p), ("w0_ptr", p), ("b0_ptr", p), ("w1_ptr", p), ("b1_ptr", p),
@@ -831,7 +834,7 @@ def aot_specs() -> list[dict]:
         bwd_ints = ["N"] + geo + ["LW", "ROWS", "sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw",
                           "sqn", "sqc", "sqh", "sqw"]
         kernels += [
-            ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, bwd_gx_configs(acc_t), bwd_ptrs, bwd_ints,
+            ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, bwd_gx_configs(dt.dtype), bwd_ptrs, bwd_ints,
              dict(NEED_GX=True, NEED_W=0, HAS_B0=True, HAS_B1=True)),
             ("_hlk_bwd_kernel[weights_w0]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
              dict(NEED_GX=False, NEED_W=1, HAS_B0=True, HAS_B1=True)),

@@ -447,7 +447,7 @@ def aot_specs() -> list[dict]:
     """
     specs = []
     for dt in AOT_DTYPES:
-        for cfg in fwd_configs(torch.float64 if dt.name == "fp64" else torch.float32):
+        for cfg in fwd_configs(dt.dtype):
             for r in range(1, MAX_BRANCHES + 1):
                 kw = cfg.kwargs
                 specs.append(aot_spec("_sa_fwd_kernel", _sa_fwd_kernel, _aot_ptrs(_sa_fwd_kernel, dt), _FWD_INTS,
@@ -460,6 +460,6 @@ def aot_specs() -> list[dict]:
             spec = aot_spec("_sa_bwd_kernel", _sa_bwd_kernel, _aot_ptrs(_sa_bwd_kernel, dt),
                             ["D", "H", "W", "G", "Dg"], consts, cfg,
                             f"BH={cfg.kwargs['BH']} BW={cfg.kwargs['BW']} R={r} S={tuple(s4[:r])} {dt.name}")
-            spec["maxnreg"] = _bwd_maxnreg(torch.float64 if dt.name == "fp64" else torch.float32)
+            spec["maxnreg"] = _bwd_maxnreg(dt.dtype)
             specs.append(spec)
     return specs
