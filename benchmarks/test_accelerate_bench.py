@@ -13,11 +13,10 @@ import sys
 
 import pytest
 import torch
+from bench_utils import measure, skip_unless_device
 from torch import nn
 
 from istd_kernels.nn import accelerate
-
-from bench_utils import measure, skip_unless_device
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from published_models import MODELS  # noqa: E402  (the test models live with the tests)

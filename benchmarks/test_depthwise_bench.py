@@ -7,10 +7,9 @@ a 512x512 input; kernels 3x3, 3x3 dilation 2 (the HLKConv-7 pair) and 7x7.
 import pytest
 import torch
 import torch.nn.functional as F
+from bench_utils import measure, skip_unless_device
 
 from istd_kernels.ops import depthwise_conv2d
-
-from bench_utils import measure, skip_unless_device
 
 LEVELS = [(16, 512), (32, 256), (64, 128), (64, 64)]
 KERNELS = {"3x3": (3, 1), "3x3d2": (3, 2), "7x7": (7, 1)}

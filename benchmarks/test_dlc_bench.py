@@ -9,13 +9,12 @@ GPU each is at least one kernel launch) and, for DLCAttention, the modeled traff
 
 import pytest
 import torch
+from bench_utils import measure, skip_unless_device
 
 from istd_kernels import use_backend
 from istd_kernels.nn import C2FBlock, DLCAttention
 from istd_kernels.tools import traffic
 from istd_kernels.tools.launches import count_launches
-
-from bench_utils import measure, skip_unless_device
 
 MODULES = {"DLCAttention": DLCAttention, "C2FBlock": C2FBlock}
 # "fused" runs the module under the device's fast backends: cpp HLKConv on the CPU (pooling

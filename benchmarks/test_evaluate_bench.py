@@ -21,12 +21,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from bench_utils import measure
 
 from istd_kernels.cli.main import main
 from istd_kernels.cli.synth import write_dataset
 from istd_kernels.metrics.reference import oracle_pdfa, oracle_pixels
-
-from bench_utils import measure
 
 N, SIZE = 400, 512
 GROUP = f"evaluate: saved predictions cpu {N}x{SIZE}x{SIZE} read + IoU+nIoU+Pd+Fa"

@@ -8,13 +8,12 @@ GPU also the fraction of the device's peak bandwidth.
 
 import pytest
 import torch
+from bench_utils import measure, skip_unless_device
 from torch import nn
 
 from istd_kernels.nn import HLKConv
 from istd_kernels.ops.hlk_conv import decompose
 from istd_kernels.tools import traffic
-
-from bench_utils import measure, skip_unless_device
 
 K_SIZE = 7
 IMPLS = {"cpu": ["unfused", "compiled", "cpp"], "cuda": ["unfused", "compiled", "cuda", "triton"]}

@@ -16,11 +16,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from istd_kernels.ops import component_stats, connected_components, connected_components_with_stats, measure_components
-
 from bench_utils import measure
 from masks import N, noise_masks, project_pairs, speckle_masks
+
+from istd_kernels.ops import component_stats, connected_components, connected_components_with_stats, measure_components
 
 SETS = {
     "project": lambda: project_pairs()[0] > 0.5,

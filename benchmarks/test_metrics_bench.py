@@ -15,14 +15,13 @@ Labelling against OpenCV is in ``test_labelling_bench.py``.
 import numpy as np
 import pytest
 import torch
+from bench_utils import measure, skip_unless_device
+from masks import SIZE, N, project_pairs
 
 from istd_kernels.metrics import ROC, ISTDMetrics
 from istd_kernels.metrics.pdfa import match
 from istd_kernels.metrics.reference import reference_metrics
 from istd_kernels.ops import measure_components
-
-from bench_utils import measure, skip_unless_device
-from masks import N, SIZE, project_pairs
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,11 @@ on the GPU only (compiling a whole model takes minutes on the 2-core CPU).
 
 import pytest
 import torch
+from bench_utils import measure, skip_unless_device
 
 from istd_kernels import use_backend
 from istd_kernels.losses import DpTkLoss, SoftIoULoss
 from models import LCRNet, RRCANet
-
-from bench_utils import measure, skip_unless_device
 
 SETTINGS = {("cpu", "LCRNet"): (1, 128), ("cpu", "RRCANet"): (1, 128),
             ("cuda", "LCRNet"): (8, 512), ("cuda", "RRCANet"): (8, 256)}

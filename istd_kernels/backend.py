@@ -22,7 +22,8 @@ import contextlib
 import importlib.util
 import os
 import sys
-from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Tuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import torch
 
@@ -86,7 +87,7 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _triton_status() -> Tuple[bool, str]:
+def _triton_status() -> tuple[bool, str]:
     if importlib.util.find_spec("triton") is None:
         return False, "triton is not installed (pip install triton)"
     if triton_interpreting():
@@ -99,7 +100,7 @@ def _triton_status() -> Tuple[bool, str]:
     return False, "no CUDA GPU, and TRITON_INTERPRET=1 is not set (set it before importing istd_kernels to run Triton kernels on CPU tensors)"
 
 
-def _status(name: str) -> Tuple[bool, str]:
+def _status(name: str) -> tuple[bool, str]:
     if name == "torch":
         return True, "plain PyTorch reference, always available"
     if name == "cpp":
@@ -115,7 +116,7 @@ def _status(name: str) -> Tuple[bool, str]:
     return _triton_status()
 
 
-def backends() -> Dict[str, Tuple[bool, str]]:
+def backends() -> dict[str, tuple[bool, str]]:
     """``{name: (available, reason)}`` for every backend, on this machine, now."""
     return {name: _status(name) for name in NAMES}
 
@@ -123,7 +124,7 @@ def backends() -> Dict[str, Tuple[bool, str]]:
 # Capabilities do not change while a model runs; torch.compile takes the answer as a constant
 # instead of tracing the probes (imports, caches) inside.
 @torch.compiler.assume_constant_result
-def _fits(name: str, device: torch.device, dtype: torch.dtype) -> Tuple[bool, str]:
+def _fits(name: str, device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
     """Whether backend ``name`` can run on tensors of this device and dtype."""
     ok, reason = _status(name)
     if not ok:
@@ -145,7 +146,7 @@ def _fits(name: str, device: torch.device, dtype: torch.dtype) -> Tuple[bool, st
     return True, ""
 
 
-Supports = Callable[[str], Tuple[bool, str]]
+Supports = Callable[[str], tuple[bool, str]]
 
 
 class Verdict(NamedTuple):
@@ -156,11 +157,11 @@ class Verdict(NamedTuple):
     reason: str
 
 
-def _always(name: str) -> Tuple[bool, str]:
+def _always(name: str) -> tuple[bool, str]:
     return True, ""
 
 
-def _verdict(name: str, implemented: Tuple[str, ...], device: torch.device, dtype: torch.dtype,
+def _verdict(name: str, implemented: tuple[str, ...], device: torch.device, dtype: torch.dtype,
              supports: Supports) -> Verdict:
     if name not in implemented:
         return Verdict(name, False, f"not implemented for this op (it has {', '.join(implemented)})")
@@ -170,13 +171,13 @@ def _verdict(name: str, implemented: Tuple[str, ...], device: torch.device, dtyp
     return Verdict(name, ok, reason)
 
 
-def auto_order(device: torch.device) -> Tuple[str, ...]:
+def auto_order(device: torch.device) -> tuple[str, ...]:
     """The backends ``auto`` tries, best first, for tensors on ``device``."""
     return _AUTO_ORDER.get(device.type, ("torch",))
 
 
 def explain(op: str, implemented: Iterable[str], device: torch.device, dtype: torch.dtype,
-            backend: str | None = None, supports: Supports | None = None) -> Tuple[str, List[Verdict]]:
+            backend: str | None = None, supports: Supports | None = None) -> tuple[str, list[Verdict]]:
     """``(chosen, verdicts)``: the backend :func:`select` picks and every backend's verdict.
 
     Verdicts follow ``auto``'s order for ``device``, then the remaining backends; an

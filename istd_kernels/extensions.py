@@ -13,7 +13,6 @@ import json
 import os
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Optional
 
 import torch
 
@@ -25,7 +24,7 @@ class Extension:
     """An extension module, or why it is missing."""
 
     name: str
-    module: Optional[ModuleType]
+    module: ModuleType | None
     reason: str
 
     @property
@@ -63,13 +62,13 @@ def _load(name: str) -> Extension:
     return Extension(name, module, "built")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_extension() -> Extension:
     """The C++ CPU extension ``istd_kernels._C``."""
     return _load("_C")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cuda_extension() -> Extension:
     """The CUDA extension ``istd_kernels._cuda``."""
     return _load("_cuda")

@@ -6,7 +6,7 @@ floor), so both the op layer and the kernel layer can use it without an import c
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

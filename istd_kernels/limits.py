@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Tuple
 
 from .extensions import cpu_extension
 
@@ -22,13 +21,13 @@ def _snake(camel: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", camel).upper()
 
 
-def parse_header(path: str = HEADER) -> Dict[str, int]:
+def parse_header(path: str = HEADER) -> dict[str, int]:
     """``{NAME: value}`` of the ``constexpr int64_t kName = value;`` lines of ``path``."""
     with open(path) as f:
         return {_snake(name): int(value) for name, value in _CONSTANT.findall(f.read())}
 
 
-def _load() -> Tuple[Dict[str, int], str]:
+def _load() -> tuple[dict[str, int], str]:
     ext = cpu_extension()
     if ext.available and hasattr(ext.module, "limits"):
         exported = {_snake(k[1:]): int(v) for k, v in ext.module.limits().items()}

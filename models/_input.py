@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def check_and_pad(x: object, in_chans: int, multiple: int) -> Tuple[Tensor, int, int]:
+def check_and_pad(x: object, in_chans: int, multiple: int) -> tuple[Tensor, int, int]:
     """``(padded x, H, W)``: ``x`` ``[N, in_chans, H, W]`` zero-padded at the bottom and right to
     a multiple of ``multiple``, so that every pooling level divides evenly; the caller crops its
     output back to ``H x W``. Zero padding matches what the convolutions assume at the border

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -68,7 +68,7 @@ class SkipFusion(nn.Module):
         return self.conv(self.act(self.norm(torch.cat([skip, up], 1))))
 
 
-def _check_tuple(value: object, name: str, n: Optional[int], low: int) -> tuple:
+def _check_tuple(value: object, name: str, n: int | None, low: int) -> tuple:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
         raise ValueError(f"{name} must be a non-empty sequence of ints; got {value!r}")
     value = tuple(value)
@@ -109,7 +109,7 @@ class LCRNet(nn.Module):
     """
 
     def __init__(self, in_chans: int = 1, channels: Sequence[int] = (16, 32, 64, 64),
-                 depths: Sequence[int] = (3, 3, 3, 3), backend: Optional[str] = None):
+                 depths: Sequence[int] = (3, 3, 3, 3), backend: str | None = None):
         super().__init__()
         if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
             raise ValueError(f"in_chans must be a positive int; got {in_chans!r}")
@@ -145,7 +145,7 @@ class LCRNet(nn.Module):
         return logits if return_logits else torch.sigmoid(logits)
 
 
-def parameter_breakdown(model: LCRNet) -> Dict[str, int]:
+def parameter_breakdown(model: LCRNet) -> dict[str, int]:
     """Parameter counts of an :class:`LCRNet` by part: blocks per level, sampling, fusion, stem/head."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     out = {f"level{i + 1}_blocks": count(e) + count(d)
@@ -158,7 +158,7 @@ def parameter_breakdown(model: LCRNet) -> Dict[str, int]:
     return out
 
 
-def count_flops(model: nn.Module, h: int = 512, w: int = 512, in_chans: Optional[int] = None) -> int:
+def count_flops(model: nn.Module, h: int = 512, w: int = 512, in_chans: int | None = None) -> int:
     """Multiply-adds (MACs) of one forward pass on a ``[1, in_chans, h, w]`` input.
 
     Counted, per output element of each layer that runs: ``nn.Conv2d`` ``in/groups * kh * kw``;

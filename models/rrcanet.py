@@ -43,7 +43,7 @@ loading refuses a state_dict whose copies of one shared tensor differ.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Union
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +57,7 @@ __all__ = ["BACKBONES", "CHANNELS", "RRCANet", "convert_official_state_dict", "c
 
 CHANNELS = (8, 16, 32, 64)
 # Residual units per encoder level; the names are the paper's (ResNet-style depth labels).
-BACKBONES: Dict[str, tuple] = {
+BACKBONES: dict[str, tuple] = {
     "resnet10": (2, 1, 1, 1),
     "resnet18": (3, 2, 2, 2),
     "resnet34": (4, 4, 6, 3),
@@ -101,8 +101,8 @@ class RRCANet(nn.Module):
         # (not the RuCBs themselves) so that the state_dict keys are the official ones.
         rucbs = [RuCB(c[max(l - 1, 0)], c[l], self.blocks[l], self.num_passes) for l in range(self.levels)]
         self._rucbs = tuple(rucbs)  # a tuple is not registered: no second set of keys
-        self._enc: List[List[nn.Module]] = []
-        self._dec: List[List[DIAAM]] = []
+        self._enc: list[list[nn.Module]] = []
+        self._dec: list[list[DIAAM]] = []
         for i in range(self.num_passes):
             self._enc.append([])
             for l, rucb in enumerate(rucbs):
@@ -119,7 +119,7 @@ class RRCANet(nn.Module):
         self.final = nn.Conv2d(c[0], 1, 1)
         self._register_load_state_dict_pre_hook(self._check_shared_copies)
 
-    def shared_conv_groups(self, prefix: str = "") -> List[List[str]]:
+    def shared_conv_groups(self, prefix: str = "") -> list[list[str]]:
         """For every shared encoder tensor, its state_dict keys (one per pass)."""
         groups = []
         for l, rucb in enumerate(self._rucbs):
@@ -132,7 +132,7 @@ class RRCANet(nn.Module):
     def _check_shared_copies(self, state_dict, prefix, *args) -> None:
         check_shared_copies(state_dict, self.shared_conv_groups(prefix))
 
-    def forward(self, x: Tensor, return_logits: bool = False) -> Union[Tensor, List[Tensor]]:
+    def forward(self, x: Tensor, return_logits: bool = False) -> Tensor | list[Tensor]:
         x, h, w = check_and_pad(x, self.in_chans, self.multiple)
         feat = self.conv0_0(x)
         outs = []
@@ -155,7 +155,7 @@ class RRCANet(nn.Module):
         return maps if return_logits else [torch.sigmoid(t) for t in maps]
 
 
-def convert_official_state_dict(sd: Mapping[str, object]) -> Dict[str, Tensor]:
+def convert_official_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
     """An official RRCA-Net checkpoint's state_dict, ready for ``RRCANet.load_state_dict(strict=True)``.
 
     RRCANet already uses the official keys, so this only unwraps what training scripts add: a
@@ -181,7 +181,7 @@ def convert_official_state_dict(sd: Mapping[str, object]) -> Dict[str, Tensor]:
     return out
 
 
-def count_flops(model: nn.Module, h: int = 256, w: int = 256, in_chans: Optional[int] = None,
+def count_flops(model: nn.Module, h: int = 256, w: int = 256, in_chans: int | None = None,
                 shared_once: bool = False) -> int:
     """Multiply-adds (MACs) of convolutions in one forward pass on a ``[1, in_chans, h, w]`` input.
 

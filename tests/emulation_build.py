@@ -25,7 +25,6 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "cuda"
@@ -48,7 +47,7 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def global_kernels(source: str) -> List[str]:
+def global_kernels(source: str) -> list[str]:
     """Names of the __global__ functions defined in CUDA source text."""
     return [m.group("name") for m in _GLOBAL_RE.finditer(source)]
 
@@ -65,7 +64,7 @@ def _insert_entries(src: str) -> str:
     return "".join(out)
 
 
-def _rewrite_launches(src: str, kernels: List[str]) -> str:
+def _rewrite_launches(src: str, kernels: list[str]) -> str:
     def repl(m: re.Match) -> str:
         callee = m.group("callee")
         base = callee.split("<", 1)[0]
@@ -76,7 +75,7 @@ def _rewrite_launches(src: str, kernels: List[str]) -> str:
     return _LAUNCH_RE.sub(repl, src)
 
 
-def _rewrite_shared(src: str, counter: List[int]) -> str:
+def _rewrite_shared(src: str, counter: list[int]) -> str:
     src = _EXTERN_SHARED_RE.sub(
         lambda m: f"{m.group('type')}* const {m.group('name')} = "
                   f"static_cast<{m.group('type')}*>(::istd_emu::dynamic_shared());", src)
@@ -89,7 +88,7 @@ def _rewrite_shared(src: str, counter: List[int]) -> str:
     return _SHARED_RE.sub(static, src)
 
 
-def rewrite(path: Path, counter: List[int]) -> str:
+def rewrite(path: Path, counter: list[int]) -> str:
     """Host C++ for one .cu file (see the module docstring)."""
     src = path.read_text()
     kernels = global_kernels(src)
@@ -98,7 +97,7 @@ def rewrite(path: Path, counter: List[int]) -> str:
     return f'#include <cuda_runtime.h>\n#line 1 "{rel}"\n{body}'
 
 
-def _units() -> List[Tuple[str, Path, List[str]]]:
+def _units() -> list[tuple[str, Path, list[str]]]:
     """(object name, .cu source, extra flags) of every kernel translation unit."""
     units = [(p.stem, p, []) for p in sorted(CUDA_DIR.glob("*.cu"))]
     # The pre-sm_80 fallbacks of component_stats (no redux.sync) as a second instance.
@@ -119,7 +118,7 @@ def _source_hash(cxx: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _compile(cxx: str, src: Path, obj: Path, flags: List[str]) -> None:
+def _compile(cxx: str, src: Path, obj: Path, flags: list[str]) -> None:
     includes = ["-I", str(TESTING_DIR / "include"), "-I", str(TESTING_DIR), "-I", str(ROOT / "csrc" / "include")]
     cmd = [cxx, *CXX_FLAGS, *flags, *includes, "-c", str(src), "-o", str(obj)]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -127,7 +126,7 @@ def _compile(cxx: str, src: Path, obj: Path, flags: List[str]) -> None:
         raise RuntimeError(f"emulation build failed: {' '.join(cmd)}\n{res.stderr[-6000:]}")
 
 
-def _build(cxx: str, out: Path, jobs: int) -> Dict[str, Path]:
+def _build(cxx: str, out: Path, jobs: int) -> dict[str, Path]:
     gen = out / "gen"
     gen.mkdir(parents=True, exist_ok=True)
     counter = [0]
@@ -154,7 +153,7 @@ def _build(cxx: str, out: Path, jobs: int) -> Dict[str, Path]:
     return libs
 
 
-def build(jobs: int | None = None) -> Dict[str, Path]:
+def build(jobs: int | None = None) -> dict[str, Path]:
     """Builds (or finds in the cache) both libraries; returns {'plain': path, 'race': path}."""
     cxx = compiler()
     if cxx is None:

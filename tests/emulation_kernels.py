@@ -8,11 +8,9 @@ message when a kernel was stopped (race, deadlock, bad mask, out-of-bounds share
 from __future__ import annotations
 
 import ctypes
-from typing import List, Tuple
-
-import torch
 
 import emulation_build
+import torch
 
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 _LIBS: dict = {}
@@ -39,7 +37,7 @@ def _i64(values) -> ctypes.Array:
     return (ctypes.c_int64 * len(values))(*[int(v) for v in values])
 
 
-def _c64(*values) -> List[ctypes.c_int64]:
+def _c64(*values) -> list[ctypes.c_int64]:
     return [ctypes.c_int64(int(v)) for v in values]
 
 
@@ -71,7 +69,7 @@ def _like(t: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype or t.dtype, memory_format=_fmt(t))
 
 
-def log(variant: str = "plain") -> List[Tuple[str, str, str, str, int]]:
+def log(variant: str = "plain") -> list[tuple[str, str, str, str, int]]:
     """Launches since clear_log: (name, instantiated signature, grid, block, dynamic smem)."""
     so = lib(variant)
     out = []
@@ -85,7 +83,7 @@ def clear_log(variant: str = "plain") -> None:
     lib(variant).emu_clear_log()
 
 
-def _dw_geo(n, c, h, w, kh, kw, stride, padding, dilation) -> Tuple[ctypes.Array, int, int]:
+def _dw_geo(n, c, h, w, kh, kw, stride, padding, dilation) -> tuple[ctypes.Array, int, int]:
     ho = max((h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1, 0)
     wo = max((w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1, 0)
     return _i64([n, c, h, w, ho, wo, kh, kw, *stride, *padding, *dilation]), ho, wo
@@ -247,7 +245,7 @@ def component_stats(labels, m, sm70=False, variant="plain"):
     return area, centroid, bbox
 
 
-def fixture(name: str, variant: str = "plain") -> List[int]:
+def fixture(name: str, variant: str = "plain") -> list[int]:
     """Runs a test kernel of csrc/testing/fixtures.cu; returns its 512-int output."""
     so = lib(variant)
     buf = (ctypes.c_int * 512)()

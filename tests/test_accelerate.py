@@ -4,14 +4,12 @@ import collections
 
 import pytest
 import torch
+from hlk_cases import assert_close
+from published_models import MODELS, DetachedHLKConv, HLKStage, LookAlikeHLKConv, PublishedHLKConv, lka_block
 from torch import nn
 
 from istd_kernels.nn import DepthwiseConv2d, HLKConv, accelerate, accelerate_report, restore
 from istd_kernels.ops.hlk_conv import K_SIZES
-
-from hlk_cases import assert_close
-from published_models import (MODELS, DetachedHLKConv, HLKStage, LookAlikeHLKConv, PublishedHLKConv,
-                              lka_block)
 
 DIM = 8
 SHAPE = (1, DIM, 9, 11)

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 import istd_kernels
-from istd_kernels import BackendUnavailableError, backends, use_backend
+from istd_kernels import BackendUnavailableError, backends, extensions, use_backend
 from istd_kernels import backend as backend_mod
-from istd_kernels import extensions
 from istd_kernels.nn import DepthwiseConv2d
 from istd_kernels.ops import depthwise_conv2d
 
@@ -47,7 +46,8 @@ def test_unknown_backend_name():
 
 
 def test_selection_order(monkeypatch):
-    select = lambda backend=None: backend_mod.select("op", backend_mod.NAMES, CPU, torch.float32, backend)
+    def select(backend=None):
+        return backend_mod.select("op", backend_mod.NAMES, CPU, torch.float32, backend)
     assert select() == "cpp"
     monkeypatch.setenv("ISTD_BACKEND", "torch")
     assert select() == "torch"

@@ -10,11 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, cli, tiny_synth
 
 from istd_kernels.cli.data import ISTDDataset, resolve_layout
 from istd_kernels.cli.main import main
-
-from cli_helpers import assert_one_line_error, cli, tiny_synth
 
 LCR = ["--model", "lcrnet", "--tiny"]
 TRAIN = ["--batch-size", "4", "--workers", "0", "--deterministic", "--seed", "3", "--log-every", "1"]

@@ -12,12 +12,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from istd_kernels.cli.overlay import draw_overlay
-from istd_kernels.cli.networks import FORMAT_VERSION, TINY_MODEL_CONFIG, build_model
-from istd_kernels.metrics.reference import reference_metrics
-
 from cli_helpers import assert_one_line_error, cli, tiny_synth
+
+from istd_kernels.cli.networks import FORMAT_VERSION, TINY_MODEL_CONFIG, build_model
+from istd_kernels.cli.overlay import draw_overlay
+from istd_kernels.metrics.reference import reference_metrics
 
 LCR = ["--model", "lcrnet", "--tiny"]
 

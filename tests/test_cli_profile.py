@@ -5,10 +5,9 @@ import json
 
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, cli
 
 from istd_kernels.cli.networks import TINY_MODEL_CONFIG, build_model
-
-from cli_helpers import assert_one_line_error, cli
 
 FAST = ["--input", "1x1x32x32", "--warmup", "1", "--repeats", "3", "--device", "cpu"]
 

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_one_line_error, cli, tiny_synth
 
 from istd_kernels.cli import CLIError
 from istd_kernels.cli import checkpoints as ck
 from istd_kernels.cli.checkpoints import RunLock, atomic_write, read_checkpoint
 from istd_kernels.cli.data import read_grey
-from cli_helpers import assert_one_line_error, cli, tiny_synth
 from istd_kernels.cli.runtime import Progress
 from istd_kernels.losses import DiceLoss, DpTkLoss, PolyLoss, SoftIoULoss
 
@@ -171,6 +171,7 @@ def test_losses_read_0_255_masks_as_0_1_and_refuse_other_ranges(loss):
 
 def test_scoring_the_test_split_needs_no_train_list(data, tmp_path):
     import shutil
+
     from istd_kernels.cli.data import ISTDDataset
     copy = tmp_path / "tiny"
     shutil.copytree(data, copy)
@@ -184,6 +185,7 @@ def test_scoring_the_test_split_needs_no_train_list(data, tmp_path):
 @pytest.mark.parametrize("command", ["synth", "evaluate"])
 def test_help_shows_every_default(command):
     import argparse
+
     from istd_kernels.cli.main import build_parser
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     text = " ".join(sub.format_help().split())

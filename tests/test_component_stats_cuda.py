@@ -9,11 +9,10 @@ and straight through the extension's binding, so the kernel is exercised either 
 import numpy as np
 import pytest
 import torch
+from test_components import diagonal_chains, ir_like_masks, zigzag
 
 from istd_kernels.extensions import cuda_extension
 from istd_kernels.ops import component_stats, connected_components
-
-from test_components import diagonal_chains, ir_like_masks, zigzag
 
 pytestmark = pytest.mark.cuda
 

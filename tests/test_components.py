@@ -1,5 +1,6 @@
 """Connected-component labelling against skimage, and component statistics against OpenCV."""
 
+import cv2  # noqa: E402 - a hard requirement of the test extra: a missing cv2 must fail, not skip
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,6 @@ from skimage.measure import regionprops
 import istd_kernels
 from istd_kernels import BackendUnavailableError
 from istd_kernels.ops import component_stats, connected_components, connected_components_ref
-
-import cv2  # noqa: E402 - a hard requirement of the test extra: a missing cv2 must fail, not skip
 
 BACKENDS = ["torch", "cpp"]
 CONNS = [8, 4]

@@ -7,10 +7,9 @@ before; the fused labelling + statistics must equal the two calls it replaces, b
 import numpy as np
 import pytest
 import torch
+from test_components import sk_labels
 
 from istd_kernels.ops import component_stats, connected_components, connected_components_with_stats
-
-from test_components import sk_labels
 
 BACKENDS = ["torch", "cpp", pytest.param("cuda", marks=pytest.mark.cuda)]
 LABELLERS = [connected_components, connected_components_with_stats]

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from depthwise_cases import CASES, assert_close, case_id, expected_and_grads, make_inputs
 
 from istd_kernels.ops import depthwise_conv2d
-
-from depthwise_cases import CASES, assert_close, case_id, expected_and_grads, make_inputs
 
 pytestmark = pytest.mark.cuda
 GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -49,9 +48,9 @@ def test_auto_prefers_cuda():
 
 # --- HLKConv ---------------------------------------------------------------------------
 
-from istd_kernels.ops import hlk_conv  # noqa: E402
-
 import hlk_cases  # noqa: E402
+
+from istd_kernels.ops import hlk_conv  # noqa: E402
 
 HLK_GPU_CASES = hlk_cases.CASES + [(8, 16, 128, 128, 7, 16, 1), (2, 64, 67, 65, 7, 64, 1), (2, 32, 40, 36, 23, 32, 4)]
 
@@ -89,10 +88,10 @@ def test_gpu_hlk_weight_grads_deterministic(backend):
 # multiscale_maxpool and split_attention: the cuda and triton backends against the CPU
 # references (same rounded inputs).
 
+import test_split_attention as sa_cases  # noqa: E402
+
 from istd_kernels.ops.multiscale_maxpool import multiscale_maxpool, multiscale_maxpool_ref  # noqa: E402
 from istd_kernels.ops.split_attention import split_attention  # noqa: E402
-
-import test_split_attention as sa_cases  # noqa: E402
 
 # (N, groups, radix, c, H, W)
 MMP_GPU_CASES = [(2, 4, 4, 2, 67, 65), (1, 2, 2, 8, 128, 96), (1, 1, 4, 2, 1, 1), (3, 1, 3, 5, 17, 40)]

@@ -7,11 +7,10 @@ bfloat16 arithmetic, so bf16 is checked on cpp and torch only.
 import pytest
 import torch
 import torch.nn.functional as F
+from depthwise_cases import CASES, assert_close, case_id, expected_and_grads, make_inputs
 
 from istd_kernels import backend as backend_mod
 from istd_kernels.ops import depthwise_conv2d, depthwise_conv2d_ref
-
-from depthwise_cases import CASES, assert_close, case_id, expected_and_grads, make_inputs
 
 CPU_BACKENDS = ["torch", "cpp", "triton"]
 DTYPES = {

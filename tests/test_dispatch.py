@@ -12,6 +12,7 @@ import torch
 
 from istd_kernels import backend as backend_mod
 from istd_kernels.ops import _dispatch, hlk_conv
+
 dw_mod = importlib.import_module("istd_kernels.ops.depthwise")  # the package exports the function
 sa_mod = importlib.import_module("istd_kernels.ops.split_attention")  # the package exports the function
 

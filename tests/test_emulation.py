@@ -3,6 +3,7 @@ its plain-PyTorch reference (docs/emulation.md). Small shapes: each block's thre
 fibers, so a launch costs about a microsecond per thread switch."""
 from __future__ import annotations
 
+import emulation_build
 import pytest
 import torch
 
@@ -12,8 +13,6 @@ from istd_kernels.ops.depthwise import depthwise_conv2d_ref
 from istd_kernels.ops.hlk_conv import hlk_conv_ref
 from istd_kernels.ops.multiscale_maxpool import multiscale_maxpool_ref
 from istd_kernels.ops.split_attention import split_attention_ref
-
-import emulation_build
 
 pytestmark = [pytest.mark.emulation,
               pytest.mark.skipif(emulation_build.compiler() is None, reason="no host C++ compiler (g++)")]

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import re
 
-import pytest
-import torch
-
 import emulation_build
 import emulation_nvcc
+import pytest
+import torch
 
 pytestmark = [pytest.mark.emulation,
               pytest.mark.skipif(emulation_build.compiler() is None, reason="no host C++ compiler (g++)")]

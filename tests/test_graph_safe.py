@@ -17,9 +17,9 @@ host), then forward and backward again under the guard.
 
 import pytest
 import torch
+from hlk_cases import make_params
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from hlk_cases import make_params
 from istd_kernels.ops.depthwise import depthwise_conv2d
 from istd_kernels.ops.hlk_conv import hlk_conv
 from istd_kernels.ops.multiscale_maxpool import multiscale_maxpool

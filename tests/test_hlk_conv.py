@@ -6,11 +6,10 @@ bfloat16 arithmetic).
 
 import pytest
 import torch
+from hlk_cases import CASES, UnfusedHLKConv, assert_close, case_id, expected, make_params
 
 from istd_kernels.ops import hlk_conv, hlk_conv_ref
 from istd_kernels.ops.hlk_conv import K_SIZES, decompose
-
-from hlk_cases import CASES, UnfusedHLKConv, assert_close, case_id, expected, make_params
 
 DTYPES = {
     "torch": [torch.float32],

@@ -14,8 +14,16 @@ import torch
 
 from istd_kernels import limits
 from istd_kernels.extensions import cpu_extension
-from istd_kernels.ops import (component_stats, connected_components, depthwise_conv2d, hlk_conv, measure_components,
-                              multiscale_maxpool, split_attention)
+from istd_kernels.ops import (
+    component_stats,
+    connected_components,
+    depthwise_conv2d,
+    hlk_conv,
+    measure_components,
+    multiscale_maxpool,
+    split_attention,
+)
+
 dw_mod = importlib.import_module("istd_kernels.ops.depthwise")  # the package exports the function
 hlk_mod = importlib.import_module("istd_kernels.ops.hlk_conv")  # the package exports the function
 mmp_mod = importlib.import_module("istd_kernels.ops.multiscale_maxpool")  # the package exports the function

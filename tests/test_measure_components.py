@@ -6,14 +6,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from istd_kernels import BackendUnavailableError
-from istd_kernels.metrics import ISTDMetrics
-from istd_kernels.metrics import _fused
-from istd_kernels.ops import component_stats, connected_components, measure_components
-
 from test_components import cv2_stats, diagonal_chains, ir_like_masks, ours_as_rows, zigzag
 from test_metrics import batch
+
+from istd_kernels import BackendUnavailableError
+from istd_kernels.metrics import ISTDMetrics, _fused
+from istd_kernels.ops import component_stats, connected_components, measure_components
 
 BACKENDS = ["torch", "cpp"]
 CONNS = [8, 4]

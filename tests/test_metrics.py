@@ -17,7 +17,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from scipy import ndimage
 
 from istd_kernels.metrics import ROC, IoU, ISTDMetrics, NIoU, PdFa

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from hlk_cases import UnfusedHLKConv
 
 from istd_kernels import use_backend
 from istd_kernels.nn import HLKConv
 from istd_kernels.ops.hlk_conv import K_SIZES
-
-from hlk_cases import UnfusedHLKConv
 
 
 @pytest.mark.parametrize("k_size", sorted(K_SIZES))

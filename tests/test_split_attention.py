@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from istd_kernels import backend as _backend
-from istd_kernels.ops.split_attention import (BACKENDS, OP, default_scales, split_attention,
-                                              split_attention_ref)
+from istd_kernels.ops.split_attention import BACKENDS, OP, default_scales, split_attention, split_attention_ref
 
 # (N, D, H, W, groups, r): odd sizes so every pooled size is a ceil; 1x1 is smaller than
 # every scale. Several backward tiles: test_triton_multi_tile_and_deterministic.

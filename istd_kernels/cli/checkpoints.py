@@ -12,8 +12,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -74,7 +74,7 @@ class RunLock:
         self.run = Path(run)
         self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         if self.run.exists() and not self.run.is_dir():
             raise CLIError(f"--out {self.run} is a file; expected a folder for the run (it is created if missing)")
         try:

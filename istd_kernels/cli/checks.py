@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from . import CLIError
 
 
-def check_at_least(flag: str, value: Optional[int], low: int) -> None:
+def check_at_least(flag: str, value: int | None, low: int) -> None:
     """``value`` (when given) must be an integer >= ``low``."""
     if value is not None and value < low:
         raise CLIError(f"{flag} must be >= {low}; got {value}")
 
 
-def check_backend(name: Optional[str], device=None) -> None:
+def check_backend(name: str | None, device=None) -> None:
     """``--backend`` must be a backend name and, when named explicitly, able to run on ``device``.
 
     Without ``device`` only the name is checked (before anything is loaded).

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import List, Sequence
+from collections.abc import Sequence
 
 TABLE_FORMATS = ("text", "md", "latex", "csv")
 PAPER_HEADER = ["predictions", "images", "IoU (%)", "nIoU (%)", "Pd (%)", "Fa (x1e-6)"]
 
 
-def paper_row(name: str, result: dict) -> List[str]:
+def paper_row(name: str, result: dict) -> list[str]:
     """One row of the paper table from a result of :meth:`~.scoring.Scorer.result`."""
     return [name, str(result["images"]), f"{result['iou_percent']:.2f}", f"{result['niou_percent']:.2f}",
             f"{result['pd_percent']:.2f}", f"{result['fa_x1e-6']:.2f}"]

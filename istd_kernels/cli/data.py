@@ -16,9 +16,9 @@ not in the middle of an epoch); unreadable files are named when they are first r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,12 +44,12 @@ class Layout:
     test_list: Path
 
 
-def _split_dirs(root: Path) -> List[Path]:
+def _split_dirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and (d / "train.txt").is_file()
                   and (d / "test.txt").is_file())
 
 
-def resolve_layout(data: str, layout: str = "auto", split: Optional[str] = None) -> Layout:
+def resolve_layout(data: str, layout: str = "auto", split: str | None = None) -> Layout:
     """Find a data set's layout under ``data`` (``DIR/NAME``); raise :class:`CLIError` if none fits.
 
     ``layout="auto"`` takes BasicIRSTD when ``img_idx/`` exists, else DNANet. For DNANet,
@@ -92,7 +92,7 @@ def resolve_layout(data: str, layout: str = "auto", split: Optional[str] = None)
     return Layout(layout, root, root / "images", root / "masks", train, test)
 
 
-def read_ids(path: Path) -> List[str]:
+def read_ids(path: Path) -> list[str]:
     """The ids listed in a split file; a missing or empty file is an error naming it."""
     if not path.is_file():
         raise CLIError(f"split file {path} does not exist (expected a list of image ids, one a line)")
@@ -106,7 +106,7 @@ def read_ids(path: Path) -> List[str]:
     return ids
 
 
-def _find(folder: Path, stem: str, suffixes: Sequence[str] = ("",)) -> Optional[Path]:
+def _find(folder: Path, stem: str, suffixes: Sequence[str] = ("",)) -> Path | None:
     if Path(stem).suffix.lower() in IMAGE_EXTS and (folder / stem).is_file():
         return folder / stem
     base = Path(stem).stem if Path(stem).suffix.lower() in IMAGE_EXTS else stem
@@ -118,7 +118,7 @@ def _find(folder: Path, stem: str, suffixes: Sequence[str] = ("",)) -> Optional[
     return None
 
 
-def find_pairs(layout: Layout, ids: Sequence[str]) -> List[Tuple[str, Path, Path]]:
+def find_pairs(layout: Layout, ids: Sequence[str]) -> list[tuple[str, Path, Path]]:
     """``(id, image path, mask path)`` for every id; raises naming the first missing file."""
     pairs = []
     for i in ids:
@@ -140,7 +140,7 @@ _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
 
 
-def _truncation(data: bytes) -> Optional[str]:
+def _truncation(data: bytes) -> str | None:
     """Why ``data`` (a JPEG or PNG file's bytes) is cut short, or None."""
     if data[:2] == b"\xff\xd8" and _JPEG_END not in data[-64:]:
         return "the JPEG data ends before its end-of-image marker"
@@ -199,8 +199,8 @@ class ISTDDataset(Dataset):
             DataLoader workers or on where a resumed run restarted.
     """
 
-    def __init__(self, data: str, subset: str, layout: str = "auto", split: Optional[str] = None,
-                 crop: Optional[int] = None, flip: bool = False, seed: int = 0) -> None:
+    def __init__(self, data: str, subset: str, layout: str = "auto", split: str | None = None,
+                 crop: int | None = None, flip: bool = False, seed: int = 0) -> None:
         self.layout = resolve_layout(data, layout, split)
         lst = self.layout.train_list if subset == "train" else self.layout.test_list
         self.pairs = find_pairs(self.layout, read_ids(lst))
@@ -232,7 +232,7 @@ class ISTDDataset(Dataset):
         return x, y, ident
 
 
-def _random_crop(x: Tensor, y: Tensor, size: int, rng: np.random.Generator) -> Tuple[Tensor, Tensor]:
+def _random_crop(x: Tensor, y: Tensor, size: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
     h, w = x.shape[-2:]
     ph, pw = max(0, size - h), max(0, size - w)
     if ph or pw:

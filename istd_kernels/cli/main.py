@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from . import CLIError
 from .compare import TABLE_FORMATS
@@ -170,7 +169,7 @@ def _one_line(e: BaseException) -> str:
     return " ".join(msg.split())
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run ``istd`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     try:
         args = build_parser().parse_args(argv)

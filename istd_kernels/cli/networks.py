@@ -4,8 +4,6 @@ profile) with every mistake one :class:`~istd_kernels.cli.CLIError` line."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -43,7 +41,7 @@ def model_config_from_args(args) -> dict:
     return cfg
 
 
-def build_model(name: str, config: dict, backend: Optional[str] = None) -> nn.Module:
+def build_model(name: str, config: dict, backend: str | None = None) -> nn.Module:
     """An LCRNet or RRCA-Net from its config dict; a bad config is a :class:`CLIError`."""
     from models import LCRNet, RRCANet
     try:
@@ -89,7 +87,7 @@ def inference_model(args):
     return net.to(device), device
 
 
-def load_model(model: str, weights: str, args_config: dict, backend: Optional[str] = None):
+def load_model(model: str, weights: str, args_config: dict, backend: str | None = None):
     """``(model in eval mode, checkpoint dict)`` from an ``istd train`` checkpoint or a bare state_dict.
 
     A bare state_dict (e.g. an official RRCA-Net checkpoint) is loaded into the model shape the

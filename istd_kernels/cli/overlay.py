@@ -9,10 +9,9 @@ frame, the two cases in which an overlay would otherwise look like an untouched 
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
-
 
 MIN_SIDE = 256
 # Rings make a few small targets easy to find; hundreds of them (an untrained model, a low
@@ -34,8 +33,8 @@ def _outline(vis: np.ndarray, mask: np.ndarray, colour, circles: bool) -> int:
     return len(contours)
 
 
-def draw_overlay(grey: np.ndarray, pred: np.ndarray, truth: Optional[np.ndarray],
-                 notes: Sequence[str]) -> Tuple[np.ndarray, List[str]]:
+def draw_overlay(grey: np.ndarray, pred: np.ndarray, truth: np.ndarray | None,
+                 notes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """``(BGR uint8 picture, its legend lines)`` for uint8 ``grey`` [H, W], bool ``pred`` [H, W]
     and bool ``truth`` [H, W] or None; the legend starts with ``notes`` (white)."""
     import cv2
@@ -50,7 +49,7 @@ def draw_overlay(grey: np.ndarray, pred: np.ndarray, truth: Optional[np.ndarray]
 
     n_true = _outline(vis, up(truth), GREEN, False) if truth is not None else None
     n_pred = _outline(vis, up(pred), RED, True)
-    lines: List[tuple] = [*((n, WHITE) for n in notes), (f"red: prediction, {n_pred} component(s)", RED)]
+    lines: list[tuple] = [*((n, WHITE) for n in notes), (f"red: prediction, {n_pred} component(s)", RED)]
     if n_true is not None:
         lines.append((f"green: ground truth, {n_true} target(s)", GREEN))
     if pred.all():

@@ -14,15 +14,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import List
 
 from . import CLIError
 from .data import IMAGE_EXTS
 
 
-def expand_inputs(items: List[str]) -> List[Path]:
+def expand_inputs(items: list[str]) -> list[Path]:
     """Files as given, folders as their image files (sorted); a missing path is an error."""
-    out: List[Path] = []
+    out: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
@@ -42,7 +41,7 @@ def expand_inputs(items: List[str]) -> List[Path]:
     return out
 
 
-def _targets(prob, mask) -> List[dict]:
+def _targets(prob, mask) -> list[dict]:
     """The components of ``mask`` [H, W] as target records (see the module note)."""
     from ..ops import component_stats, connected_components
     labels, counts = connected_components(mask[None])

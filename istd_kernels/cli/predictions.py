@@ -17,8 +17,9 @@ so an 8-bit map is positive from 128 up and a 0/255 or 0/1 mask is read exactly.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,12 +30,12 @@ PRED_EXTS = (".png", ".bmp", ".tif", ".tiff", ".npy", ".npz")
 SCALES = ("auto", "1", "255", "65535")
 
 
-def index_folder(folder: str) -> Dict[str, Path]:
+def index_folder(folder: str) -> dict[str, Path]:
     """``{stem: file}`` for the prediction files in ``folder``; an empty or ambiguous folder is an error."""
     root = Path(folder)
     if not root.is_dir():
         raise CLIError(f"--pred {root} is not a folder (expected a folder of predictions named by image id)")
-    found: Dict[str, Path] = {}
+    found: dict[str, Path] = {}
     for f in sorted(root.iterdir()):
         if not (f.is_file() and f.suffix.lower() in PRED_EXTS):
             continue
@@ -52,12 +53,12 @@ def _id_stem(ident: str) -> str:
 
 
 class Matched(NamedTuple):
-    pairs: List[Tuple[int, Path]]   # (index into the split's ids, prediction file)
-    missing: List[str]              # ids without a prediction
-    extra: List[str]                # prediction stems without an id
+    pairs: list[tuple[int, Path]]   # (index into the split's ids, prediction file)
+    missing: list[str]              # ids without a prediction
+    extra: list[str]                # prediction stems without an id
 
 
-def match_ids(ids: Sequence[str], index: Dict[str, Path], folder: str, strict: bool) -> Matched:
+def match_ids(ids: Sequence[str], index: dict[str, Path], folder: str, strict: bool) -> Matched:
     """Pair the split's ids with prediction files by stem; with ``strict`` any mismatch is an error."""
     stems = [_id_stem(i) for i in ids]
     pairs = [(k, index[s]) for k, s in enumerate(stems) if s in index]
@@ -108,7 +109,7 @@ def _as_map(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def _detect_scale(arr: np.ndarray, path: Path) -> Tuple[float, str]:
+def _detect_scale(arr: np.ndarray, path: Path) -> tuple[float, str]:
     if arr.dtype == np.uint8:
         return 255.0, "8-bit image 0-255 (divided by 255)"
     if arr.dtype == np.uint16:
@@ -124,7 +125,7 @@ def _detect_scale(arr: np.ndarray, path: Path) -> Tuple[float, str]:
                    f"map (or give --pred-scale)")
 
 
-def read_prediction(path: Path, scale: str = "auto") -> Tuple[np.ndarray, str]:
+def read_prediction(path: Path, scale: str = "auto") -> tuple[np.ndarray, str]:
     """``(probability map float32 [H, W] in [0, 1], how it was scaled)`` from one prediction file."""
     is_array = path.suffix.lower() in (".npy", ".npz")
     arr = _as_map(_load_array(path) if is_array else _load_image(path), path)

@@ -22,14 +22,14 @@ import importlib
 import importlib.util
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Tuple
 
 from . import CLIError
 from .checks import check_at_least, check_backend
 
 
-def parse_input(text: str) -> Tuple[int, int, int]:
+def parse_input(text: str) -> tuple[int, int, int]:
     """``"1x1x512x512"`` or ``"1x512x512"`` -> ``(C, H, W)``."""
     try:
         dims = [int(v) for v in text.lower().split("x")]
@@ -123,7 +123,7 @@ def time_forward(once: Callable[[], None], device, batch: int, warmup: int, repe
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times: List[float] = []
+    times: list[float] = []
     for _ in range(repeats):
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -146,7 +146,7 @@ def time_forward(once: Callable[[], None], device, batch: int, warmup: int, repe
     return out
 
 
-def layer_times(net, once: Callable[[], None], device) -> Tuple[List[dict], float]:
+def layer_times(net, once: Callable[[], None], device) -> tuple[list[dict], float]:
     """One pass under ``torch.profiler`` with a range per module: ``(layers, total ms)``, the
     layers being the deepest modules that ran (whose children did not), slowest first."""
     from torch.autograd.profiler import record_function
@@ -155,7 +155,7 @@ def layer_times(net, once: Callable[[], None], device) -> Tuple[List[dict], floa
     # passes) has one name but is a child of each of them.
     modules = {id(m): (n or "(model)", m) for n, m in net.named_modules()}
     names = {k: n for k, (n, _) in modules.items()}
-    open_ranges: List[record_function] = []
+    open_ranges: list[record_function] = []
     ran = set()
 
     def enter(m, _):

@@ -13,7 +13,8 @@ features near the border, and with them the prediction).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -55,10 +56,10 @@ class Scorer:
                                    distributed=False)
         self.roc = ROC(ROC_THRESHOLDS, logits=logits, legacy=legacy, distributed=False) if roc else None
         self.components = components
-        self.rows: List[dict] = []
+        self.rows: list[dict] = []
         self._last = self._counts()
 
-    def _counts(self) -> Dict[str, int]:
+    def _counts(self) -> dict[str, int]:
         c = self.metrics.sync()
         return {k: int(c[k]) for k in ("intersection", "union", "detected", "targets", "false_pixels")}
 
@@ -89,7 +90,7 @@ class Scorer:
         return {**head, "iou_percent": 100 * head["iou"], "niou_percent": 100 * head["niou"],
                 "pd_percent": 100 * head["pd"], "fa_x1e-6": 1e6 * head["fa"], "images": m["images"], "counts": m}
 
-    def worst(self, k: int) -> List[dict]:
+    def worst(self, k: int) -> list[dict]:
         """The ``k`` worst rows: lowest IoU first (an image with nothing to find and nothing
         found counts as perfect), then most missed targets, then most false pixels."""
         def badness(r):
@@ -102,7 +103,7 @@ def size_grouped(items: Iterable, batch_size: int) -> Iterator[tuple]:
     items, each batch of one image size (see the module note). A batch is emitted as soon as
     ``batch_size`` images of its size have come; the rest at the end."""
     from .data import pad_collate
-    buckets: Dict[tuple, list] = {}
+    buckets: dict[tuple, list] = {}
     for item in items:
         size = tuple(item[0].shape[-2:])
         bucket = buckets.setdefault(size, [])
@@ -114,7 +115,7 @@ def size_grouped(items: Iterable, batch_size: int) -> Iterator[tuple]:
 
 
 def score_model(net, batches: Iterable, device: torch.device, amp: bool, scorer: Scorer,
-                progress: Optional[Progress] = None) -> float:
+                progress: Progress | None = None) -> float:
     """Run ``net`` over ``batches`` (from :func:`size_grouped`) into ``scorer``; returns the
     seconds spent in forward passes (synchronised on CUDA; data loading excluded)."""
     clock, done = [0.0], 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Tuple
 
 import numpy as np
 
@@ -79,7 +78,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-def _target_shape(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, np.ndarray]:
+def _target_shape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """An ``(intensity profile in [0, 1], mask)`` pair, both ``k x k``, with 1-100 mask pixels."""
     cv2 = _cv2()
     kind = rng.choice(["gauss", "ellipse", "rect", "triangle"], p=[0.45, 0.25, 0.15, 0.15])
@@ -123,7 +122,7 @@ DEFAULT_SCR = (2.5, 8.0)
 
 
 def synth_image(rng: np.random.Generator, size: int,
-                scr: Tuple[float, float] = DEFAULT_SCR) -> Tuple[np.ndarray, np.ndarray]:
+                scr: tuple[float, float] = DEFAULT_SCR) -> tuple[np.ndarray, np.ndarray]:
     """One ``(image uint8 [size, size], mask uint8 0/255)`` pair drawn from ``rng``."""
     img = _background(rng, size)
     mask = np.zeros((size, size), bool)
@@ -152,7 +151,7 @@ def synth_image(rng: np.random.Generator, size: int,
 
 
 def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fraction: float = 0.5,
-                  scr: Tuple[float, float] = DEFAULT_SCR) -> Path:
+                  scr: tuple[float, float] = DEFAULT_SCR) -> Path:
     """Write ``n`` images of ``size x size`` to ``out/name`` (BasicIRSTD layout); return that folder.
 
     Ids are ``00000 .. n-1``; the last ``round(n * test_fraction)`` (at least 1 when n >= 2)
@@ -172,7 +171,7 @@ def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fr
     root = Path(out) / name
     for sub in ("images", "masks", "img_idx"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    ids: List[str] = [f"{i:05d}" for i in range(n)]
+    ids: list[str] = [f"{i:05d}" for i in range(n)]
     streams = np.random.SeedSequence(seed).spawn(n)
     for i, s in zip(ids, streams):
         image, mask = synth_image(np.random.default_rng(s), size, scr)

@@ -27,7 +27,6 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -35,12 +34,12 @@ import torch.distributed as dist
 from torch import nn
 
 from . import CLIError
-from .checks import check_backend
-from .runtime import Progress, autocast, timed_forwards
 from .checkpoints import RunLock, atomic_write, read_checkpoint, remove_stale_temporaries, save_checkpoint
+from .checks import check_backend
 from .networks import FORMAT_VERSION, build_model, check_checkpoint, model_config_from_args, xavier_init
+from .runtime import Progress, autocast, timed_forwards
 
-RECIPES: Dict[str, dict] = {
+RECIPES: dict[str, dict] = {
     "lcrnet": dict(loss="softiou", optimizer="adan", lr=1e-3, betas=[0.98, 0.92, 0.99], eps=1e-8,
                    weight_decay=1e-4, scheduler="poly", poly_power=0.9, min_lr=0.0, batch_size=8,
                    epochs=400, crop=0, flip=False, init="default"),
@@ -178,11 +177,12 @@ class _Dist:
 
 
 def evaluate_model(net: nn.Module, ds, device: torch.device, amp: bool, batch_size: int, workers: int,
-                   d: "_Dist") -> dict:
+                   d: _Dist) -> dict:
     """ISTDMetrics of ``net`` on ``ds`` (each process scores its share; the counts are summed over
     processes). Batches hold images of one size (``scoring.size_grouped``), so the figures do not
     depend on ``batch_size``."""
     from torch.utils.data import DataLoader, Subset
+
     from ..metrics import ISTDMetrics
     from .scoring import size_grouped
     if d.world > 1:  # every image exactly once over all processes (DistributedSampler would repeat some)
@@ -212,6 +212,7 @@ def _write_logs(run: Path, rows: list, cfg: dict) -> None:
 def _train_loader(ds, batch_size, workers, seed, epoch, d: _Dist):
     """A shuffled loader whose order is a function of (seed, epoch) alone."""
     from torch.utils.data import DataLoader, DistributedSampler
+
     from .data import pad_collate
     sampler, gen = None, None
     if d.world > 1:
@@ -248,7 +249,7 @@ _TRAINING_KEYS = ("config", "epoch", "model_state", "optimizer_state", "schedule
 _CROP_CHECK_IMAGES = 16
 
 
-def _check_crop(crop: Optional[int], train_ds) -> None:
+def _check_crop(crop: int | None, train_ds) -> None:
     if not crop:
         return
     from .data import read_grey
@@ -259,8 +260,9 @@ def _check_crop(crop: Optional[int], train_ds) -> None:
                        f"{len(pairs)} is {largest} px); expected --crop <= {largest}, or 0 for whole images")
 
 
-def _build_state(cfg: dict, d: _Dist, resume: Optional[dict]) -> _State:
+def _build_state(cfg: dict, d: _Dist, resume: dict | None) -> _State:
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     from .data import ISTDDataset
     crop = cfg["crop"] or None
     train_ds = ISTDDataset(cfg["data"], "train", cfg["layout"], cfg["split"], crop=crop, flip=cfg["flip"],
@@ -361,7 +363,7 @@ def _determinism(cfg: dict, d: _Dist) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def train(cfg: dict, run: Path, resume: Optional[dict] = None) -> dict:
+def train(cfg: dict, run: Path, resume: dict | None = None) -> dict:
     """Train as ``cfg`` says, writing ``run/last.pt``, ``run/best.pt``, ``run/log.csv``, ``run/log.json``.
 
     With ``resume`` (a checkpoint dict) the model, optimizer, scheduler, scaler and RNG states

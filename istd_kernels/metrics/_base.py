@@ -10,7 +10,6 @@ costs at most one per batch, see :mod:`.pdfa`).
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -37,7 +36,7 @@ def as_maps(value: object, name: str) -> Tensor:
     return value
 
 
-def check_pair(pred: object, target: object) -> Tuple[Tensor, Tensor]:
+def check_pair(pred: object, target: object) -> tuple[Tensor, Tensor]:
     """Both inputs as [N, H, W] views, with matching shapes and devices."""
     p = as_maps(pred, "pred")
     t = as_maps(target, "target")
@@ -65,7 +64,7 @@ def check_flag(value: object, name: str) -> bool:
     raise TypeError(f"{name} must be True or False; got {value!r}")
 
 
-def check_backend(backend: object) -> Optional[str]:
+def check_backend(backend: object) -> str | None:
     """``backend`` checked when the metric is made rather than at its first update."""
     if backend is not None:
         _backend.requested(backend)  # raises ValueError naming the backend
@@ -83,7 +82,7 @@ class RangeCheck:
 
     def __init__(self) -> None:
         self.warned = False
-        self._pending: Optional[Tensor] = None
+        self._pending: Tensor | None = None
 
     def see(self, pred: Tensor, logits: bool) -> None:
         if logits or self.warned or not pred.dtype.is_floating_point or pred.numel() == 0:
@@ -128,25 +127,25 @@ class Metric:
     def __init__(self, distributed: bool = True) -> None:
         self.distributed = check_flag(distributed, "distributed")
         self.range_check = RangeCheck()
-        self._state: Dict[str, Tensor] = {}
+        self._state: dict[str, Tensor] = {}
         self.reset()
 
     # -- state ------------------------------------------------------------------------
-    def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
+    def _init_state(self, device: torch.device) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def reset(self) -> None:
         device = next(iter(self._state.values())).device if self._state else torch.device("cpu")
         self._state = self._init_state(device)
 
-    def _on(self, device: torch.device) -> Dict[str, Tensor]:
+    def _on(self, device: torch.device) -> dict[str, Tensor]:
         """The state, moved (once) to the device the inputs come on."""
         first = next(iter(self._state.values()))
         if first.device != device:
             self._state = {k: v.to(device) for k, v in self._state.items()}
         return self._state
 
-    def sync(self) -> Dict[str, Tensor]:
+    def sync(self) -> dict[str, Tensor]:
         """Copies of the count tensors, summed over all processes when running distributed."""
         self.range_check.flush()
         counts = {k: v.clone() for k, v in self._state.items()}

@@ -8,7 +8,7 @@ overlap and measuring each mask read the batch four times and wrote a bool copy 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ class PairMeasure(NamedTuple):
 
 
 def measure_pair(pred: Tensor, target: Tensor, threshold: float, connectivity: int,
-                 backend: Optional[str]) -> Optional[PairMeasure]:
+                 backend: str | None) -> PairMeasure | None:
     """The fused measurement of checked [N, H, W] maps, the prediction positive where
     ``pred > threshold``, the target where ``target > 0.5``; or None when the C++ backend
     is not the one that would measure them (then the caller takes the separate ops).

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor
 
 from ._base import RangeCheck, binarize_pred, binarize_target, check_pair
@@ -25,7 +23,7 @@ class ISTDMetrics:
     """
 
     def __init__(self, distance: float = 3.0, logits: bool = False, legacy: bool = False,
-                 empty_as: str = "zero", connectivity: int = 8, backend: Optional[str] = None,
+                 empty_as: str = "zero", connectivity: int = 8, backend: str | None = None,
                  distributed: bool = True) -> None:
         self.iou = IoU(logits=logits, distributed=distributed)
         self.niou = NIoU(empty_as=empty_as, logits=logits, distributed=distributed)

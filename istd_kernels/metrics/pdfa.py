@@ -26,7 +26,6 @@ per image.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -35,8 +34,8 @@ from .. import ops as _ops
 from ._base import Metric, binarize_pred, binarize_target, check_backend, check_flag, check_pair, ratio
 
 
-def measure(mask_bin: Tensor, connectivity: int = 8, backend: Optional[str] = None
-            ) -> Tuple[Tensor, Tensor, Tensor]:
+def measure(mask_bin: Tensor, connectivity: int = 8, backend: str | None = None
+            ) -> tuple[Tensor, Tensor, Tensor]:
     """Components of binary [N, H, W] masks: (counts int64 [N], area int64 [N, M],
     centroid float64 [N, M, 2]), padded with zeros past each image's count.
 
@@ -49,7 +48,7 @@ def measure(mask_bin: Tensor, connectivity: int = 8, backend: Optional[str] = No
 
 
 def match(target_counts: Tensor, target_centroid: Tensor, pred_counts: Tensor, pred_area: Tensor,
-          pred_centroid: Tensor, distance: float = 3.0, legacy: bool = False) -> Tuple[Tensor, Tensor]:
+          pred_centroid: Tensor, distance: float = 3.0, legacy: bool = False) -> tuple[Tensor, Tensor]:
     """Greedy centroid matching of SPEC §5 for a batch; returns per-image (detected, false
     pixels), both int64 [N].
 
@@ -111,7 +110,7 @@ _MAX_CELLS = 1 << 16
 
 
 def _near_pairs(t_img: Tensor, t_cent: Tensor, p_img: Tensor, p_cent: Tensor, distance: float
-                ) -> Tuple[Tensor, Tensor]:
+                ) -> tuple[Tensor, Tensor]:
     """All (target, prediction) index pairs of one image whose centroids are closer than
     ``distance``, from flat lists ([G] images, [G, 2] centroids; [P], [P, 2]).
 
@@ -204,14 +203,14 @@ class PdFa(Metric):
     """
 
     def __init__(self, distance: float = 3.0, connectivity: int = 8, legacy: bool = False,
-                 logits: bool = False, backend: Optional[str] = None, distributed: bool = True) -> None:
+                 logits: bool = False, backend: str | None = None, distributed: bool = True) -> None:
         self.distance, self.connectivity = check_matching_args(distance, connectivity)
         self.legacy = check_flag(legacy, "legacy")
         self.logits = check_flag(logits, "logits")
         self.backend = check_backend(backend)
         super().__init__(distributed)
 
-    def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
+    def _init_state(self, device: torch.device) -> dict[str, Tensor]:
         return {k: torch.zeros((), dtype=torch.int64, device=device)
                 for k in ("detected", "targets", "false_pixels", "pixels")}
 
@@ -243,7 +242,7 @@ class PdFa(Metric):
         return {"pd": ratio(c["detected"], c["targets"]), "fa": ratio(c["false_pixels"], c["pixels"]), **c}
 
 
-def check_matching_args(distance: object, connectivity: object) -> Tuple[float, int]:
+def check_matching_args(distance: object, connectivity: object) -> tuple[float, int]:
     if isinstance(distance, bool) or not isinstance(distance, (int, float)):
         raise TypeError(f"distance must be a number; got {distance!r}")
     if not (math.isfinite(distance) and distance > 0):

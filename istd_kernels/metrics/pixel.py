@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import torch
 from torch import Tensor
 
@@ -12,7 +10,7 @@ from ..extensions import cpu_extension
 from ._base import Metric, binarize_pred, binarize_target, check_flag, check_pair, ratio
 
 
-def intersection_union(pred_bin: Tensor, target_bin: Tensor, backend: str | None = None) -> Tuple[Tensor, Tensor]:
+def intersection_union(pred_bin: Tensor, target_bin: Tensor, backend: str | None = None) -> tuple[Tensor, Tensor]:
     """Per-image |P and T| and |P or T| (int64 [N]) of bool [N, H, W] maps.
 
     On the CPU the C++ extension counts both in one pass over the bytes; torch's reductions
@@ -50,7 +48,7 @@ class IoU(_OverlapMetric):
     empty (nothing predicted and nothing to find in the whole data set).
     """
 
-    def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
+    def _init_state(self, device: torch.device) -> dict[str, Tensor]:
         return {"intersection": torch.zeros((), dtype=torch.int64, device=device),
                 "union": torch.zeros((), dtype=torch.int64, device=device)}
 
@@ -79,7 +77,7 @@ class NIoU(_OverlapMetric):
         self.empty_as = empty_as
         super().__init__(logits, distributed)
 
-    def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
+    def _init_state(self, device: torch.device) -> dict[str, Tensor]:
         # float64: a sum of per-image ratios; over 1e6 images the rounding stays < 1e-9.
         return {"iou_sum": torch.zeros((), dtype=torch.float64, device=device),
                 "images": torch.zeros((), dtype=torch.int64, device=device)}

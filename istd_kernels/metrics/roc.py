@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Dict, Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-from ._base import Metric, binarize_target, check_backend, check_flag, check_pair, ratio
 from . import roc_plot
+from ._base import Metric, binarize_target, check_backend, check_flag, check_pair, ratio
 from ._fused import measure_pair
 from .pdfa import check_matching_args, match, measure
 from .pixel import intersection_union
@@ -70,9 +70,9 @@ class ROC(Metric):
     false_pixels``, plus the scalars ``targets`` and ``pixels``.
     """
 
-    def __init__(self, thresholds: Union[Tensor, Sequence[float]], logits: bool = False,
+    def __init__(self, thresholds: Tensor | Sequence[float], logits: bool = False,
                  distance: float = 3.0, connectivity: int = 8, legacy: bool = False,
-                 backend: Optional[str] = None, distributed: bool = True) -> None:
+                 backend: str | None = None, distributed: bool = True) -> None:
         self.thresholds = _check_thresholds(thresholds)
         self.logits = check_flag(logits, "logits")
         self.distance, self.connectivity = check_matching_args(distance, connectivity)
@@ -80,7 +80,7 @@ class ROC(Metric):
         self.backend = check_backend(backend)
         super().__init__(distributed)
 
-    def _init_state(self, device: torch.device) -> Dict[str, Tensor]:
+    def _init_state(self, device: torch.device) -> dict[str, Tensor]:
         n = self.thresholds.numel()
         state = {k: torch.zeros(n, dtype=torch.int64, device=device) for k in _PER_THRESHOLD}
         state["targets"] = torch.zeros((), dtype=torch.int64, device=device)
@@ -168,7 +168,7 @@ class ROC(Metric):
     def compute(self) -> dict:
         c = {k: v.tolist() for k, v in self.sync().items()}
         targets, pixels = int(c.pop("targets")), int(c.pop("pixels"))
-        out: Dict[str, object] = {"thresholds": self.thresholds.tolist()}
+        out: dict[str, object] = {"thresholds": self.thresholds.tolist()}
         out["tpr"] = [ratio(tp, tp + fn) for tp, fn in zip(c["tp"], c["fn"])]
         out["fpr"] = [ratio(fp, fp + tn) for fp, tn in zip(c["fp"], c["tn"])]
         out["pd"] = [ratio(d, targets) for d in c["detected"]]
@@ -177,7 +177,7 @@ class ROC(Metric):
         out["targets"], out["pixels"] = targets, pixels
         return out
 
-    def save_csv(self, path: Union[str, os.PathLike]) -> None:
+    def save_csv(self, path: str | os.PathLike) -> None:
         """One row per threshold: the rates, then the raw counts they come from."""
         r = self.compute()
         columns = ["thresholds", "tpr", "fpr", "pd", "fa", *_PER_THRESHOLD]
@@ -188,7 +188,7 @@ class ROC(Metric):
                 out.writerow([repr(float(r["thresholds"][i])), *(r[k][i] for k in columns[1:]),
                               r["targets"], r["pixels"]])
 
-    def plot(self, path: Union[str, os.PathLike], model: Optional[str] = None, data: Optional[str] = None):
+    def plot(self, path: str | os.PathLike, model: str | None = None, data: str | None = None):
         """Save the pixel ROC (TPR % vs FPR) and the object curve (Pd % vs Fa x 1e-6) side by
         side, false alarms on log axes, titled with ``model`` and ``data`` when given; returns
         the matplotlib Figure. See :mod:`.roc_plot`."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 # The operating point of the binary metrics (SPEC §5), marked when the sweep contains it.
 _OPERATING_POINT = 0.5
@@ -76,8 +76,8 @@ def _panel(ax, x: Sequence[float], y_percent: Sequence[float], thresholds: Seque
     ax.legend(loc="lower right", fontsize="small")
 
 
-def draw(result: dict, path: Union[str, os.PathLike], model: Optional[str] = None,
-         data: Optional[str] = None):
+def draw(result: dict, path: str | os.PathLike, model: str | None = None,
+         data: str | None = None):
     """Save the two curves of ``result`` (what :meth:`ROC.compute` returns) to ``path`` and
     return the matplotlib Figure. ``model`` and ``data`` name the title."""
     if os.path.isdir(path):

@@ -5,7 +5,7 @@ from .accelerate import AccelerateReport, Decision, accelerate, accelerate_repor
 from .depthwise import DepthwiseConv2d
 from .dlc import C2FBlock, DLCAttention
 from .hlk import HLKConv
-from .rrca import DIAAM, RuCB, ChannelAttention, ResidualBlock
+from .rrca import DIAAM, ChannelAttention, ResidualBlock, RuCB
 
 __all__ = ["AccelerateReport", "C2FBlock", "ChannelAttention", "DIAAM", "DLCAttention", "Decision",
            "DepthwiseConv2d", "HLKConv", "ResidualBlock", "RuCB", "accelerate", "accelerate_report", "restore"]

@@ -21,8 +21,8 @@ Anything that does not match exactly is left alone and the report says why.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from torch import nn
 
@@ -30,8 +30,16 @@ from ..backend import _check_name
 from ..ops.hlk_conv import decompose
 from .depthwise import DepthwiseConv2d
 from .hlk import HLKConv
-from .patterns import (HLK_CHILDREN, _Mismatch, depthwise_refusal, hlk_structure, is_depthwise,
-                       is_depthwise_family, is_pointwise, probe_refusal)
+from .patterns import (
+    HLK_CHILDREN,
+    _Mismatch,
+    depthwise_refusal,
+    hlk_structure,
+    is_depthwise,
+    is_depthwise_family,
+    is_pointwise,
+    probe_refusal,
+)
 
 PATTERNS = ("hlk", "depthwise", "dw_pw")
 REPORT_ATTR = "_istd_accelerate_report"
@@ -56,12 +64,12 @@ class Decision:
 class AccelerateReport:
     """What :func:`accelerate` replaced and what it left alone, in module-tree order."""
 
-    decisions: List[Decision] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
 
     def add(self, path: str, pattern: str, action: str, reason: str = "") -> None:
         self.decisions.append(Decision(path or "<root>", pattern, action, reason))
 
-    def by_action(self, action: str) -> List[Decision]:
+    def by_action(self, action: str) -> list[Decision]:
         """The decisions with ``action`` (e.g. ``"replaced"`` or ``"kept"``)."""
         return [d for d in self.decisions if d.action == action]
 
@@ -83,11 +91,11 @@ def _check_flag(value: object, name: str) -> bool:
     return value
 
 
-def _check_patterns(patterns: Union[str, Iterable[str]]) -> Tuple[str, ...]:
+def _check_patterns(patterns: str | Iterable[str]) -> tuple[str, ...]:
     if patterns == "all":
         return PATTERNS
     if isinstance(patterns, str):
-        chosen: Tuple = (patterns,)
+        chosen: tuple = (patterns,)
     elif isinstance(patterns, (list, tuple, set, frozenset)):
         chosen = tuple(patterns)
     else:
@@ -97,9 +105,9 @@ def _check_patterns(patterns: Union[str, Iterable[str]]) -> Tuple[str, ...]:
     return chosen
 
 
-def _parent_edges(model: nn.Module) -> Dict[int, List[Tuple[nn.Module, str]]]:
+def _parent_edges(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
     """``id(child) -> [(parent, name), ...]``: every place a module sits, shared ones included."""
-    edges: Dict[int, List[Tuple[nn.Module, str]]] = {}
+    edges: dict[int, list[tuple[nn.Module, str]]] = {}
     for parent in model.modules():
         for name, child in parent._modules.items():
             if child is not None:
@@ -114,7 +122,7 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module, edges) -> nn.Modu
     return new if old is model else model
 
 
-def _fused_hlk(module: nn.Module, k_size: int, backend: Optional[str]) -> HLKConv:
+def _fused_hlk(module: nn.Module, k_size: int, backend: str | None) -> HLKConv:
     """An HLKConv that owns ``module``'s own child convs (same parameters, same key order)."""
     conv1 = module._modules["conv1"]
     fused = HLKConv(conv1.in_channels // 2, k_size, out_dim=conv1.out_channels, backend=backend, device="meta")
@@ -125,7 +133,7 @@ def _fused_hlk(module: nn.Module, k_size: int, backend: Optional[str]) -> HLKCon
     return fused
 
 
-def _fuse_hlk(model: nn.Module, backend: Optional[str], report: AccelerateReport) -> nn.Module:
+def _fuse_hlk(model: nn.Module, backend: str | None, report: AccelerateReport) -> nn.Module:
     edges = _parent_edges(model)
     for path, module in list(model.named_modules()):
         if isinstance(module, HLKConv):
@@ -153,7 +161,7 @@ def _owned_by_hlk(model: nn.Module) -> set:
     return {id(c) for m in model.modules() if isinstance(m, HLKConv) for c in m.modules() if c is not m}
 
 
-def _swap_depthwise(model: nn.Module, backend: Optional[str], report: AccelerateReport) -> None:
+def _swap_depthwise(model: nn.Module, backend: str | None, report: AccelerateReport) -> None:
     owned = _owned_by_hlk(model)
     for path, module in model.named_modules():
         if id(module) in owned or not is_depthwise_family(module):
@@ -187,8 +195,8 @@ def _detect_dw_pw(model: nn.Module, report: AccelerateReport) -> None:
                            "own and the 1x1 stays a PyTorch GEMM")
 
 
-def accelerate(model: nn.Module, backend: Optional[str] = None, inplace: bool = False,
-               patterns: Union[str, Iterable[str]] = "all") -> nn.Module:
+def accelerate(model: nn.Module, backend: str | None = None, inplace: bool = False,
+               patterns: str | Iterable[str] = "all") -> nn.Module:
     """Swap the layers of ``model`` that this package computes exactly for its fast layers.
 
     Args:

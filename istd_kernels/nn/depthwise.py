@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from torch import Tensor, nn
 
 from ..ops.depthwise import IntPair, depthwise_conv2d
@@ -19,7 +17,7 @@ class DepthwiseConv2d(nn.Conv2d):
     Shapes: input ``[N, C, H, W]`` -> output ``[N, C, Ho, Wo]``.
     """
 
-    def __init__(self, channels: int, kernel_size: IntPair, padding: Union[IntPair, str] = 0,
+    def __init__(self, channels: int, kernel_size: IntPair, padding: IntPair | str = 0,
                  dilation: IntPair = 1, bias: bool = True, stride: IntPair = 1, backend: str | None = None,
                  device=None, dtype=None):
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:

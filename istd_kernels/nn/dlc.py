@@ -12,7 +12,6 @@ and split attention have ``torch`` and ``triton`` only and choose automatically 
 from __future__ import annotations
 
 import math
-from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -122,7 +121,7 @@ class DLCAttention(nn.Module):
     """
 
     def __init__(self, dim: int, groups: int = 4, radix: int = 4, kernel_size: int = 7,
-                 backend: Optional[str] = None):
+                 backend: str | None = None):
         super().__init__()
         _check_dim(dim)
         _check_dim(groups, "groups")
@@ -159,7 +158,7 @@ class DLCAttention(nn.Module):
         branches = [conv(p) for conv, p in zip(self.branches, pooled)]
         return self._split_attention(branches, logits, self.temperature, u, v)
 
-    def _pool_levels(self, u: Tensor) -> List[Tensor]:
+    def _pool_levels(self, u: Tensor) -> list[Tensor]:
         """Gather each branch across the groups and max-pool it by its level's stride.
 
         Args:
@@ -174,7 +173,7 @@ class DLCAttention(nn.Module):
         # The fused op (one read of u for every level); its torch backend is the F.max_pool2d chain.
         return multiscale_maxpool(u, self.groups, self.radix, backend=self._pool_backend)
 
-    def _split_attention(self, branches: List[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor,
+    def _split_attention(self, branches: list[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor,
                          v: Tensor) -> Tensor:
         """Residual split attention over the upsampled branches, then the SiLU gate.
 
@@ -217,7 +216,7 @@ class C2FBlock(nn.Module):
     Parameters: ``19.75 dim^2 + 62 dim + 17`` for the default DLC-Attention.
     """
 
-    def __init__(self, dim: int, backend: Optional[str] = None, layer_scale_init: float = 1e-2, groups: int = 4,
+    def __init__(self, dim: int, backend: str | None = None, layer_scale_init: float = 1e-2, groups: int = 4,
                  radix: int = 4, kernel_size: int = 7):
         super().__init__()
         _check_dim(dim)

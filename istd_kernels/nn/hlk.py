@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor, nn
 
 from ..ops.hlk_conv import decompose, hlk_conv
@@ -30,8 +28,8 @@ class HLKConv(nn.Module):
     ``dim``). The backend follows :func:`istd_kernels.use_backend` unless ``backend`` is given.
     """
 
-    def __init__(self, dim: int, k_size: int = 7, out_dim: Optional[int] = None, groups: int = 1,
-                 backend: Optional[str] = None, device=None, dtype=None):
+    def __init__(self, dim: int, k_size: int = 7, out_dim: int | None = None, groups: int = 1,
+                 backend: str | None = None, device=None, dtype=None):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int; got {dim!r}")

@@ -8,7 +8,6 @@ must be left alone (a sentence for the report). They only read the module.
 from __future__ import annotations
 
 import copy
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ class _Mismatch(Exception):
     """A structural difference from the pattern; the message is the report's reason."""
 
 
-def _pair(value) -> Tuple[int, int]:
+def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
 
 
@@ -50,7 +49,7 @@ def is_pointwise(module: nn.Module) -> bool:
             and module.stride == (1, 1) and _pair(module.padding) in ((0, 0), ("valid", "valid"), ("same", "same")))
 
 
-def depthwise_refusal(conv: nn.Conv2d) -> Optional[str]:
+def depthwise_refusal(conv: nn.Conv2d) -> str | None:
     """Why ``conv`` (depthwise-shaped) cannot become a ``DepthwiseConv2d``; None if it can."""
     if type(conv) is not nn.Conv2d:
         return f"{type(conv).__name__} is a subclass of nn.Conv2d whose forward may differ"
@@ -79,7 +78,7 @@ def _has_hooks(module: nn.Module) -> bool:
         "_load_state_dict_post_hooks"))
 
 
-def _hlk_depthwise(conv: nn.Module, name: str, dim: int) -> Tuple[int, int]:
+def _hlk_depthwise(conv: nn.Module, name: str, dim: int) -> tuple[int, int]:
     """``(k, dilation)`` of a square 'same'-padded depthwise conv with ``dim`` channels."""
     if type(conv) is not nn.Conv2d or not is_depthwise(conv) or conv.in_channels != dim:
         raise _Mismatch(f"{name} is not a plain depthwise nn.Conv2d over {dim} channels")
@@ -127,7 +126,7 @@ def _relative_error(got, want) -> float:
     return (got - want).abs().max().item() / scale if want.numel() else 0.0
 
 
-def probe_refusal(module: nn.Module, dilation: int) -> Optional[str]:
+def probe_refusal(module: nn.Module, dilation: int) -> str | None:
     """Run a float64 copy of ``module`` and of the fused computation on a probe input, in
     training and eval mode, and compare outputs and gradients (input and every parameter).
     None if they agree."""

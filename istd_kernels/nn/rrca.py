@@ -7,7 +7,7 @@ shortcut``, ``RuCBPass.operator/shortcut``.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,7 @@ class ResidualBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut: Optional[nn.Sequential] = None
+        self.shortcut: nn.Sequential | None = None
         if in_channels != out_channels:
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
 
@@ -123,7 +123,7 @@ class ResidualBlock(nn.Module):
         return self.relu(out + identity)
 
 
-def _shared_convs(in_channels: int, out_channels: int, num_blocks: int) -> List[nn.Conv2d]:
+def _shared_convs(in_channels: int, out_channels: int, num_blocks: int) -> list[nn.Conv2d]:
     convs = []
     for b in range(num_blocks):
         convs.append(nn.Conv2d(in_channels if b == 0 else out_channels, out_channels, 3, padding=1))
@@ -149,11 +149,11 @@ class RuCBPass(nn.Module):
             raise ValueError(f"convs must hold two 3x3 convs per residual unit; got {len(convs)}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_blocks = len(convs) // 2
-        layers: List[nn.Module] = []
+        layers: list[nn.Module] = []
         for conv in convs:
             layers += [conv, nn.BatchNorm2d(conv.out_channels), nn.ReLU(inplace=True)]
         self.operator = nn.Sequential(*layers)
-        self.shortcut: Optional[nn.Sequential] = None
+        self.shortcut: nn.Sequential | None = None
         if in_channels != out_channels:
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels))
 
@@ -169,7 +169,7 @@ class RuCBPass(nn.Module):
         return x
 
 
-def check_shared_copies(state_dict: Dict[str, Tensor], key_groups: Sequence[Sequence[str]]) -> None:
+def check_shared_copies(state_dict: dict[str, Tensor], key_groups: Sequence[Sequence[str]]) -> None:
     """Raise ``ValueError`` if the copies of one shared tensor in ``state_dict`` differ.
 
     ``state_dict`` lists a shared conv once per pass; loading copies every entry into the same
@@ -211,7 +211,7 @@ class RuCB(nn.Module):
         self.passes = nn.ModuleList(RuCBPass(convs, in_channels, out_channels) for _ in range(passes))
         self._register_load_state_dict_pre_hook(self._check_copies)
 
-    def shared_conv_groups(self, prefix: str = "") -> List[List[str]]:
+    def shared_conv_groups(self, prefix: str = "") -> list[list[str]]:
         """For every shared tensor, its state_dict keys across passes."""
         groups = []
         for k in range(0, 6 * self.passes[0].num_blocks, 3):

@@ -1,7 +1,13 @@
 """The ops: public functions with a plain-PyTorch reference (``*_ref``) and fast backends."""
 
-from .components import (ComponentStats, component_stats, connected_components, connected_components_ref,
-                         connected_components_with_stats, measure_components)
+from .components import (
+                         ComponentStats,
+                         component_stats,
+                         connected_components,
+                         connected_components_ref,
+                         connected_components_with_stats,
+                         measure_components,
+)
 from .depthwise import depthwise_conv2d, depthwise_conv2d_ref
 from .hlk_conv import hlk_conv, hlk_conv_ref
 from .multiscale_maxpool import multiscale_maxpool, multiscale_maxpool_ref

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from collections.abc import Iterable
 
 import torch
 
@@ -51,7 +51,7 @@ def check_int(value: object, name: str, low: int | None = None, high: int | None
     return int(value)
 
 
-def as_pair(value: object, name: str, low: int, high: int | None = None) -> Tuple[int, int]:
+def as_pair(value: object, name: str, low: int, high: int | None = None) -> tuple[int, int]:
     """``value`` as an (int, int) pair, each in [low, high]."""
     if isinstance(value, (list, tuple)):
         items = tuple(value)

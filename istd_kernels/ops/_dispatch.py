@@ -16,7 +16,8 @@ Composed paths (HLKConv from depthwise kernels) call another op's record through
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -24,7 +25,7 @@ from .. import backend as _backend
 from ..extensions import cpu_extension, cuda_extension
 
 
-def _always(**call) -> Tuple[bool, str]:
+def _always(**call) -> tuple[bool, str]:
     return True, ""
 
 
@@ -33,15 +34,15 @@ class Impl(NamedTuple):
 
     backend: str
     forward: Callable
-    backward: Optional[Callable]
-    supports: Callable[..., Tuple[bool, str]] = _always
+    backward: Callable | None
+    supports: Callable[..., tuple[bool, str]] = _always
 
 
-_REGISTRY: Dict[str, Dict[str, Impl]] = {}
+_REGISTRY: dict[str, dict[str, Impl]] = {}
 
 
-def register(op: str, backend: str, forward: Callable, backward: Optional[Callable] = None,
-             supports: Callable[..., Tuple[bool, str]] = _always) -> Impl:
+def register(op: str, backend: str, forward: Callable, backward: Callable | None = None,
+             supports: Callable[..., tuple[bool, str]] = _always) -> Impl:
     """Record ``backend``'s implementation of ``op`` (once: a second record is a bug)."""
     if backend not in _backend.NAMES:
         raise ValueError(f"backend must be one of {', '.join(_backend.NAMES)}; got {backend!r}")
@@ -52,12 +53,12 @@ def register(op: str, backend: str, forward: Callable, backward: Optional[Callab
     return impls[backend]
 
 
-def ops() -> List[str]:
+def ops() -> list[str]:
     """The names of the ops that registered implementations."""
     return sorted(_REGISTRY)
 
 
-def implementations(op: str) -> Dict[str, Impl]:
+def implementations(op: str) -> dict[str, Impl]:
     """``{backend: Impl}`` of ``op``."""
     try:
         return _REGISTRY[op]
@@ -75,13 +76,13 @@ def _supports(op: str, call: dict):
     return lambda name: impls[name].supports(**call)
 
 
-def choose(op: str, device: torch.device, dtype: torch.dtype, backend: Optional[str] = None, **call) -> str:
+def choose(op: str, device: torch.device, dtype: torch.dtype, backend: str | None = None, **call) -> str:
     """The backend that runs this call of ``op`` (see :func:`istd_kernels.backend.select`)."""
     return _backend.select(op, implementations(op), device, dtype, backend, _supports(op, call))
 
 
 def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-            backend: Optional[str] = None, **call) -> str:
+            backend: str | None = None, **call) -> str:
     """Which backend runs ``op`` for a call on ``device``/``dtype`` with hyper-parameters
     ``call``, and why each other backend was skipped, as text (one line per backend)."""
     device = torch.device(device)

@@ -11,11 +11,12 @@ number is data dependent, so a plain dispatch to the backends is all that is nee
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Tuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
 from ..limits import MAX_IMAGE_PIXELS
 from . import _dispatch
@@ -83,12 +84,12 @@ def _check_out(out: object, mask: Tensor) -> None:
         raise ValueError("out must not share memory with mask")
 
 
-def _into(labels: Tensor, out: Optional[Tensor]) -> Tensor:
+def _into(labels: Tensor, out: Tensor | None) -> Tensor:
     """``labels``, or ``out`` holding them when the caller gave one."""
     return labels if out is None else out.copy_(labels)
 
 
-def _reference(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def _reference(fg: Tensor, connectivity: int, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     n, h, w = fg.shape
     device = fg.device
     labels = torch.zeros((n, h, w), dtype=torch.int32, device=device)
@@ -130,7 +131,7 @@ def _reference(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> T
     return _into(labels, out), counts
 
 
-def connected_components_ref(mask: Tensor, connectivity: int = 8) -> Tuple[Tensor, Tensor]:
+def connected_components_ref(mask: Tensor, connectivity: int = 8) -> tuple[Tensor, Tensor]:
     """Reference labelling in plain PyTorch: iterative min-label propagation, any device.
 
     Every foreground pixel starts with its linear index + 1; each step replaces a label by
@@ -144,7 +145,7 @@ def connected_components_ref(mask: Tensor, connectivity: int = 8) -> Tuple[Tenso
 
 
 def connected_components(mask: Tensor, connectivity: int = 8, backend: str | None = None, *,
-                         out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                         out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Label the connected components of each image of a batch of binary masks.
 
     Args:
@@ -168,7 +169,7 @@ def connected_components(mask: Tensor, connectivity: int = 8, backend: str | Non
     return _label(OP, mask, connectivity, backend, out)
 
 
-def _label(op: str, mask: object, connectivity: object, backend: Optional[str], out: Optional[Tensor]):
+def _label(op: str, mask: object, connectivity: object, backend: str | None, out: Tensor | None):
     """The checks and dispatch shared by the labelling ops (``op``'s forward takes the
     foreground, the connectivity and ``out``)."""
     fg = _foreground(mask)
@@ -181,7 +182,7 @@ def _label(op: str, mask: object, connectivity: object, backend: Optional[str], 
     return _dispatch.impl(op, name).forward(fg, connectivity, out)
 
 
-def _stats_torch(labels: Tensor, m: int) -> Tuple[Tensor, Tensor, Tensor]:
+def _stats_torch(labels: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
     n, h, w = labels.shape
     device = labels.device
     # Column 0 collects the background and is dropped at the end.
@@ -247,7 +248,7 @@ def _measure_labels(labels: Tensor, counts: Tensor, m: int, name: str) -> Compon
 
 
 def connected_components_with_stats(mask: Tensor, connectivity: int = 8, backend: str | None = None, *,
-                                    out: Optional[Tensor] = None) -> Tuple[Tensor, ComponentStats]:
+                                    out: Tensor | None = None) -> tuple[Tensor, ComponentStats]:
     """Labels and statistics of the components of each image, what OpenCV's
     ``connectedComponentsWithStats`` returns: ``connected_components`` followed by
     ``component_stats``, bit for bit, on every backend.
@@ -267,7 +268,7 @@ def connected_components_with_stats(mask: Tensor, connectivity: int = 8, backend
 
 
 def scanner_input(value: Tensor, threshold: float, binarize: Callable[[Tensor], Tensor]
-                  ) -> Tuple[Tensor, Optional[float]]:
+                  ) -> tuple[Tensor, float | None]:
     """``value`` as the C++ run scanner reads it, foreground where ``value > threshold``:
     contiguous float32 with the threshold (applied on the fly), or contiguous uint8 bytes
     where non-zero is foreground. Bool and uint8 maps with a threshold in [0, 1) are that
@@ -315,18 +316,18 @@ def _as_bytes(fg: Tensor) -> Tensor:
     return fg.contiguous().view(torch.uint8)
 
 
-def _label_and_measure_cpp(fg: Tensor, connectivity: int, out: Optional[Tensor]) -> Tuple[Tensor, ComponentStats]:
+def _label_and_measure_cpp(fg: Tensor, connectivity: int, out: Tensor | None) -> tuple[Tensor, ComponentStats]:
     labels, counts, area, centroid, bbox = _dispatch.extension_kernel("cpp", "connected_components")(
         _as_bytes(fg), connectivity, out, True)
     return labels, ComponentStats(area, centroid, bbox, counts)
 
 
-def _label_cpp(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def _label_cpp(fg: Tensor, connectivity: int, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     labels, counts = _dispatch.extension_kernel("cpp", "connected_components")(_as_bytes(fg), connectivity, out)
     return labels, counts
 
 
-def _label_cuda(fg: Tensor, connectivity: int, out: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def _label_cuda(fg: Tensor, connectivity: int, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     labels, counts = _dispatch.extension_kernel("cuda", "connected_components")(_as_bytes(fg), connectivity)
     return _into(labels, out), counts
 
@@ -338,7 +339,7 @@ def _stats_kernel(backend: str):
 
 
 def _label_then_measure(backend: str):
-    def label_and_measure(fg: Tensor, connectivity: int, out: Optional[Tensor]) -> Tuple[Tensor, ComponentStats]:
+    def label_and_measure(fg: Tensor, connectivity: int, out: Tensor | None) -> tuple[Tensor, ComponentStats]:
         labels, counts = _dispatch.impl(OP, backend).forward(fg, connectivity, out)
         # Our own labels need no range check: skipping it saves a pass over them and, on a
         # GPU, a host synchronisation; reading M is the one that remains.

@@ -9,7 +9,8 @@ reference :func:`depthwise_conv2d_ref`, and the ``istd::depthwise_conv2d`` custo
 
 from __future__ import annotations
 
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,8 @@ BACKENDS = ("torch", "cpp", "cuda", "triton")
 MAX_KERNEL = DW_MAX_KERNEL
 MAX_DILATION = DW_MAX_DILATION
 
-IntPair = Union[int, Sequence[int]]
-Pair = Tuple[int, int]
+IntPair = int | Sequence[int]
+Pair = tuple[int, int]
 
 
 def output_size(hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair) -> Pair:
@@ -43,7 +44,7 @@ def _int32_pair(pair: Pair, name: str) -> Pair:
     return pair
 
 
-def _check(x, weight, bias, stride, padding, dilation) -> Tuple[Pair, Pair, Pair]:
+def _check(x, weight, bias, stride, padding, dilation) -> tuple[Pair, Pair, Pair]:
     check_tensor(x, "x", 4, shape_doc="[N, C, H, W]")
     check_tensor(weight, "weight", 4, shape_doc="[C, 1, kh, kw]")
     check_same(weight, "weight", x, "x")
@@ -90,7 +91,7 @@ def _check(x, weight, bias, stride, padding, dilation) -> Tuple[Pair, Pair, Pair
     return stride, padding, dilation
 
 
-def depthwise_conv2d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntPair = 1,
+def depthwise_conv2d_ref(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
                          padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
     """Reference depthwise convolution: a sum over taps of shifted, strided input slices.
 
@@ -128,9 +129,9 @@ def depthwise_conv2d_ref(x: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
 class DwGrads(NamedTuple):
     """Gradients of (x, weight, bias); None where the mask did not ask for one."""
 
-    x: Optional[Tensor]
-    weight: Optional[Tensor]
-    bias: Optional[Tensor]
+    x: Tensor | None
+    weight: Tensor | None
+    bias: Tensor | None
 
 
 def _backward_from(bwd_input: Callable, bwd_weight: Callable) -> Callable:
@@ -181,8 +182,8 @@ _dispatch.register(OP, "triton", _dispatch.lazy("depthwise", "depthwise_fwd"),
 
 
 @torch.library.custom_op("istd::depthwise_conv2d", mutates_args=())
-def _depthwise_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
-                  dilation: List[int], backend: str) -> Tensor:
+def _depthwise_op(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], padding: list[int],
+                  dilation: list[int], backend: str) -> Tensor:
     return _dispatch.impl(OP, backend).forward(x, weight, bias, tuple(stride), tuple(padding), tuple(dilation))
 
 
@@ -193,9 +194,9 @@ def _(x, weight, bias, stride, padding, dilation, backend):
 
 
 @torch.library.custom_op("istd::depthwise_conv2d_backward", mutates_args=())
-def _depthwise_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor, stride: List[int], padding: List[int],
-                           dilation: List[int], backend: str, output_mask: List[bool]
-                           ) -> Tuple[Tensor, Tensor, Tensor]:
+def _depthwise_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
+                           dilation: list[int], backend: str, output_mask: list[bool]
+                           ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (x, weight, bias); a gradient not asked for in ``output_mask`` is an empty tensor."""
     grads = _dispatch.impl(OP, backend).backward(grad_y, x, weight, tuple(stride), tuple(padding), tuple(dilation),
                                                  output_mask)
@@ -230,8 +231,8 @@ def _backward(ctx, grad_y):
 _depthwise_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntPair = 1,
-                     padding: Union[IntPair, str] = 0, dilation: IntPair = 1, backend: Optional[str] = None
+def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
+                     padding: IntPair | str = 0, dilation: IntPair = 1, backend: str | None = None
                      ) -> Tensor:
     """Depthwise 2-D convolution, equivalent to ``F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)``.
 

@@ -20,7 +20,7 @@ backward, so training keeps one activation per HLKConv instead of four.
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,19 +41,19 @@ MAX_DILATION = DW_MAX_DILATION
 class HlkGrads(NamedTuple):
     """One slot per differentiable input of :func:`hlk_conv` (gradients, or the mask of wanted ones)."""
 
-    x: Optional[Tensor]
-    w0: Optional[Tensor]
-    b0: Optional[Tensor]
-    w1: Optional[Tensor]
-    b1: Optional[Tensor]
-    w_pw: Optional[Tensor]
-    b_pw: Optional[Tensor]
+    x: Tensor | None
+    w0: Tensor | None
+    b0: Tensor | None
+    w1: Tensor | None
+    b1: Tensor | None
+    w_pw: Tensor | None
+    b_pw: Tensor | None
 
 #: ``k_size -> (k1, k2, dilation)`` of the published HLKConv.py (SPEC §2).
 K_SIZES = {7: (3, 3, 2), 11: (3, 5, 2), 23: (5, 7, 3), 35: (5, 11, 3), 41: (5, 13, 3), 53: (5, 17, 3)}
 
 
-def decompose(k_size: int) -> Tuple[int, int, int]:
+def decompose(k_size: int) -> tuple[int, int, int]:
     """``(k1, k2, dilation)`` for a receptive field ``k_size`` from the published table."""
     if not is_int(k_size) or k_size not in K_SIZES:
         raise ValueError(f"k_size must be one of {sorted(K_SIZES)} (the published HLKConv table); got {k_size!r}")
@@ -72,7 +72,7 @@ def _check_dw_weight(w: Tensor, name: str, channels: int, x: Tensor) -> int:
     return k
 
 
-def _check_bias(b: Optional[Tensor], name: str, size: int, x: Tensor) -> None:
+def _check_bias(b: Tensor | None, name: str, size: int, x: Tensor) -> None:
     if b is None:
         return
     check_tensor(b, name, 1, shape_doc=f"[{size}]")
@@ -81,7 +81,7 @@ def _check_bias(b: Optional[Tensor], name: str, size: int, x: Tensor) -> None:
         raise ValueError(f"{name} must have shape ({size},); got {tuple(b.shape)}")
 
 
-def _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups) -> Tuple[int, int, int]:
+def _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups) -> tuple[int, int, int]:
     """Validate the arguments; return (k1, k2, Cout)."""
     check_tensor(x, "x", 4, shape_doc="[N, C, H, W]")
     channels = x.shape[1]
@@ -113,8 +113,8 @@ def _interleave(a: Tensor, d: Tensor, groups: int) -> Tensor:
                        dim=2).reshape(n, 2 * c, h, w)
 
 
-def hlk_conv_ref(x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Optional[Tensor], w_pw: Tensor,
-                 b_pw: Optional[Tensor], dilation: int, groups: int = 1) -> Tensor:
+def hlk_conv_ref(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | None, w_pw: Tensor,
+                 b_pw: Tensor | None, dilation: int, groups: int = 1) -> Tensor:
     """Reference HLKConv in plain PyTorch, independent of ``F.conv2d``; differentiable by autograd.
 
     The depthwise steps are :func:`~istd_kernels.ops.depthwise_conv2d_ref` tap sums and the
@@ -177,22 +177,22 @@ class _Chain(NamedTuple):
     """The two depthwise steps of one call: ``a = dw(x; w0)``, ``d = dw(a; w1, dilation)``."""
 
     dw: _dispatch.Impl
-    conv_a: Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
-    conv_d: Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
+    conv_a: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+    conv_d: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
     @staticmethod
-    def of(backend: str, w0: Tensor, w1: Tensor, dilation: int) -> "_Chain":
+    def of(backend: str, w0: Tensor, w1: Tensor, dilation: int) -> _Chain:
         p1, p2 = w0.shape[2] // 2, dilation * (w1.shape[2] // 2)
         one = (1, 1)
         return _Chain(_dispatch.impl(_dw.OP, backend), (one, (p1, p1), one),
                       (one, (p2, p2), (dilation, dilation)))
 
-    def a_and_d(self, x, w0, b0, w1, b1) -> Tuple[Tensor, Tensor]:
+    def a_and_d(self, x, w0, b0, w1, b1) -> tuple[Tensor, Tensor]:
         a = self.dw.forward(x, w0, b0, *self.conv_a)
         return a, self.dw.forward(a, w1, b1, *self.conv_d)
 
 
-def _split_pw(w_pw: Tensor, groups: int, acc: torch.dtype) -> Tuple[Tensor, Tensor]:
+def _split_pw(w_pw: Tensor, groups: int, acc: torch.dtype) -> tuple[Tensor, Tensor]:
     """The pointwise weight as ``[G, Og, Cg]`` halves multiplying ``a`` and ``d``."""
     cout, c2 = w_pw.shape[0], w_pw.shape[1]
     wp = w_pw.reshape(groups, cout // groups, c2).to(acc)
@@ -213,7 +213,7 @@ def _composed_forward(backend: str, x, w0, b0, w1, b1, w_pw, b_pw, dilation: int
     return y.to(x.dtype).contiguous(memory_format=output_memory_format(x))
 
 
-def _pw_grads(gy: Tensor, a: Tensor, d: Tensor, w_pw: Tensor, mask: HlkGrads) -> Tuple[Optional[Tensor], ...]:
+def _pw_grads(gy: Tensor, a: Tensor, d: Tensor, w_pw: Tensor, mask: HlkGrads) -> tuple[Tensor | None, ...]:
     """Gradients of the 1x1's weight and bias; ``gy``, ``a``, ``d`` are ``[N, G, *, H*W]`` in acc."""
     g_pw = g_bpw = None
     if mask.w_pw:
@@ -281,8 +281,8 @@ _dispatch.register(OP, "triton", _triton_forward, _triton_backward)
 
 
 @torch.library.custom_op("istd::hlk_conv", mutates_args=())
-def _hlk_op(x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Optional[Tensor], w_pw: Tensor,
-            b_pw: Optional[Tensor], dilation: int, groups: int, backend: str) -> Tensor:
+def _hlk_op(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | None, w_pw: Tensor,
+            b_pw: Tensor | None, dilation: int, groups: int, backend: str) -> Tensor:
     return _dispatch.impl(OP, backend).forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
 
 
@@ -292,9 +292,9 @@ def _(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, backend):
 
 
 @torch.library.custom_op("istd::hlk_conv_backward", mutates_args=())
-def _hlk_backward_op(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor,
-                     b1: Optional[Tensor], w_pw: Tensor, dilation: int, groups: int, backend: str,
-                     output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _hlk_backward_op(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor,
+                     b1: Tensor | None, w_pw: Tensor, dilation: int, groups: int, backend: str,
+                     output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of (x, w0, b0, w1, b1, w_pw, b_pw); one not asked for in ``output_mask`` is empty."""
     mask = HlkGrads(*(bool(m) for m in output_mask))
     grads = _dispatch.impl(OP, backend).backward(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask)
@@ -333,8 +333,8 @@ def _backward(ctx, grad_y):
 _hlk_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def hlk_conv(x: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Optional[Tensor], w_pw: Tensor,
-             b_pw: Optional[Tensor], dilation: int, groups: int = 1, backend: Optional[str] = None) -> Tensor:
+def hlk_conv(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | None, w_pw: Tensor,
+             b_pw: Tensor | None, dilation: int, groups: int = 1, backend: str | None = None) -> Tensor:
     """Fused HLKConv: depthwise ``k1``, dilated depthwise ``k2``, split 1x1, in one op.
 
     Equivalent to ``F.conv2d(cat([a, d], 1), w_pw, b_pw)`` with

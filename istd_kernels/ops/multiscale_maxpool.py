@@ -24,7 +24,7 @@ tie/NaN choice is made once, in the forward, so the backward cannot disagree wit
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,12 +41,12 @@ BACKENDS = ("torch", "cpp", "cuda", "triton")
 MAX_SCALE = MMP_MAX_SCALE
 
 
-def default_scales(radix: int) -> Tuple[int, ...]:
+def default_scales(radix: int) -> tuple[int, ...]:
     """``(2, 4, ..., 2**radix)``: branch ``j`` (1-based) pooled by ``2**j``, as in DLC."""
     return tuple(2 ** j for j in range(1, radix + 1))
 
 
-def _check(u: Tensor, groups: int, radix: int, scales: Optional[Sequence[int]]) -> Tuple[int, ...]:
+def _check(u: Tensor, groups: int, radix: int, scales: Sequence[int] | None) -> tuple[int, ...]:
     """Validate the arguments; return the scales as a tuple of ints."""
     check_tensor(u, "u", 4, shape_doc="[N, D, H, W]")
     groups = check_int(groups, "groups", 1)
@@ -79,7 +79,7 @@ def _chunk(u: Tensor, groups: int, radix: int, j: int) -> Tensor:
     return u.unflatten(1, (groups, radix, c))[:, :, j].reshape(n, groups * c, h, w)
 
 
-def multiscale_maxpool_ref(u: Tensor, groups: int, radix: int, scales: Optional[Sequence[int]] = None) -> List[Tensor]:
+def multiscale_maxpool_ref(u: Tensor, groups: int, radix: int, scales: Sequence[int] | None = None) -> list[Tensor]:
     """Reference in plain PyTorch: gather each branch, ``F.max_pool2d(s, s, ceil_mode=True)``.
 
     Differentiable by autograd (gradients go to ``F.max_pool2d``'s argmax). Args and
@@ -95,7 +95,7 @@ def multiscale_maxpool_ref(u: Tensor, groups: int, radix: int, scales: Optional[
 # (levels, offsets) contract as the Triton kernels, from F.max_pool2d's flat indices.
 
 
-def _torch_fwd(u: Tensor, groups: int, radix: int, scales: Sequence[int]) -> List[Tensor]:
+def _torch_fwd(u: Tensor, groups: int, radix: int, scales: Sequence[int]) -> list[Tensor]:
     n, _, h, w = u.shape
     fmt = output_memory_format(u)
     idt = index_dtype(scales)
@@ -149,7 +149,7 @@ _dispatch.register(OP, "triton", _dispatch.lazy("multiscale_maxpool", "mmp_fwd")
 
 
 @torch.library.custom_op("istd::multiscale_maxpool", mutates_args=())
-def _mmp_op(u: Tensor, groups: int, radix: int, scales: List[int], backend: str) -> List[Tensor]:
+def _mmp_op(u: Tensor, groups: int, radix: int, scales: list[int], backend: str) -> list[Tensor]:
     """``radix`` pooled levels, then their ``radix`` window-offset tensors (for the backward)."""
     return _dispatch.impl(OP, backend).forward(u, groups, radix, scales)
 
@@ -166,8 +166,8 @@ def _(u, groups, radix, scales, backend):
 
 
 @torch.library.custom_op("istd::multiscale_maxpool_backward", mutates_args=())
-def _mmp_backward_op(grads: List[Tensor], indices: List[Tensor], d: int, h: int, w: int, groups: int, radix: int,
-                     scales: List[int], channels_last: bool, backend: str) -> Tensor:
+def _mmp_backward_op(grads: list[Tensor], indices: list[Tensor], d: int, h: int, w: int, groups: int, radix: int,
+                     scales: list[int], channels_last: bool, backend: str) -> Tensor:
     """grad_u ``[N, d, h, w]`` from the level gradients and the stored window offsets."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return _dispatch.impl(OP, backend).backward(grads, indices, d, h, w, groups, radix, scales, fmt)
@@ -202,8 +202,8 @@ def _backward(ctx, grads):
 _mmp_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def multiscale_maxpool(u: Tensor, groups: int, radix: int, scales: Optional[Sequence[int]] = None,
-                       backend: Optional[str] = None) -> List[Tensor]:
+def multiscale_maxpool(u: Tensor, groups: int, radix: int, scales: Sequence[int] | None = None,
+                       backend: str | None = None) -> list[Tensor]:
     """Max-pool every DLC branch of ``u`` at its own scale, all levels from one read of ``u``.
 
     Args:

@@ -19,9 +19,9 @@ autograd). The autograd rule saves only the inputs; the backward recomputes ``A`
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple
-
 import math
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +45,12 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def default_scales(r: int) -> Tuple[int, ...]:
+def default_scales(r: int) -> tuple[int, ...]:
     """``(2, 4, ..., 2**r)``: branch ``j`` (1-based) pooled by ``2**j``, as in DLCAttention."""
     return tuple(2 ** j for j in range(1, r + 1))
 
 
-def _check_scales(scales, r: int) -> Tuple[int, ...]:
+def _check_scales(scales, r: int) -> tuple[int, ...]:
     if scales is None:
         return default_scales(r)
     if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence):
@@ -67,7 +67,7 @@ def _check_scales(scales, r: int) -> Tuple[int, ...]:
     return scales
 
 
-def _check(branches, logits, temperature, residual, v, groups, scales) -> Tuple[int, Tuple[int, ...]]:
+def _check(branches, logits, temperature, residual, v, groups, scales) -> tuple[int, tuple[int, ...]]:
     """Validate the arguments; return ``(r, scales)``."""
     check_tensor(residual, "residual", 4, shape_doc="[N, D, H, W]")
     n, d, h, w = residual.shape
@@ -121,7 +121,7 @@ def _upsample(b: Tensor, s: int, h: int, w: int) -> Tensor:
 
 
 def split_attention_ref(branches: Sequence[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor,
-                        v: Tensor, groups: int, scales: Optional[Sequence[int]] = None) -> Tensor:
+                        v: Tensor, groups: int, scales: Sequence[int] | None = None) -> Tensor:
     """Reference split attention in plain PyTorch; differentiable by autograd in every input.
 
     Half-precision inputs are computed in float32 and rounded once at the end, like the
@@ -150,7 +150,7 @@ def _lcm(scales: Sequence[int]) -> int:
 
 
 def _kernel_supports(backend: str):
-    def supports(scales: Sequence[int] = ()) -> Tuple[bool, str]:
+    def supports(scales: Sequence[int] = ()) -> tuple[bool, str]:
         r = len(scales)
         if r > MAX_KERNEL_BRANCHES:
             return False, (f"the {backend} backend of split_attention supports at most {MAX_KERNEL_BRANCHES} "
@@ -163,7 +163,7 @@ def _kernel_supports(backend: str):
     return supports
 
 
-def _triton_supports(scales: Sequence[int] = ()) -> Tuple[bool, str]:
+def _triton_supports(scales: Sequence[int] = ()) -> tuple[bool, str]:
     from ..triton.split_attention import check_triton_args
 
     try:
@@ -189,7 +189,7 @@ def _register_extension(backend: str) -> None:
 class SaGrads(NamedTuple):
     """Gradients of split_attention's tensor inputs."""
 
-    branches: List[Tensor]
+    branches: list[Tensor]
     logits: Tensor
     temperature: Tensor
     residual: Tensor
@@ -224,8 +224,8 @@ _dispatch.register(OP, "triton", _dispatch.lazy("split_attention", "split_attent
 
 
 @torch.library.custom_op("istd::split_attention", mutates_args=())
-def _sa_op(branches: List[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor, v: Tensor,
-           groups: int, scales: List[int], backend: str) -> Tensor:
+def _sa_op(branches: list[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor, v: Tensor,
+           groups: int, scales: list[int], backend: str) -> Tensor:
     return _dispatch.impl(OP, backend).forward(branches, logits, temperature, residual, v, groups, scales)
 
 
@@ -235,8 +235,8 @@ def _(branches, logits, temperature, residual, v, groups, scales, backend):
 
 
 @torch.library.custom_op("istd::split_attention_backward", mutates_args=())
-def _sa_backward_op(grad_z: Tensor, branches: List[Tensor], logits: Tensor, temperature: Tensor,
-                    residual: Tensor, v: Tensor, groups: int, scales: List[int], backend: str) -> List[Tensor]:
+def _sa_backward_op(grad_z: Tensor, branches: list[Tensor], logits: Tensor, temperature: Tensor,
+                    residual: Tensor, v: Tensor, groups: int, scales: list[int], backend: str) -> list[Tensor]:
     """``[grad_branches[0], ..., grad_branches[r-1], grad_logits, grad_temperature, grad_residual, grad_v]``.
 
     Every gradient is contiguous with its input's shape and dtype (one flat list: a custom
@@ -278,7 +278,7 @@ _sa_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def split_attention(branches: Sequence[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor, v: Tensor,
-                    groups: int, scales: Optional[Sequence[int]] = None, backend: Optional[str] = None) -> Tensor:
+                    groups: int, scales: Sequence[int] | None = None, backend: str | None = None) -> Tensor:
     """Fused residual split attention over low-resolution branches, then the SiLU gate.
 
     ``Z = SiLU(A) * SiLU(v)`` with ``A[c] = residual[c] + sum_j w[k(c), j] * up_j(branches[j])[c]``,

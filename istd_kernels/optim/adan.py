@@ -18,7 +18,7 @@ Algorithm 1 omits them); with them the first step is ``g / (|g| + eps)`` in size
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from collections.abc import Iterable
 
 import torch
 from torch.optim import Optimizer
@@ -37,7 +37,7 @@ class Adan(Optimizer):
             ``/ (1 + lr * wd)`` form.
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: Tuple[float, float, float] = (0.98, 0.92, 0.99),
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float, float] = (0.98, 0.92, 0.99),
                  eps: float = 1e-8, weight_decay: float = 0.0, no_prox: bool = False) -> None:
         if not lr >= 0.0:
             raise ValueError(f"lr must be >= 0; got {lr}")

@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import time
-from typing import List
 
 from .gate_report import failures, markdown, summary, table
 
@@ -38,8 +37,8 @@ def _parser(prog=None) -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args, archs) -> List[dict]:
-    rows: List[dict] = []
+def _run(args, archs) -> list[dict]:
+    rows: list[dict] = []
     if not args.skip_cuda:
         from . import nvcc_gate
 

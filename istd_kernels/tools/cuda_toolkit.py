@@ -12,8 +12,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 _HEADER = "cuda_runtime_api.h"
 _TIMEOUT_S = 60
@@ -47,7 +47,7 @@ def _run(cmd) -> str:
     return done.stdout + done.stderr
 
 
-def _asked_root(nvcc: str) -> Optional[str]:
+def _asked_root(nvcc: str) -> str | None:
     # nvcc's dry run prints its variables, TOP among them: the toolkit it really belongs to,
     # whatever script or link on PATH started it.
     out = _run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull])
@@ -55,7 +55,7 @@ def _asked_root(nvcc: str) -> Optional[str]:
     return os.path.normpath(match.group(1).strip()) if match else None
 
 
-def find_toolkit(env: Mapping[str, str] = os.environ, which=shutil.which) -> tuple[Optional[Toolkit], str]:
+def find_toolkit(env: Mapping[str, str] = os.environ, which=shutil.which) -> tuple[Toolkit | None, str]:
     """The toolkit whose nvcc a build would run, or (None, why not)."""
     for name in ("CUDA_HOME", "CUDA_PATH"):
         root = env.get(name)
@@ -76,13 +76,13 @@ def find_toolkit(env: Mapping[str, str] = os.environ, which=shutil.which) -> tup
                   "dry run named none; set CUDA_HOME to the toolkit's root")
 
 
-def nvcc_release(nvcc: str) -> Optional[str]:
+def nvcc_release(nvcc: str) -> str | None:
     """``"13.0"`` from ``nvcc --version``, or None if it cannot be read."""
     match = re.search(r"release (\d+\.\d+)", _run([nvcc, "--version"]))
     return match.group(1) if match else None
 
 
-def version_problem(release: Optional[str], torch_cuda: str, torch_version: str) -> Optional[str]:
+def version_problem(release: str | None, torch_cuda: str, torch_version: str) -> str | None:
     """Why nvcc ``release`` cannot build for a torch built with CUDA ``torch_cuda`` (None if it can).
 
     torch refuses a different major version (a different minor one only warns).
@@ -96,8 +96,8 @@ def version_problem(release: Optional[str], torch_cuda: str, torch_version: str)
             f"for CUDA {release}")
 
 
-def cuda_plan(torch_version: str, torch_cuda: Optional[str], env: Mapping[str, str] = os.environ,
-              which=shutil.which) -> tuple[Optional[Toolkit], str]:
+def cuda_plan(torch_version: str, torch_cuda: str | None, env: Mapping[str, str] = os.environ,
+              which=shutil.which) -> tuple[Toolkit | None, str]:
     """(toolkit to build with, "") or (None, why the CUDA extension is not built and how to fix it)."""
     if torch_cuda is None:
         return None, (f"torch {torch_version} has no CUDA support (install a CUDA build of torch, then "

@@ -8,7 +8,7 @@ a failed compilation is a row whose ``error`` holds the message and whose number
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional
+from collections.abc import Iterable
 
 REGS_RE = re.compile(r"Used (\d+) registers")
 SPILL_RE = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
@@ -19,8 +19,8 @@ REGISTER_FILE = 65536
 
 
 def make_row(kind: str, source: str, kernel: str = "", config: str = "", arch: str = "",
-             registers: Optional[int] = None, smem: Optional[int] = None, stores: Optional[int] = None,
-             loads: Optional[int] = None, error: Optional[str] = None) -> dict:
+             registers: int | None = None, smem: int | None = None, stores: int | None = None,
+             loads: int | None = None, error: str | None = None) -> dict:
     return dict(kind=kind, source=source, kernel=kernel, config=config, arch=arch, registers=registers,
                 smem_bytes=smem, spill_stores=stores, spill_loads=loads, error=error)
 
@@ -39,7 +39,7 @@ def _where(r: dict) -> str:
     return " ".join(p for p in (r["kind"], r["kernel"], r.get("config", ""), r.get("arch", "")) if p)
 
 
-def failures(rows: Iterable[dict]) -> List[str]:
+def failures(rows: Iterable[dict]) -> list[str]:
     """Why the gate fails: one line per compile error, spilling kernel, or Triton kernel whose
     blocks need more registers than an SM has."""
     out = []
@@ -54,7 +54,7 @@ def failures(rows: Iterable[dict]) -> List[str]:
     return out
 
 
-def table(rows: List[dict]) -> str:
+def table(rows: list[dict]) -> str:
     """Every row, fixed width."""
     head = ("kind", "kernel", "config", "arch", "regs", "smem B", "spill st", "spill ld", "status")
     lines = [head]
@@ -66,7 +66,7 @@ def table(rows: List[dict]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def _groups(rows: List[dict]) -> dict:
+def _groups(rows: list[dict]) -> dict:
     # (kind, kernel, arch) -> configs compiled, max registers and its config, max smem, spill bytes.
     groups = {}
     for r in rows:
@@ -81,7 +81,7 @@ def _groups(rows: List[dict]) -> dict:
     return groups
 
 
-def summary(rows: List[dict]) -> str:
+def summary(rows: list[dict]) -> str:
     """Per (kind, kernel, arch): configurations, max registers (and the config using them), max smem, spills."""
     groups = _groups(rows)
     lines = [f"{'kind':<8} {'kernel':<44} {'arch':<6} {'configs':>7} {'max regs':>8} {'max smem B':>10} "
@@ -93,7 +93,7 @@ def summary(rows: List[dict]) -> str:
 
 
 
-def markdown(rows: List[dict]) -> str:
+def markdown(rows: list[dict]) -> str:
     """:func:`summary` as a Markdown table for the docs (failed compilations are counted apart)."""
     lines = ["| kind | kernel | arch | configs | max registers | max smem B | spill B | max-register config |",
              "|---|---|---|---:|---:|---:|---:|---|"]

@@ -10,7 +10,7 @@ does not depend on the input size.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from torch.utils._python_dispatch import TorchDispatchMode
 

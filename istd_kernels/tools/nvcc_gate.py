@@ -24,8 +24,8 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Sequence
 
 from .gate_report import REGS_RE, SPILL_RE, make_row
 
@@ -47,13 +47,13 @@ _PROPS_RE = re.compile(r"Function properties for (\S+)")
 _SMEM_RE = re.compile(r"(\d+) bytes smem")
 
 
-def _row(kind: str, source: str, kernel: str = "", arch: str = "", registers: Optional[int] = None,
-         smem: Optional[int] = None, stores: Optional[int] = None, loads: Optional[int] = None,
-         error: Optional[str] = None) -> dict:
+def _row(kind: str, source: str, kernel: str = "", arch: str = "", registers: int | None = None,
+         smem: int | None = None, stores: int | None = None, loads: int | None = None,
+         error: str | None = None) -> dict:
     return make_row(kind, source, kernel, "", arch, registers, smem, stores, loads, error)
 
 
-def _find_nvcc() -> Optional[str]:
+def _find_nvcc() -> str | None:
     for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
         if home:
             path = os.path.join(home, "bin", "nvcc")
@@ -67,7 +67,7 @@ def _tail(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def _demangle(names: Sequence[str]) -> Dict[str, str]:
+def _demangle(names: Sequence[str]) -> dict[str, str]:
     """Mangled -> demangled, through c++filt when there is one (names stay mangled otherwise)."""
     tool = shutil.which("c++filt") or shutil.which("cu++filt")
     if not tool or not names:
@@ -113,11 +113,11 @@ def short_name(demangled: str) -> str:
     return name[cut:] or demangled
 
 
-def parse_ptxas(text: str) -> List[dict]:
+def parse_ptxas(text: str) -> list[dict]:
     """Per-kernel statistics from ``-Xptxas -v`` output: mangled name, arch, registers,
     static shared memory and spill bytes. Non-kernel functions (no entry line) are skipped."""
-    kernels: Dict[tuple, dict] = {}
-    current: Optional[tuple] = None
+    kernels: dict[tuple, dict] = {}
+    current: tuple | None = None
     for line in text.splitlines():
         m = _ENTRY_RE.search(line)
         if m:
@@ -146,7 +146,7 @@ def parse_ptxas(text: str) -> List[dict]:
     return list(kernels.values())
 
 
-def _compile_cu(nvcc: str, source: str, arch: str) -> List[dict]:
+def _compile_cu(nvcc: str, source: str, arch: str) -> list[dict]:
     rel = os.path.relpath(source, _REPO_ROOT)
     arch_name = f"sm_{arch}"
     with tempfile.TemporaryDirectory(prefix="istd_nvcc_") as tmp:
@@ -199,7 +199,7 @@ def _check_binding() -> dict:
     return _row("binding", _BINDING, kernel="cuda.cpp", registers=0, smem=0, stores=0, loads=0)
 
 
-def check(archs=("86", "90")) -> List[dict]:
+def check(archs=("86", "90")) -> list[dict]:
     """Compile every csrc/cuda/*.cu for each arch and syntax-check the CUDA binding.
 
     Returns one row per (kernel, arch), ``dict(kind="cuda", source, kernel, config="", arch,
@@ -209,7 +209,7 @@ def check(archs=("86", "90")) -> List[dict]:
     """
     archs = [str(a).replace("sm_", "").replace(".", "") for a in archs]
     sources = sorted(glob.glob(os.path.join(_REPO_ROOT, "csrc", "cuda", "*.cu")))
-    rows: List[dict] = []
+    rows: list[dict] = []
     nvcc = _find_nvcc()
     jobs = [(src, arch) for src in sources for arch in archs]
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs) + 1, os.cpu_count() or 1, 8))) as pool:

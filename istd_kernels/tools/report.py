@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List
 
 
-def rows(data: dict) -> List[dict]:
+def rows(data: dict) -> list[dict]:
     out = []
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})

@@ -14,8 +14,8 @@ peak to see how close a memory-bound kernel runs.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional, Tuple
 
 from ..ops.hlk_conv import decompose
 
@@ -27,7 +27,7 @@ LCRNET_LEVELS = ((16, 512), (32, 256), (64, 128), (64, 64))
 class Traffic:
     """Bytes read and written, with the per-kernel steps that make them up."""
 
-    steps: Tuple[Tuple[str, int, int], ...]  # (kernel, bytes read, bytes written)
+    steps: tuple[tuple[str, int, int], ...]  # (kernel, bytes read, bytes written)
 
     @property
     def read(self) -> int:
@@ -46,13 +46,13 @@ class Traffic:
         return len(self.steps)
 
 
-def _steps(plane_bytes: int, dtype_bytes: int, spec: Iterable[Tuple[str, float, float, int]]) -> Traffic:
+def _steps(plane_bytes: int, dtype_bytes: int, spec: Iterable[tuple[str, float, float, int]]) -> Traffic:
     # spec rows: (kernel, activation planes read, planes written, weight elements read)
     return Traffic(tuple((name, int(round(reads * plane_bytes)) + weights * dtype_bytes,
                           int(round(writes * plane_bytes))) for name, reads, writes, weights in spec))
 
 
-def hlk_conv(n: int, c: int, h: int, w: int, k_size: int = 7, cout: Optional[int] = None, groups: int = 1,
+def hlk_conv(n: int, c: int, h: int, w: int, k_size: int = 7, cout: int | None = None, groups: int = 1,
              dtype_bytes: int = 4, fused: bool = True, direction: str = "forward") -> Traffic:
     """Modeled traffic of one HLKConv on ``[n, c, h, w]`` input.
 

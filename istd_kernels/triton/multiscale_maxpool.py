@@ -33,13 +33,14 @@ at import) the first config is launched directly, as in :mod:`.depthwise`.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import torch
 import triton
 import triton.language as tl
 
-from ..layout import index_dtype, output_memory_format as _memory_format
+from ..layout import index_dtype
+from ..layout import output_memory_format as _memory_format
 from ._launch import AOT_DTYPES, INTERPRET, aot_spec, device_ctx, launch, pad, plane_tile
 
 __all__ = ["INTERPRET", "LEVELS_PER_LAUNCH", "FWD_CONFIGS", "BWD_CONFIGS", "mmp_fwd", "mmp_bwd", "aot_specs"]
@@ -229,7 +230,7 @@ def _slots(items, filler):
     return pad(items, LEVELS_PER_LAUNCH, filler)
 
 
-def mmp_fwd(u: torch.Tensor, groups: int, radix: int, scales: Sequence[int]) -> List[torch.Tensor]:
+def mmp_fwd(u: torch.Tensor, groups: int, radix: int, scales: Sequence[int]) -> list[torch.Tensor]:
     """Pool every level of ``u``: one launch per ``LEVELS_PER_LAUNCH`` levels.
 
     Args:

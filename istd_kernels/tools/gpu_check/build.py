@@ -16,7 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .paths import SOURCE_ROOT, child_env
 from .worker import StepContext
@@ -29,7 +29,7 @@ MANIFEST = "manifest.json"
 _SOURCES = ("setup.py", "pyproject.toml", "README.md", "csrc", "istd_kernels", "models")
 
 
-def cuda_home() -> Optional[str]:
+def cuda_home() -> str | None:
     """The CUDA toolkit: ``CUDA_HOME``, else the one behind ``nvcc`` on PATH (also through a
     wrapper script that ``exec``s the real nvcc)."""
     if os.environ.get("CUDA_HOME"):
@@ -54,7 +54,7 @@ def _build_env(archs: str, jobs: int) -> dict:
     return env
 
 
-def compile_tree(tree: str, archs: str, timeout: float, log: Optional[str] = None) -> None:
+def compile_tree(tree: str, archs: str, timeout: float, log: str | None = None) -> None:
     """``python setup.py build_ext --inplace`` in ``tree`` for ``archs``; raises on failure."""
     log = log or os.path.join(tree, "build.log")
     with open(log, "w") as f:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
 
 import torch
 
@@ -37,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _build_only(out: Optional[str]) -> int:
+def _build_only(out: str | None) -> int:
     from .build import build_only
 
     if not out:
@@ -54,7 +53,7 @@ def _build_only(out: Optional[str]) -> int:
     return EXIT_OK
 
 
-def _setup(prebuilt: Optional[str]) -> Optional[str]:
+def _setup(prebuilt: str | None) -> str | None:
     """The setup step the run needs: install ``--prebuilt``, build a missing ``_cuda``, or none."""
     from .paths import SOURCE_ROOT
 
@@ -75,7 +74,7 @@ def _default_out(slug: str) -> str:
     return os.path.join(root, "benchmarks", "results", slug)
 
 
-def run(profile: plan_mod.Profile, steps: List[plan_mod.Step], out: str, prebuilt: Optional[str] = None) -> dict:
+def run(profile: plan_mod.Profile, steps: list[plan_mod.Step], out: str, prebuilt: str | None = None) -> dict:
     """Run ``steps`` into ``out``; returns the final report (also in ``out/report.json``)."""
     from .report import summarize
 
@@ -127,7 +126,7 @@ def main(argv=None) -> int:
     return EXIT_OK if report["correctness"]["passed"] else EXIT_FAILED
 
 
-def _smoke(profile: plan_mod.Profile, out: Optional[str], gpu: bool) -> int:
+def _smoke(profile: plan_mod.Profile, out: str | None, gpu: bool) -> int:
     if not out:
         print("--cpu-smoke needs --out DIR", file=sys.stderr)
         return EXIT_SETUP

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List
 
 from .paths import SOURCE_ROOT, child_env
 from .worker import StepContext
@@ -33,11 +32,11 @@ def _env() -> dict:
     return env
 
 
-def _pytest(args: List[str]) -> List[str]:
+def _pytest(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "cuda", *args]
 
 
-def _collect(args: List[str], timeout: float, cwd: str) -> List[str]:
+def _collect(args: list[str], timeout: float, cwd: str) -> list[str]:
     out = subprocess.run(_pytest(["--collect-only", "-q", *args]), cwd=cwd, env=_env(), capture_output=True,
                          text=True, timeout=timeout)
     ids = [line.strip() for line in out.stdout.splitlines() if "::" in line and not line.startswith(" ")]
@@ -46,9 +45,9 @@ def _collect(args: List[str], timeout: float, cwd: str) -> List[str]:
     return ids
 
 
-def count(outputs: List[str]) -> Dict[str, object]:
+def count(outputs: list[str]) -> dict[str, object]:
     """Outcome counts and failed test ids from ``pytest -v`` outputs."""
-    counts: Dict[str, object] = {}
+    counts: dict[str, object] = {}
     failed = []
     for text in outputs:
         for test, outcome in _RESULT.findall(text):
@@ -59,7 +58,7 @@ def count(outputs: List[str]) -> Dict[str, object]:
     return counts
 
 
-def run_sharded(ctx: StepContext, name: str, args: List[str], cwd: str = SOURCE_ROOT) -> None:
+def run_sharded(ctx: StepContext, name: str, args: list[str], cwd: str = SOURCE_ROOT) -> None:
     """Collect ``args``' cuda tests (test ids are relative to ``cwd``), run them in shards in
     parallel until the step's deadline, and record one check: passed when every collected test
     reported and none failed."""

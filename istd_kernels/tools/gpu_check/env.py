@@ -7,7 +7,6 @@ import platform
 import re
 import shutil
 import subprocess
-from typing import Optional, Tuple
 
 import torch
 
@@ -20,7 +19,7 @@ PEAK_BW_TABLE = (("H200", 4.8e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("A
                  ("RTX 3090", 0.936e12), ("RTX 4090", 1.008e12), ("L40S", 0.864e12))
 
 
-def peak_bandwidth(device: int = 0) -> Tuple[Optional[float], str]:
+def peak_bandwidth(device: int = 0) -> tuple[float | None, str]:
     """``(bytes/s, source)``: from the device's memory clock and bus width (double data rate),
     else from :data:`PEAK_BW_TABLE`, else ``(None, why)``."""
     props = torch.cuda.get_device_properties(device)

@@ -5,7 +5,7 @@ peak bandwidth), and the evaluation path (labelling + Pd/Fa, ISTDMetrics) on syn
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ K_SIZE = 7  # LCRNet's HLKConv
 DTYPES = {"float32": torch.float32, "bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
 
 
-def _bandwidth(nbytes: int, median_ms: float, peak: Optional[float], l2: Optional[int]) -> dict:
+def _bandwidth(nbytes: int, median_ms: float, peak: float | None, l2: int | None) -> dict:
     out = {"bytes": nbytes, "gbps": nbytes / (median_ms / 1e3) / 1e9}
     if peak:
         out["fraction_of_peak"] = out["gbps"] * 1e9 / peak

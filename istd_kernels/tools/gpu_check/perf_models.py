@@ -8,7 +8,7 @@ forward with the fastest backend, replayed). Precisions: ``float32`` and ``bf16-
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 from ..traffic import LCRNET_LEVELS
 
@@ -34,21 +33,21 @@ class Profile:
 
     name: str
     device: str
-    lcrnet: Tuple[int, int]  # (batch, side)
-    lcrnet_widths: Tuple[Tuple[int, ...], Tuple[int, ...]]  # LCRNet (channels, depths)
-    rrcanet: Tuple[int, int]
-    levels: Tuple[Tuple[int, int], ...]  # HLKConv/depthwise (channels, side)
+    lcrnet: tuple[int, int]  # (batch, side)
+    lcrnet_widths: tuple[tuple[int, ...], tuple[int, ...]]  # LCRNet (channels, depths)
+    rrcanet: tuple[int, int]
+    levels: tuple[tuple[int, int], ...]  # HLKConv/depthwise (channels, side)
     level_batch: int
-    pdfa: Tuple[int, int]  # labelling + Pd/Fa: (images, side)
-    metrics: Tuple[int, int]  # ISTDMetrics: (images, side)
-    precisions: Tuple[str, ...]
-    forward_impls: Tuple[str, ...]  # LCRNet forward, in the order they are measured
-    train_impls: Tuple[str, ...]
-    rrcanet_impls: Tuple[str, ...]
-    kernel_impls: Tuple[str, ...]  # fused backends at the levels
+    pdfa: tuple[int, int]  # labelling + Pd/Fa: (images, side)
+    metrics: tuple[int, int]  # ISTDMetrics: (images, side)
+    precisions: tuple[str, ...]
+    forward_impls: tuple[str, ...]  # LCRNet forward, in the order they are measured
+    train_impls: tuple[str, ...]
+    rrcanet_impls: tuple[str, ...]
+    kernel_impls: tuple[str, ...]  # fused backends at the levels
     repeats: int
     warmup: int
-    budgets: Dict[str, float] = field(default_factory=dict)
+    budgets: dict[str, float] = field(default_factory=dict)
 
     def config(self) -> dict:
         return asdict(self)
@@ -93,7 +92,7 @@ _STEPS = [
 ]
 
 
-def steps(profile: Profile, setup: Optional[str] = None) -> List[Step]:
+def steps(profile: Profile, setup: str | None = None) -> list[Step]:
     """The steps of ``profile`` in run order. ``setup``: ``"prebuilt"`` installs ``--prebuilt``
     first, ``"build"`` compiles ``_cuda`` first (it is missing), None neither.
 
@@ -113,7 +112,7 @@ def steps(profile: Profile, setup: Optional[str] = None) -> List[Step]:
     return out
 
 
-def describe(profile: Profile, plan: List[Step]) -> str:
+def describe(profile: Profile, plan: list[Step]) -> str:
     """The plan as text: one line per step with its budget, then the sizes."""
     total = sum(s.budget_s for s in plan if s.name not in SETUP_STEPS)
     lines = [f"gpu_check plan, mode {profile.name} on {profile.device}: {len(plan)} steps, {total:.0f} s"

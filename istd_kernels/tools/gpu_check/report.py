@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Iterable, List, Optional
+from collections.abc import Iterable
 
 from .worker import StepContext
 
@@ -14,16 +14,16 @@ LCRNET_VS_EAGER, LCRNET_VS_COMPILED, HLK_PEAK_FRACTION, PDFA_MS = 3.0, 1.5, 0.70
 _NOT_FUSED = ("eager", "compiled", "unfused", "F.conv2d", "skimage per-image loop")
 
 
-def timings(report: dict) -> List[dict]:
+def timings(report: dict) -> list[dict]:
     """Every timing record of every step, measured or not (``error`` set when not)."""
     return [r for s in report.get("steps", []) for r in s.get("records", []) if r.get("kind") == "timing"]
 
 
-def _measured(report: dict, case: str) -> Dict[str, dict]:
+def _measured(report: dict, case: str) -> dict[str, dict]:
     return {r["impl"]: r for r in timings(report) if r.get("case") == case and "error" not in r}
 
 
-def _target(name: str, measured: Optional[float], required: str, met: Optional[bool], unit: str, why: str = "") -> dict:
+def _target(name: str, measured: float | None, required: str, met: bool | None, unit: str, why: str = "") -> dict:
     return {"target": name, "measured": measured, "unit": unit, "required": required, "met": met,
             "detail": why if measured is None else ""}
 
@@ -42,7 +42,7 @@ def _lcrnet_targets(report: dict) -> Iterable[dict]:
 
 
 def _hlk_targets(report: dict) -> Iterable[dict]:
-    levels: Dict[tuple, List[dict]] = {}
+    levels: dict[tuple, list[dict]] = {}
     for r in timings(report):
         if r.get("case", "").startswith("hlk-forward-float32") and r.get("fused") and "error" not in r:
             levels.setdefault(tuple(r["level"]), []).append(r)
@@ -97,7 +97,7 @@ def summarize(report: dict) -> dict:
     return {"correctness": correctness(report), "targets": targets}
 
 
-def _fmt(value: Optional[float], unit: str = "") -> str:
+def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return ""
     if unit == "fraction":
@@ -117,7 +117,7 @@ def _met(t: dict) -> str:
     return "met" if t["met"] else "**not met**"
 
 
-def _header(report: dict) -> List[str]:
+def _header(report: dict) -> list[str]:
     env = next((r for s in report["steps"] for r in s.get("records", []) if r.get("kind") == "env"), {})
     gpu = env.get("gpu") or {}
     lines = [f"# gpu_check: {gpu.get('name', report['config']['device'])} ({report['mode']} mode)", "",
@@ -135,7 +135,7 @@ def _header(report: dict) -> List[str]:
     return lines
 
 
-def _tables(report: dict, summary: dict) -> List[str]:
+def _tables(report: dict, summary: dict) -> list[str]:
     lines = ["", "## Steps", "", "| step | status | seconds (budget) | detail |", "|---|---|---:|---|"]
     for s in report["steps"]:
         detail = _cell(s["detail"].strip().splitlines()[-1] if s["detail"].strip() else "", 160)
@@ -156,10 +156,10 @@ def _tables(report: dict, summary: dict) -> List[str]:
     return lines
 
 
-def speedups(report: dict) -> List[dict]:
+def speedups(report: dict) -> list[dict]:
     """Each measured timing with its speedup over its group's baseline (None without one)."""
     out = []
-    by_group: Dict[str, Dict[str, dict]] = {}
+    by_group: dict[str, dict[str, dict]] = {}
     for r in timings(report):
         by_group.setdefault(r["group"], {})[r["impl"]] = r
     for group, rows in by_group.items():
@@ -172,7 +172,7 @@ def speedups(report: dict) -> List[dict]:
     return out
 
 
-def _perf(report: dict) -> List[dict]:
+def _perf(report: dict) -> list[dict]:
     lines = ["", "## Performance", "", "Medians of CUDA-event samples (CPU: perf_counter); IQR = interquartile range; "
              "speedups against the baseline of the same group measured in the same run.", ""]
     group = None

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Callable, List, Optional, Tuple
+from collections.abc import Callable
 
 from .paths import child_env
 from .plan import Step
@@ -28,7 +28,7 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def read_records(path: str) -> List[dict]:
+def read_records(path: str) -> list[dict]:
     """The records of a step's JSON-lines file (a line cut off by a kill is dropped)."""
     out = []
     if os.path.exists(path):
@@ -61,7 +61,7 @@ class Runner:
             json.dump(self.report, f, indent=1)
         os.replace(path + ".tmp", path)  # a reader never sees half a file
 
-    def run(self, step: Step, in_process: Optional[Callable[[Step, str, float], Tuple[str, str]]] = None) -> dict:
+    def run(self, step: Step, in_process: Callable[[Step, str, float], tuple[str, str]] | None = None) -> dict:
         """Run ``step`` and record it; returns its entry."""
         results = os.path.join(self.out, "steps", f"{step.name}.jsonl")
         if os.path.exists(results):

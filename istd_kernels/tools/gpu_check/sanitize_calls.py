@@ -8,7 +8,7 @@ and tiny so that tile edges and masks are exercised and the sanitizer's slow-dow
 from __future__ import annotations
 
 import argparse
-from typing import Callable, List, Tuple
+from collections.abc import Callable
 
 import torch
 
@@ -48,7 +48,7 @@ def _components(device: str, backend: str) -> None:
     measure_components(mask, backend=backend)
 
 
-def calls(device: str, backends: List[str]) -> List[Tuple[str, Callable[[], None]]]:
+def calls(device: str, backends: list[str]) -> list[tuple[str, Callable[[], None]]]:
     """``(name, call)`` for every kernel of every backend in ``backends``."""
     out = []
     for b in backends:

@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 import traceback
-from typing import Callable, Iterable, Tuple
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -64,7 +64,7 @@ def time_call(fn: Callable[[], object], device: str, repeats: int, warmup: int, 
             "timer": "cuda events" if device == "cuda" else "time.perf_counter"}
 
 
-Case = Tuple[dict, Callable[[], dict]]
+Case = tuple[dict, Callable[[], dict]]
 
 
 def run_cases(ctx: StepContext, cases: Iterable[Case]) -> None:

@@ -14,7 +14,6 @@ import sys
 import time
 import traceback
 
-
 #: The worker's exit status when the step ran out of time (it recorded what it cut).
 EXIT_DEADLINE = 4
 
