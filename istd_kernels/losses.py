@@ -1,4 +1,4 @@
-"""Losses for infrared small target detection (SPEC §3 Soft-IoU, SPEC §4 DpT-k).
+"""Losses for infrared small target detection (docs/networks.md §5: Soft-IoU, DpT-k).
 
 Every loss takes ``(input, target)``: ``input`` holds logits by default (``from_logits=True``)
 or probabilities in [0, 1] (``from_logits=False``); ``target`` is a 0/1 float mask of the same
@@ -80,7 +80,7 @@ def _poly(bce: Tensor, alpha: float) -> Tensor:
 class SoftIoULoss(nn.Module):
     """Soft IoU: ``1 - (sum(p*y) + s) / (sum(p + y - p*y) + s)`` over the whole batch.
 
-    ``p = sigmoid(input)`` (or ``input`` with ``from_logits=False``), ``s = smooth`` (0: SPEC §3's
+    ``p = sigmoid(input)`` (or ``input`` with ``from_logits=False``), ``s = smooth`` (0: docs/networks.md §5.1's
     formula exactly; BasicIRSTD uses 1). With ``smooth = 0`` and an all-zero ``p`` and ``y`` the
     denominator is clamped to ``eps`` (loss 1, gradient finite) instead of dividing by zero.
     """
@@ -100,7 +100,7 @@ class SoftIoULoss(nn.Module):
 class DiceLoss(nn.Module):
     """Dice: ``1 - (2 * sum(p*y) + s) / (sum(p) + sum(y) + s)``, ``s = smooth = 1``.
 
-    Sums run over the flattened batch (one Dice for the whole batch, SPEC §4), not per image.
+    Sums run over the flattened batch (one Dice for the whole batch, docs/networks.md §5.2), not per image.
     """
 
     def __init__(self, from_logits: bool = True, smooth: float = 1.0):
@@ -146,7 +146,7 @@ class TopKLoss(nn.Module):
 
 
 class DpTkLoss(nn.Module):
-    """RRCA-Net's DpT-k loss (SPEC §4): ``Dice(p, y) + TopK_k(bce + alpha * (1 - exp(-bce)))``.
+    """RRCA-Net's DpT-k loss (docs/networks.md §5.2): ``Dice(p, y) + TopK_k(bce + alpha * (1 - exp(-bce)))``.
 
     ``Dice`` is :class:`DiceLoss` (smoothing 1, flattened batch); the second term is the mean of
     the largest ``k`` percent (over the whole batch, ``max(1, floor(numel * k / 100))`` values) of

@@ -1,4 +1,4 @@
-"""LCRNet (SPEC §3): a U-Net of C2FBlocks for infrared small target detection."""
+"""LCRNet (docs/networks.md §3): a U-Net of C2FBlocks for infrared small target detection."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def _check_tuple(value: object, name: str, n: int | None, low: int) -> tuple:
 
 
 class LCRNet(nn.Module):
-    """LCRNet (SPEC §3): ``[N, in_chans, H, W]`` -> ``[N, 1, H, W]`` probabilities (or logits).
+    """LCRNet (docs/networks.md §3): ``[N, in_chans, H, W]`` -> ``[N, 1, H, W]`` probabilities (or logits).
 
     Layout, with ``n = len(channels)`` levels (4 by default) at strides ``1, 2, ..., 2**(n-1)``::
 

@@ -1,4 +1,4 @@
-"""RRCA-Net (SPEC §4): a recurrent U-Net whose encoder convolutions are reused on every pass.
+"""RRCA-Net (docs/networks.md §4): a recurrent U-Net whose encoder convolutions are reused on every pass.
 
 Layout (ResNet-18 variant, channels ``C = (8, 16, 32, 64)``, blocks per level ``(3, 2, 2, 2)``)::
 
@@ -9,8 +9,8 @@ Layout (ResNet-18 variant, channels ``C = (8, 16, 32, 64)``, blocks per level ``
         d2 = DIAAM_i0(e2, e3); d1 = DIAAM_i1(e1, d2); d0 = DIAAM_i2(e0, d1)   # 8 ch, full res
     logits = final(post_transform_conv_block(cat(d0 of every pass)))         # 24 -> 8 -> 1
 
-Choices where SPEC is silent, each fixed by the official parameter counts (202,089 / 102,489 /
-363,161) and state_dict size (539 entries) that they reproduce exactly:
+Choices where the paper is silent (docs/networks.md §4), each fixed by the official parameter
+counts (202,089 / 102,489 / 363,161) and state_dict size (539 entries) that they reproduce exactly:
 
 - The decoder has no conv blocks: a decoder level is one DIAAM, ``d_l = DIAAM(low=e_l,
   high=d_{l+1})`` (``d_3 = e_3``); its ``low + h`` residual is the skip connection. Any decoder
@@ -70,7 +70,7 @@ class RRCANet(nn.Module):
     Args:
         backbone: ``"resnet10"``, ``"resnet18"`` or ``"resnet34"`` (residual units per level).
         iterations: extra recurrent passes ``n``; the network runs ``n + 1`` encoder-decoder
-            passes (SPEC: n = 2, three passes).
+            passes (docs/networks.md §4.1: n = 2, three passes).
         deep_supervision: return ``[pass_0, ..., pass_n, fused]`` instead of ``fused`` (see the
             module docstring).
         in_chans: input channels (1 for infrared images).

@@ -9,7 +9,7 @@ from torch import nn
 
 
 class PublishedHLKConv(nn.Module):
-    """LCRNet's HLKConv written the way the authors' HLKConv.py lays it out (SPEC §2): one
+    """LCRNet's HLKConv written the way the authors' HLKConv.py lays it out (docs/networks.md §2): one
     branch per k_size, attribute names conv0 / conv_spatial / conv1, and the concat."""
 
     def __init__(self, dim, k_size):

@@ -29,7 +29,7 @@ def hlk_workspace_bytes(n, c, h, w, cout, groups, k_size, dtype):
 
 
 def lcrnet_hlkconvs(batch=8, size=512, channels=(16, 32, 64, 64), groups=4, radix=4):
-    """(N, C, H, W, Cout, groups) of every HLKConv 7x7 in LCRNet's DLC-Attention (SPEC §3)."""
+    """(N, C, H, W, Cout, groups) of every HLKConv 7x7 in LCRNet's DLC-Attention (docs/networks.md §3.2)."""
     for level, dim in enumerate(channels):
         side = size >> level
         yield batch, dim, side, side, groups * radix, groups  # the score HLKConv

@@ -1,6 +1,6 @@
 """The ISTD metrics against an independent oracle.
 
-The oracle (istd_kernels.metrics.reference) is the per-image loop of SPEC §5 written the
+The oracle (istd_kernels.metrics.reference) is the per-image loop of docs/metrics.md §2-§4 written the
 plain way (skimage labels and regionprops, Python lists), sharing nothing with the batched
 tensor implementation in istd_kernels.metrics. Masks are synthetic IR-like scenes: Gaussian spots thresholded into
 small targets, predictions made from them by shifting, growing, shrinking, dropping and

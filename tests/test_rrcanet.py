@@ -17,7 +17,7 @@ def n_params(m):
     return sum(p.numel() for p in m.parameters())
 
 
-# --- the official checkpoint's layout, written from SPEC §4's description of its keys ---------
+# --- the official checkpoint's layout, written from docs/networks.md §4.5 ---------------------
 
 def official_layout(blocks=(3, 2, 2, 2), passes=3, in_chans=1):
     """key -> shape of the official state_dict; plus, for each shared conv tensor, its keys."""
@@ -91,7 +91,7 @@ def random_official_state_dict(seed=0, **kw):
 
 
 def reference_forward(sd, x, blocks=(3, 2, 2, 2), passes=3):
-    """RRCA-Net in plain functional ops on an official-layout state_dict (eval mode), per SPEC §4."""
+    """RRCA-Net in plain functional ops on an official-layout state_dict (eval mode), per docs/networks.md §4."""
     def conv(p, t):
         pad = sd[p + ".weight"].shape[-1] // 2
         return F.conv2d(t, sd[p + ".weight"], sd.get(p + ".bias"), padding=pad)

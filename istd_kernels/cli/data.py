@@ -1,4 +1,4 @@
-"""Data set loading for the CLI: the BasicIRSTD and DNANet layouts of SPEC §6.
+"""Data set loading for the CLI: the BasicIRSTD and DNANet layouts of docs/metrics.md §7.
 
 - BasicIRSTD: ``ROOT/images/<id>.png``, ``ROOT/masks/<id>.png``,
   ``ROOT/img_idx/train_<NAME>.txt`` and ``test_<NAME>.txt`` (``NAME`` = ROOT's folder name).
@@ -181,7 +181,7 @@ def read_mask(path: Path) -> np.ndarray:
 
 
 def image_tensor(arr: np.ndarray) -> Tensor:
-    """uint8 ``[H, W]`` -> float32 ``[1, H, W]`` in [0, 1] (grey / 255, SPEC §1)."""
+    """uint8 ``[H, W]`` -> float32 ``[1, H, W]`` in [0, 1] (grey / 255, docs/networks.md §1)."""
     return torch.from_numpy(arr.astype(np.float32) / 255.0)[None]
 
 

@@ -1,4 +1,4 @@
-"""``istd evaluate``: IoU, nIoU, Pd and Fa (SPEC §5) of a model's weights, or of any model's
+"""``istd evaluate``: IoU, nIoU, Pd and Fa (docs/metrics.md §2-§4) of a model's weights, or of any model's
 saved predictions (``--pred DIR``, several for a comparison table), on a data set split.
 
 Both paths score through one :class:`~.scoring.Scorer`: a pixel is positive when its

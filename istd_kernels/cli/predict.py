@@ -1,7 +1,7 @@
 """``istd predict``: binary target masks, target lists and optional overlays for image files.
 
 For each input ``<stem>.<ext>`` it writes ``OUT/<stem>.png`` (0/255 mask: probability > 0.5,
-SPEC §1) and, with ``--overlay``, ``OUT/overlay/<stem>.png`` (the image with each detected
+docs/networks.md §1) and, with ``--overlay``, ``OUT/overlay/<stem>.png`` (the image with each detected
 target outlined and ringed in red, and a legend; see :mod:`.overlay`). ``OUT/targets.json``
 maps each input file to its size and its targets (8-connected components of the mask, in
 raster order of their first pixel): centroid ``[row, col]``, area in pixels, bounding box

@@ -1,7 +1,7 @@
 """``istd train``: the papers' training recipes, checkpoints that resume exactly, and the model
 and checkpoint helpers that ``evaluate`` and ``predict`` share.
 
-Recipes (SPEC §3, §4), each value overridable on the command line:
+Recipes (docs/networks.md §3.3, §4.6), each value overridable on the command line:
 
 - LCRNet: Soft-IoU loss, Adan (lr 1e-3, betas (0.98, 0.92, 0.99), eps 1e-8, weight decay
   1e-4), poly decay ``lr * (1 - epoch / epochs) ** 0.9``, batch 8, 400 epochs, whole images,

@@ -1,4 +1,4 @@
-"""ISTD evaluation metrics (SPEC §5): IoU, nIoU, Pd/Fa and threshold sweeps.
+"""ISTD evaluation metrics (docs/metrics.md): IoU, nIoU, Pd/Fa and threshold sweeps.
 
 All metrics take batched ``[N, 1, H, W]`` or ``[N, H, W]`` predictions (probabilities, or
 logits with ``logits=True``, or bool maps) and binary targets, keep their counts on the

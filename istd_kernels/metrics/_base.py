@@ -49,7 +49,7 @@ def check_pair(pred: object, target: object) -> tuple[Tensor, Tensor]:
 
 
 def binarize_pred(pred: Tensor, logits: bool) -> Tensor:
-    """The binary prediction of SPEC §5: probability > 0.5, i.e. logit > 0. Bool maps are
+    """The binary prediction of docs/metrics.md §1: probability > 0.5, i.e. logit > 0. Bool maps are
     already binary and are taken as they are, whatever ``logits`` says."""
     if pred.dtype == torch.bool:
         return pred

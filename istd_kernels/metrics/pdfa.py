@@ -1,4 +1,4 @@
-"""Object-level probability of detection (Pd) and false-alarm rate (Fa), SPEC §5.
+"""Object-level probability of detection (Pd) and false-alarm rate (Fa), docs/metrics.md §4.
 
 Rule: label prediction and ground truth into connected components (8-connectivity by
 default; labels in raster order of each component's first pixel). For each ground-truth
@@ -49,7 +49,7 @@ def measure(mask_bin: Tensor, connectivity: int = 8, backend: str | None = None
 
 def match(target_counts: Tensor, target_centroid: Tensor, pred_counts: Tensor, pred_area: Tensor,
           pred_centroid: Tensor, distance: float = 3.0, legacy: bool = False) -> tuple[Tensor, Tensor]:
-    """Greedy centroid matching of SPEC §5 for a batch; returns per-image (detected, false
+    """Greedy centroid matching of docs/metrics.md §4 for a batch; returns per-image (detected, false
     pixels), both int64 [N].
 
     Args (as :func:`measure` returns them, all on one device):
@@ -188,7 +188,7 @@ def _same_area_as_matched(pred_area: Tensor, taken: Tensor) -> Tensor:
 
 
 class PdFa(Metric):
-    """Pd and Fa (SPEC §5) accumulated over a data set.
+    """Pd and Fa (docs/metrics.md §4) accumulated over a data set.
 
     Args:
         distance: a predicted component detects a target when their centroids are closer

@@ -1,4 +1,4 @@
-"""Pixel-level metrics: IoU over the data set and nIoU (mean of per-image IoU), SPEC §5."""
+"""Pixel-level metrics: IoU over the data set and nIoU (mean of per-image IoU), docs/metrics.md §2-§3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The community's per-image evaluation loop (SPEC §5), written the plain way.
+"""The community's per-image evaluation loop (docs/metrics.md §2-§4), written the plain way.
 
 scikit-image labels and regionprops, Python lists, one image at a time: what ISTD repositories
 run today. It shares no code with the batched metrics of this package, so the tests use it as
@@ -14,7 +14,7 @@ from skimage import measure as skimage_measure
 
 
 def greedy_match(truths, candidates, distance=3.0):
-    """SPEC §5's matching as the community loop runs it: for each target centroid (row, col)
+    """docs/metrics.md §4's matching as the community loop runs it: for each target centroid (row, col)
     in order, the first remaining candidate centroid closer than ``distance`` is taken.
     Returns the indices of the taken candidates, in the order they were taken."""
     remaining = list(range(len(candidates)))
@@ -34,7 +34,7 @@ def greedy_match(truths, candidates, distance=3.0):
 
 
 def oracle_pdfa(pred, target, distance=3.0, legacy=False, connectivity=8):
-    """SPEC §5 Pd/Fa counts for binary numpy masks [N, H, W], one image at a time."""
+    """docs/metrics.md §4 Pd/Fa counts for binary numpy masks [N, H, W], one image at a time."""
     conn = 2 if connectivity == 8 else 1
     detected = targets = false_pixels = 0
     for p, t in zip(pred, target):

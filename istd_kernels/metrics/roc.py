@@ -1,4 +1,4 @@
-"""Threshold sweeps: pixel TPR/FPR and object Pd/Fa per threshold, SPEC §5 ("ROC").
+"""Threshold sweeps: pixel TPR/FPR and object Pd/Fa per threshold, docs/metrics.md §5.
 
 Each ``update`` binarises the prediction at every threshold at once, stacks the binary maps
 along the batch dimension and runs the pixel counts and the Pd/Fa matching of
@@ -59,7 +59,7 @@ class ROC(Metric):
 
     Args:
         thresholds: 1-D tensor or sequence of probabilities; a pixel is positive when its
-            probability is > the threshold (so 0.5 gives the binary rule of SPEC §5).
+            probability is > the threshold (so 0.5 gives the binary rule of docs/metrics.md §1).
         logits: ``pred`` holds logits; the comparison is then ``logit > log(t / (1 - t))``,
             which at t = 0.5 is exactly the ``logit > 0`` rule of the other metrics.
         distance, connectivity, legacy, backend: as for :class:`~.pdfa.PdFa`.

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 
-# The operating point of the binary metrics (SPEC §5), marked when the sweep contains it.
+# The operating point of the binary metrics (docs/metrics.md §1), marked when the sweep contains it.
 _OPERATING_POINT = 0.5
 
 

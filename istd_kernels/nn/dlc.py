@@ -1,4 +1,4 @@
-"""LCRNet's token mixer and block: DLC-Attention and C2FBlock (SPEC §3).
+"""LCRNet's token mixer and block: DLC-Attention and C2FBlock (docs/networks.md §3.1, §3.2).
 
 Every large-kernel convolution runs through :class:`~istd_kernels.nn.HLKConv`; the
 multi-scale pooling and the split-attention combination run through the fused
@@ -66,7 +66,7 @@ class PreActBlock(nn.Module):
 
 
 class DLCAttention(nn.Module):
-    """Dynamic local context attention (LCRNet, SPEC §3): ``Z = SiLU(A) * SiLU(V)``.
+    """Dynamic local context attention (LCRNet, docs/networks.md §3.2): ``Z = SiLU(A) * SiLU(V)``.
 
     Shapes: ``x`` ``[N, dim, H, W]`` -> ``[N, dim, H, W]``, any ``N >= 0``, ``H, W >= 1``.
     With ``c = dim / (groups * radix)`` channels per branch and group:
@@ -202,7 +202,7 @@ class DLCAttention(nn.Module):
 
 
 class C2FBlock(nn.Module):
-    """LCRNet's block (SPEC §3): ``[N, dim, H, W]`` -> ``[N, dim, H, W]``.
+    """LCRNet's block (docs/networks.md §3.1): ``[N, dim, H, W]`` -> ``[N, dim, H, W]``.
 
     ``x' = x + l1 * DLCAttention(GroupNorm(x))``;
     ``x'' = x' + l2 * preBlock(preBlock(x'))`` with ``preBlock = conv3x3(SiLU(GroupNorm(.)))``

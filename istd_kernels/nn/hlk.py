@@ -8,7 +8,7 @@ from ..ops.hlk_conv import decompose, hlk_conv
 
 
 class HLKConv(nn.Module):
-    """Hierarchical large-kernel convolution (LCRNet, SPEC §2), a drop-in layer.
+    """Hierarchical large-kernel convolution (LCRNet, docs/networks.md §2), a drop-in layer.
 
     ``y = conv1(cat([a, conv_spatial(a)]))`` with ``a = conv0(x)``: a depthwise ``k1 x k1``
     conv, a depthwise ``k2 x k2`` conv with dilation on its output, and a 1x1 from 2C to

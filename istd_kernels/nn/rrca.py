@@ -1,4 +1,4 @@
-"""RRCA-Net's layers (SPEC §4): channel attention, DIAAM, residual blocks and RuCB.
+"""RRCA-Net's layers (docs/networks.md §4): channel attention, DIAAM, residual blocks and RuCB.
 
 Attribute names follow the official RRCA-Net code so that its checkpoints load unchanged:
 ``ChannelAttention.fc1/fc2``, ``DIAAM.pwconv1/pwconv2/ca``, ``ResidualBlock.conv1/bn1/conv2/bn2/
@@ -70,7 +70,7 @@ class DIAAM(nn.Module):
     ``pwconv1`` (``low_dim -> low_dim``) and ``pwconv2`` (``high_dim -> low_dim``) are 1x1 convs
     with bias; ``ca`` is :class:`ChannelAttention` with reduction 8 on ``low_dim``. ``high`` must
     be exactly half of ``low``'s size (the caller pads inputs to a multiple of 2 per level).
-    The 1x1 runs after the upsampling as written in SPEC; the two commute (bilinear weights sum
+    The 1x1 runs after the upsampling as docs/networks.md §4.2 writes it; the two commute (bilinear weights sum
     to 1), so running it first would be the same map at a quarter of the cost.
     """
 

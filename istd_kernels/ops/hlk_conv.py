@@ -1,6 +1,6 @@
 """HLKConv: depthwise conv -> dilated depthwise conv -> split 1x1, as one op.
 
-``hlk_conv(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)`` computes (SPEC §2)::
+``hlk_conv(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)`` computes (docs/networks.md §2)::
 
     a = F.conv2d(x, w0, b0, padding=k1 // 2, groups=C)
     d = F.conv2d(a, w1, b1, padding=dilation * (k2 // 2), dilation=dilation, groups=C)
@@ -49,7 +49,7 @@ class HlkGrads(NamedTuple):
     w_pw: Tensor | None
     b_pw: Tensor | None
 
-#: ``k_size -> (k1, k2, dilation)`` of the published HLKConv.py (SPEC §2).
+#: ``k_size -> (k1, k2, dilation)`` of the published HLKConv.py (docs/networks.md §2).
 K_SIZES = {7: (3, 3, 2), 11: (3, 5, 2), 23: (5, 7, 3), 35: (5, 11, 3), 41: (5, 13, 3), 53: (5, 17, 3)}
 
 

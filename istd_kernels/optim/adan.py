@@ -1,5 +1,5 @@
 """Adan: adaptive Nesterov momentum (Xie et al., "Adan: Adaptive Nesterov Momentum Algorithm
-for Faster Optimizing Deep Models", 2022), the optimizer of LCRNet's recipe (SPEC §3).
+for Faster Optimizing Deep Models", 2022), the optimizer of LCRNet's recipe (docs/networks.md §3.3).
 
 Update for a parameter ``theta`` with gradient ``g_k`` at step ``k`` (``g_0 := g_1``, so the
 first difference is zero), betas in the convention of the authors' PyTorch code, where each

@@ -22,7 +22,7 @@ from .worker import StepContext
 AUTOCAST = {"float32": None, "bf16-autocast": torch.bfloat16, "fp16-autocast": torch.float16}
 #: The backend each implementation runs its ops with; compiled and graphed runs build on these.
 BACKEND = {"eager": "torch", "compiled": "torch", "cuda-graph": "auto"}
-#: LCRNet's published speed (SPEC: RTX 3080 Ti, batch 8, 512x512), for comparison in the report.
+#: LCRNet's published speed (docs/networks.md §3.3: RTX 3080 Ti, batch 8, 512x512), for comparison in the report.
 PAPER_FPS = 20.3
 
 
