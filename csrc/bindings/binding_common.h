@@ -35,7 +35,7 @@ inline istd::Strides4 strides_of(const at::Tensor& t) {
   return istd::Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// The same rule as istd_kernels.ops._checks.output_memory_format: the fake (meta) kernels
+// The same rule as istd_kernels.layout.output_memory_format: the fake (meta) kernels
 // allocate with it, so compiled graphs must see exactly these strides.
 inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
   if (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
