@@ -2,16 +2,17 @@
 
 Each case records in ``extra_info``: the device, images/s, the speedup over the eager
 PyTorch baseline of the same case measured in this run, and on a GPU the peak memory and
-the CUDA-event median of ``triton.testing.do_bench``. Group names start with the suite's
-section: ``ops:``, ``metrics:`` or ``models:``.
+the CUDA-event median of :func:`istd_kernels.tools.timing.time_call` (the timing helper the
+GPU check uses too). Group names start with the suite's section: ``ops:``, ``metrics:`` or
+``models:``.
 """
 
 import platform
-import statistics
-import time
 
 import pytest
 import torch
+
+from istd_kernels.tools.timing import time_call
 
 _baselines = {}
 
@@ -40,16 +41,6 @@ def synced(fn, device):
     return run
 
 
-def _quick_median(fn, repeats=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def measure(benchmark, fn, device, key, batch, baseline=None):
     """Benchmark ``fn`` and record its figures; ``baseline`` is the eager-PyTorch fn of the case.
 
@@ -65,11 +56,9 @@ def measure(benchmark, fn, device, key, batch, baseline=None):
     median = benchmark.stats.stats.median
     info = benchmark.extra_info
     if device == "cuda":
-        # Device time from CUDA events (warm-up, flushes, many repeats); the pytest-benchmark
-        # wall times above include the final synchronisation.
-        import triton.testing
-
-        info["cuda_event_median_ms"] = round(triton.testing.do_bench(fn, return_mode="median"), 4)
+        # Device time from CUDA events over back-to-back calls; the pytest-benchmark wall times
+        # above include the final synchronisation.
+        info["cuda_event_median_ms"] = round(time_call(fn, device, repeats=20, warmup=3)["median_ms"], 4)
     info["device"] = device_name(device)
     info["images_per_s"] = round(batch / median, 2)
     if device == "cuda":
@@ -80,6 +69,8 @@ def measure(benchmark, fn, device, key, batch, baseline=None):
     else:
         base = _baselines.get(key)
         if base is None:
-            base = _baselines[key] = _quick_median(synced(baseline, device))
+            # Wall time of the synchronised call, the clock of pytest-benchmark's median above.
+            wall = time_call(synced(baseline, device), "cpu", repeats=5, warmup=1)
+            base = _baselines[key] = wall["median_ms"] / 1e3
         info["speedup"] = round(base / median, 3)
     info["baseline_median_s"] = _baselines[key]

@@ -14,13 +14,11 @@ from torch import nn
 from istd_kernels.nn import HLKConv
 from istd_kernels.ops.hlk_conv import decompose
 from istd_kernels.tools import traffic
+from istd_kernels.tools.timing import peak_bandwidth
 
 K_SIZE = 7
 IMPLS = {"cpu": ["unfused", "compiled", "cpp"], "cuda": ["unfused", "compiled", "cuda", "triton"]}
 DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32, torch.float16]}
-# Peak DRAM bandwidth (bytes/s) of the GPUs we expect, for the fraction-of-peak figure.
-PEAK_BW = {"H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H200": 4.8e12, "RTX 3080 Ti": 0.912e12,
-           "A100-SXM4-80GB": 2.04e12, "A100-SXM4-40GB": 1.56e12}
 
 CASES = [(dev, dt, lvl, mode, impl) for dev in ("cpu", "cuda") for dt in DTYPES[dev]
          for lvl in traffic.LCRNET_LEVELS for mode in ("fwd", "fwd+bwd") for impl in IMPLS[dev]]
@@ -44,8 +42,7 @@ class Unfused(nn.Module):
 def _peak(device):
     if device != "cuda":
         return None
-    name = torch.cuda.get_device_name()
-    return next((bw for key, bw in PEAK_BW.items() if key in name), None)
+    return peak_bandwidth(torch.cuda.current_device())[0]
 
 
 def _id(case):

@@ -10,26 +10,8 @@ import subprocess
 
 import torch
 
+from ..timing import peak_bandwidth
 from .worker import StepContext
-
-#: Peak DRAM bandwidth (bytes/s) by a substring of the device name, for when the device does
-#: not report its memory clock and bus width. Datasheet figures.
-PEAK_BW_TABLE = (("H200", 4.8e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("A100-SXM4-80GB", 2.04e12),
-                 ("A100-SXM4-40GB", 1.56e12), ("A100-PCIE-40GB", 1.56e12), ("RTX 3080 Ti", 0.912e12),
-                 ("RTX 3090", 0.936e12), ("RTX 4090", 1.008e12), ("L40S", 0.864e12))
-
-
-def peak_bandwidth(device: int = 0) -> tuple[float | None, str]:
-    """``(bytes/s, source)``: from the device's memory clock and bus width (double data rate),
-    else from :data:`PEAK_BW_TABLE`, else ``(None, why)``."""
-    props = torch.cuda.get_device_properties(device)
-    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
-    if clock_khz and bus_bits:
-        return 2.0 * clock_khz * 1e3 * bus_bits / 8, f"device: {clock_khz / 1e3:.0f} MHz x {bus_bits} bit x 2"
-    for key, bw in PEAK_BW_TABLE:
-        if key in props.name:
-            return bw, f"table entry {key!r}"
-    return None, f"unknown: {props.name} reports no memory clock and is not in the table (fraction of peak not computed)"
 
 
 def device_slug(name: str) -> str:
