@@ -11,9 +11,12 @@ inputs' device, and read them back only in ``compute()``.
     >>> m.compute()    # {"iou": ..., "niou": ..., "pd": ..., "fa": ..., raw counts}
 """
 
+from .bootstrap import BASIC_METRICS, SummedMetric, bootstrap, paired_bootstrap, ratio_metric
 from .bundle import ISTDMetrics
+from .hiou import HIoU
 from .pdfa import PdFa
 from .pixel import IoU, NIoU
 from .roc import ROC
 
-__all__ = ["IoU", "NIoU", "PdFa", "ROC", "ISTDMetrics"]
+__all__ = ["IoU", "NIoU", "PdFa", "HIoU", "ROC", "ISTDMetrics", "BASIC_METRICS", "SummedMetric", "bootstrap",
+           "paired_bootstrap", "ratio_metric"]
