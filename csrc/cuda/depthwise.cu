@@ -12,6 +12,7 @@
 #include "istd/depthwise_core.h"
 #include "istd/depthwise_cuda.h"
 #include "istd/cuda_convert.cuh"
+#include "istd/cuda_staging.cuh"
 
 namespace istd {
 
@@ -121,13 +122,9 @@ __global__ void __launch_bounds__(kThreads)
       s_w[t] = convert<Acc>(w[slots.channel[pl] * taps + (t - pl * taps)]);
     }
     if constexpr (kTiled) {
-      for (int e = tid; e < np * window; e += kThreads) {
-        const int pl = e / window, ee = e - pl * window;
-        const int r = ee / tc.IW, q = ee - r * tc.IW;
-        const int gh = ih0 + r, gw = iw0 + q;
-        s_in[e] = (gh >= 0 && gh < H && gw >= 0 && gw < W) ? x[slots.in_off[pl] + gh * xs.h + gw * xs.w]
-                                                           : convert<T>(Acc(0));
-      }
+      stage_zero_padded_window<kThreads>(s_in, np, tc.IH, tc.IW, ih0, iw0, H, W, [&](int pl, int gh, int gw) {
+        return x[slots.in_off[pl] + gh * xs.h + gw * xs.w];
+      });
     }
     __syncthreads();
     for (int e = tid; e < np * outputs; e += kThreads) {
@@ -186,13 +183,9 @@ __global__ void __launch_bounds__(kThreads)
       s_w[t] = convert<Acc>(w[slots.channel[pl] * taps + (t - pl * taps)]);
     }
     if constexpr (kTiled) {
-      for (int e = tid; e < np * window; e += kThreads) {
-        const int pl = e / window, ee = e - pl * window;
-        const int r = ee / tc.IW, q = ee - r * tc.IW;
-        const int oh = row0 + r, ow = col0 + q;
-        s_gy[e] = (oh >= 0 && oh < Ho && ow >= 0 && ow < Wo) ? gy[slots.in_off[pl] + oh * gys.h + ow * gys.w]
-                                                             : convert<T>(Acc(0));
-      }
+      stage_zero_padded_window<kThreads>(s_gy, np, tc.IH, tc.IW, row0, col0, Ho, Wo, [&](int pl, int oh, int ow) {
+        return gy[slots.in_off[pl] + oh * gys.h + ow * gys.w];
+      });
     }
     __syncthreads();
     for (int e = tid; e < np * pixels; e += kThreads) {

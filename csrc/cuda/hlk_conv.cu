@@ -23,6 +23,7 @@
 #include "istd/hlk_core.h"
 #include "istd/hlk_cuda.h"
 #include "istd/cuda_convert.cuh"
+#include "istd/cuda_staging.cuh"
 
 namespace istd {
 
@@ -106,14 +107,9 @@ __global__ void __launch_bounds__(kThreads, 4)
           s_wp[o * wrow + (is_a ? k : t.cc + k - nc)] = convert<Acc>(wpw[(gi * Og + o) * (2 * Cg) + col]);
         }
         if constexpr (kMode == kTiledX) {
-          for (int e = tid; e < nc * x_area; e += kThreads) {
-            const int c = e / x_area, ee = e - c * x_area;
-            const int r = ee / t.XW, q = ee - r * t.XW;
-            const int gh = x_r0 + r, gw = x_c0 + q;
-            s_x[e] = (gh >= 0 && gh < H && gw >= 0 && gw < W)
-                         ? x_ng[static_cast<int64_t>(c0 + c) * xs.c + gh * xs.h + gw * xs.w]
-                         : convert<T>(Acc(0));
-          }
+          stage_zero_padded_window<kThreads>(s_x, nc, t.XH, t.XW, x_r0, x_c0, H, W, [&](int c, int gh, int gw) {
+            return x_ng[static_cast<int64_t>(c0 + c) * xs.c + gh * xs.h + gw * xs.w];
+          });
         }
         __syncthreads();
 
