@@ -28,6 +28,7 @@ import torch
 from . import CLIError
 from .checks import check_at_least, load_inference_model
 from .compare import PAPER_HEADER, paper_row, render_table
+from .intervals import check_bootstrap_args, report_intervals
 from .outputs import check_output_folder, check_output_path, write_json, write_text, write_via_temp
 from .runtime import Progress
 from .scoring import ROW_FIELDS, Scorer, score_model, size_grouped
@@ -41,6 +42,7 @@ def _check_args(args) -> None:
     check_at_least("--batch-size", args.batch_size, 1)
     check_at_least("--workers", args.workers, 0)
     check_at_least("--worst", args.worst, 1)
+    check_bootstrap_args(args)
     if not 0 < args.threshold < 1:
         raise CLIError(f"--threshold must be a probability strictly between 0 and 1; got {args.threshold}")
     if args.pred and len(args.pred) > 1 and (args.roc or args.worst):
@@ -164,6 +166,8 @@ def _run_weights(args) -> int:
     row = [args.model, f"{Path(args.data).name} ({args.subset})", *paper_row(args.model, result)[1:],
            f"{images_per_s:.1f}"]
     print(render_table([header, row], "text"))
+    if args.ci:
+        result["intervals"] = report_intervals([(args.model, scorer)], args)[0]
 
     def predicted(ident, grey):
         from .data import image_tensor
@@ -190,6 +194,9 @@ def _run_predictions(ds, args) -> int:
         fmt = args.table_format or {".md": "md", ".tex": "latex", ".csv": "csv"}.get(Path(args.table).suffix, "md")
         write_text(Path(args.table), render_table(rows, fmt) + "\n", "--table")
         print(f"wrote {args.table} ({fmt})")
+    if args.ci:
+        for r, block in zip(results, report_intervals(named, args)):
+            r["intervals"] = block
 
     def predicted(ident, grey):
         return read_prediction(files[ident], args.pred_scale)[0] > args.threshold

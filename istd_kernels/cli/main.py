@@ -14,7 +14,9 @@ import sys
 
 from . import CLIError
 from .compare import TABLE_FORMATS
+from .intervals import bootstrap_flags
 from .scoring import NIOU_EMPTY
+from .significance import compare_parser
 
 MODELS = ("lcrnet", "rrcanet")
 
@@ -81,6 +83,7 @@ def _evaluate_parser(sub) -> None:
                    "(format from --table-format, else from the suffix .md/.tex/.csv)")
     p.add_argument("--table-format", default=None, choices=TABLE_FORMATS,
                    help="format of the printed and written table (default: text on the console)")
+    bootstrap_flags(p, None)
 
 
 def _profile_parser(sub) -> None:
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _evaluate_parser(sub)
     _profile_parser(sub)
+    compare_parser(sub, _data_flags)
 
     p = sub.add_parser("predict", help="masks and target lists for images")
     _model_flags(p)
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluate import run
         elif args.command == "profile":
             from .profile import run
+        elif args.command == "compare":
+            from .significance import run
         else:
             from .predict import run
         return run(args)
