@@ -53,4 +53,5 @@ def pytest_terminal_summary(terminalreporter, config):
         tr.write_line(f"{group[:width]:<{width}}  {str(impl)[:impl_w]:<{impl_w}}  {median_ms:>10.2f}  {speedup:>8}")
     json_path = config.getoption("benchmark_json", None)
     if json_path:
-        tr.write_line(f"JSON: {os.path.relpath(json_path)}  (tables: python -m istd_kernels.tools.report {os.path.relpath(json_path)})")
+        rel = os.path.relpath(json_path)
+        tr.write_line(f"JSON: {rel}  (tables: python -m istd_kernels.tools.report {rel})")

@@ -2,8 +2,8 @@
 
 The published settings on a GPU: LCRNet batch 8 at 512x512 (the paper's 20.3 FPS on an RTX
 3080 Ti), RRCA-Net batch 8 at 256x256; float32, plus a CUDA-graph replay of the inference
-path, and on the GPU also under bf16 and fp16 autocast. On the CPU a smaller setting (batch 1, 128x128) checks the suite; torch.compile runs
-on the GPU only (compiling a whole model takes minutes on the 2-core CPU).
+path, and on the GPU also under bf16 and fp16 autocast. On the CPU a smaller setting (batch 1,
+128x128) checks the suite; torch.compile runs on the GPU only (compiling a whole model takes minutes on the 2-core CPU).
 """
 
 import pytest

@@ -18,6 +18,7 @@ shared memory). They are loaded with ctypes.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import hashlib
 import os
 import re
@@ -162,13 +163,20 @@ def build(jobs: int | None = None) -> dict[str, Path]:
     libs = {v: out / f"libistd_emu_{v}.so" for v in ("plain", "race")}
     if all(p.exists() for p in libs.values()):
         return libs
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    built = _build(cxx, tmp, jobs or min(2, os.cpu_count() or 1))
-    out.mkdir(parents=True, exist_ok=True)
-    for variant, path in built.items():
-        os.replace(path, libs[variant])  # atomic: a concurrent session sees all or nothing
-    shutil.rmtree(tmp, ignore_errors=True)
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    # One build at a time: pytest-xdist workers that need the libraries together wait for the
+    # first one's build instead of each compiling its own copy on the same cores.
+    with open(BUILD_DIR / f"{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(p.exists() for p in libs.values()):
+            return libs
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        built = _build(cxx, tmp, jobs or min(2, os.cpu_count() or 1))
+        out.mkdir(parents=True, exist_ok=True)
+        for variant, path in built.items():
+            os.replace(path, libs[variant])  # atomic: a concurrent session sees all or nothing
+        shutil.rmtree(tmp, ignore_errors=True)
     return libs
 
 

@@ -315,12 +315,14 @@ def test_unavailable_backends():
 
 
 @pytest.mark.parametrize("args,exc,match", [
-    ((torch.zeros(2, 3, 3, dtype=torch.int32), torch.zeros(3, dtype=torch.int64)), ValueError, r"counts must have shape \(2,\)"),
+    ((torch.zeros(2, 3, 3, dtype=torch.int32), torch.zeros(3, dtype=torch.int64)), ValueError,
+     r"counts must have shape \(2,\)"),
     ((torch.zeros(2, 3, 3, dtype=torch.int32), torch.zeros(2, dtype=torch.int32)), TypeError, "counts must have dtype"),
     ((torch.zeros(2, 3, 3), torch.zeros(2, dtype=torch.int64)), TypeError, "labels must have dtype"),
     ((torch.zeros(3, 3, dtype=torch.int32), torch.zeros(3, dtype=torch.int64)), ValueError, "labels must be 3-D"),
     ((torch.full((1, 3, 3), 2, dtype=torch.int32), torch.ones(1, dtype=torch.int64)), ValueError, "labels must lie in"),
-    ((torch.full((1, 3, 3), -1, dtype=torch.int32), torch.ones(1, dtype=torch.int64)), ValueError, "labels must lie in"),
+    ((torch.full((1, 3, 3), -1, dtype=torch.int32), torch.ones(1, dtype=torch.int64)), ValueError,
+     "labels must lie in"),
 ])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_component_stats_bad_input(backend, args, exc, match):

@@ -72,7 +72,8 @@ def _groups(rows: list[dict]) -> dict:
     for r in rows:
         if r.get("error") or r.get("registers") is None:
             continue
-        g = groups.setdefault((r["kind"], r["kernel"], r.get("arch", "")), dict(n=0, regs=-1, smem=0, spills=0, worst=""))
+        key = (r["kind"], r["kernel"], r.get("arch", ""))
+        g = groups.setdefault(key, dict(n=0, regs=-1, smem=0, spills=0, worst=""))
         g["n"] += 1
         if r["registers"] > g["regs"]:
             g["regs"], g["worst"] = r["registers"], r.get("config", "")
