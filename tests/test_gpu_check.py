@@ -1,9 +1,11 @@
 """gpu_check without a GPU: the plan, step recording (failures, timeouts), the report, exit
-codes, the CPU smoke, --build-only/--prebuilt with the compiler mocked, sanitize_calls."""
+codes, the CPU smoke, --build-only/--prebuilt with the compiler mocked, sanitize_calls, and
+--machine (its plan, install step, stop, output layout and a sanitizer that refuses the device)."""
 
 import json
 import os
 import sys
+import tarfile
 import time
 import types
 
@@ -49,6 +51,20 @@ def test_plan_quick_is_fp32_with_fewer_repeats_and_setup_steps_come_first():
     assert "480 s (budget 480 s)" in text and "outside the budget" in text
 
 
+def test_machine_plan_installs_first_and_fits_its_540_s():
+    profile = plan.PROFILES["machine"]
+    steps = plan.steps(profile, "build")  # machine mode has its own install step
+    assert [s.name for s in steps] == ["install", "env", "tests_ops", "tests_other", "sanitizer", "perf_lcrnet",
+                                       "perf_kernels", "perf_metrics", "perf_rrcanet", "report"]
+    assert steps[0].correctness and not steps[0].isolated  # a failed install fails the run
+    isolated = sum(s.isolated for s in steps)
+    assert sum(s.budget_s for s in steps) + plan.MACHINE_OVERHEAD_S <= plan.BUDGET_S["machine"]
+    # What may run past the stop: the report, one grace, and the interpreter's start.
+    assert plan.MACHINE_STOP_S + profile.budgets["report"] + runner.GRACE_S < plan.BUDGET_S["machine"]
+    assert plan.MACHINE_OVERHEAD_S >= isolated * runner.GRACE_S
+    assert profile.sanitizer_tools == ("memcheck",) and len(plan.MACHINE_FILES) <= 8
+
+
 def test_smoke_plan_is_steps_3_and_4_in_process():
     steps = plan.steps(plan.PROFILES["smoke"])
     assert [s.name for s in steps] == ["perf_lcrnet", "perf_kernels", "perf_metrics", "perf_rrcanet", "report"]
@@ -65,10 +81,27 @@ def test_dry_run_prints_plan_and_says_there_is_no_gpu(capsys):
 
 
 @no_gpu
-def test_run_without_gpu_says_so_in_one_line_and_exits_2(capsys, tmp_path):
-    assert cli.main(["--out", str(tmp_path)]) == cli.EXIT_NO_GPU
+def test_machine_dry_run_prints_a_plan_of_at_most_540_s_with_the_build(capsys):
+    assert cli.main(["--machine", "--dry-run"]) == cli.EXIT_OK
+    lines = capsys.readouterr().out.strip().splitlines()
+    head = lines[0].split(": ")[1]  # "10 steps, 530 s including the build (budget 540 s)"
+    assert int(head.split(", ")[1].split(" s ")[0]) <= 540 and "including the build" in head
+    assert lines[1].lstrip().startswith("0. pip install -e .") and lines[-1].startswith("no CUDA GPU")
+
+
+@no_gpu
+@pytest.mark.parametrize("machine", [[], ["--machine"]], ids=["full", "machine"])
+def test_run_without_gpu_says_so_in_one_line_and_exits_2(capsys, tmp_path, machine):
+    assert cli.main([*machine, "--out", str(tmp_path / "out")]) == cli.EXIT_NO_GPU
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "not run on a GPU" in out[0]
+    assert not (tmp_path / "out").exists()  # nothing was installed, built or written
+
+
+def test_machine_mode_takes_no_quick_prebuilt_or_build_only(capsys):
+    for extra in (["--quick"], ["--prebuilt", "x"], ["--build-only"]):
+        assert cli.main(["--machine", "--out", "x", *extra]) == cli.EXIT_SETUP
+    assert "--machine" in capsys.readouterr().err
 
 
 # --- runner: every step is recorded, the next one runs ------------------------------------
@@ -140,6 +173,29 @@ def test_step_that_cuts_its_cases_at_the_deadline_is_a_timeout(tmp_path, fake_st
     assert entry["status"] == "timeout" and entry["detail"] == "2 case(s) not run"
 
 
+def test_stop_cuts_the_running_step_and_skips_the_next_but_not_the_report(tmp_path, fake_steps, monkeypatch):
+    monkeypatch.setattr(runner, "GRACE_S", 0.5)
+    r = runner.Runner(str(tmp_path), "test", {"device": "cpu"}, stop_at=time.time() + 3)
+    start = time.time()
+    assert r.run(fake_steps("slow", "slow", budget=60.0, isolated=True))["status"] == "timeout"
+    assert time.time() - start < 30  # cut at the stop, not at its own 60 s
+    skipped = r.run(fake_steps("next", "good"))
+    assert skipped["status"] == "timeout" and skipped["detail"].startswith("not run") and skipped["records"] == []
+    assert r.run(fake_steps("report", "good"))["status"] == "ok"
+
+
+def test_machine_run_leaves_only_its_files_in_out(tmp_path, fake_steps):
+    steps = [fake_steps("a", "good", isolated=True), fake_steps("b", "boom"),
+             plan.Step("report", "report", "istd_kernels.tools.gpu_check.report:run", 30, False)]
+    out = tmp_path / "out"
+    saved = cli.run(plan.PROFILES["smoke"], steps, str(out), machine=True)
+    assert sorted(os.listdir(out)) == sorted(plan.MACHINE_FILES)
+    with tarfile.open(out / plan.MACHINE_FILES[-1]) as tar:
+        assert {"steps/a.jsonl", "steps/a.log", "steps/b.jsonl", "steps/report.jsonl"} <= set(tar.getnames())
+    assert not os.path.exists(saved["config"]["steps"])  # the scratch folder is gone
+    assert [s["status"] for s in saved["steps"]] == ["ok", "failed", "ok"]
+
+
 # --- exit status ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("check, expected", [("check_pass", cli.EXIT_OK), ("check_fail", cli.EXIT_FAILED),
@@ -168,9 +224,11 @@ def _timing(case, group, impl, ms, baseline="eager", **extra):
 
 def _gpu_report(checks):
     g = "LCRNet forward float32 batch 8 512x512"
-    perf = [_timing("lcrnet-forward-float32", g, "eager", 400.0), _timing("lcrnet-forward-float32", g, "compiled", 200.0),
+    perf = [_timing("lcrnet-forward-float32", g, "eager", 400.0),
+            _timing("lcrnet-forward-float32", g, "compiled", 200.0),
             _timing("lcrnet-forward-float32", g, "cuda", 100.0),
-            dict(kind="timing", case="lcrnet-forward-float32", group=g, impl="triton", error="RuntimeError: x | y\nmore"),
+            dict(kind="timing", case="lcrnet-forward-float32", group=g, impl="triton",
+                 error="RuntimeError: x | y\nmore"),
             _timing("hlk-forward-float32-C16-512", "HLK C16", "unfused", 2.0, "unfused", fused=False, level=[16, 512]),
             _timing("hlk-forward-float32-C16-512", "HLK C16", "cuda", 1.0, "unfused", fused=True, level=[16, 512],
                     gbps=3500.0, fraction_of_peak=0.73),
@@ -197,7 +255,8 @@ def test_targets_are_judged_from_the_measured_figures():
 
 
 def test_markdown_marks_targets_and_keeps_tables_intact():
-    text = report.markdown(_gpu_report([{"kind": "check", "name": "sanitizer", "passed": None, "detail": "not installed"}]))
+    checks = [{"kind": "check", "name": "sanitizer", "passed": None, "detail": "not installed"}]
+    text = report.markdown(_gpu_report(checks))
     assert "## Targets" in text and "| met |" in text and "**not met**" in text
     assert "| sanitizer | not run | not installed |" in text
     assert "Correctness: **NOT all passed**" in text  # a check that could not run is no pass
@@ -283,9 +342,10 @@ def test_slow():
 
 @pytest.mark.parametrize("second, sleep", [(2, 60), ("n", 0)], ids=["one_fails_one_hangs", "all_pass"])
 def test_sharded_pytest_run_is_counted_and_judged(tmp_path, second, sleep):
-    (tmp_path / "test_fake_cuda.py").write_text(FAKE_TESTS.replace("SECOND_VALUE", str(second)).replace("SLEEP", str(sleep)))
+    fake = FAKE_TESTS.replace("SECOND_VALUE", str(second)).replace("SLEEP", str(sleep))
+    (tmp_path / "test_fake_cuda.py").write_text(fake)
     (tmp_path / "steps").mkdir()
-    ctx = StepContext(str(tmp_path / "r.jsonl"), {"out": str(tmp_path)}, time.time() + 40)
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {"steps": str(tmp_path / "steps")}, time.time() + 40)
     correctness.run_sharded(ctx, "fake", ["test_fake_cuda.py"], cwd=str(tmp_path))
     (rec,) = runner.read_records(str(tmp_path / "r.jsonl"))
     if sleep:  # test_param[1] fails; test_slow is killed at the step's deadline
@@ -297,10 +357,36 @@ def test_sharded_pytest_run_is_counted_and_judged(tmp_path, second, sleep):
 
 def test_missing_compute_sanitizer_is_recorded_as_not_run(tmp_path, monkeypatch):
     monkeypatch.setattr(correctness, "find_sanitizer", lambda: None)
-    ctx = StepContext(str(tmp_path / "r.jsonl"), {"name": "full", "out": str(tmp_path)}, time.time() + 10)
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {"sanitizer_tools": ["memcheck"], "steps": str(tmp_path)},
+                      time.time() + 10)
     correctness.run_sanitizer(ctx)
     (rec,) = runner.read_records(str(tmp_path / "r.jsonl"))
     assert rec["passed"] is None and rec["detail"].startswith("not run")
+
+
+# What compute-sanitizer printed on one runtime of the lent H200 machine; each start is counted.
+REFUSING_SANITIZER = """#!/bin/sh
+echo started >> "$(dirname "$0")/starts"
+echo "========= Error: Device not supported"
+exit 1
+"""
+
+
+def test_sanitizer_that_refuses_the_device_is_unavailable_here_and_the_run_goes_on(tmp_path, monkeypatch):
+    tool = tmp_path / "compute-sanitizer"
+    tool.write_text(REFUSING_SANITIZER)
+    tool.chmod(0o755)
+    monkeypatch.setattr(correctness, "find_sanitizer", lambda: str(tool))
+    tools = ["memcheck", "racecheck", "synccheck"]
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {"sanitizer_tools": tools, "steps": str(tmp_path)}, time.time() + 60)
+    correctness.run_sanitizer(ctx)
+    recs = runner.read_records(str(tmp_path / "r.jsonl"))
+    assert [r["name"].split()[-1] for r in recs] == tools
+    assert all(r["passed"] is None and r["detail"].startswith(correctness.UNAVAILABLE) for r in recs)
+    assert "Device not supported" in recs[0]["detail"]
+    assert (tmp_path / "starts").read_text().count("started") == 1  # the others were not started
+    summary = report.correctness({"steps": [dict(name="sanitizer", status="ok", correctness=True, records=recs)]})
+    assert summary["checks"] and summary["passed"] is False  # nothing passed: unavailable is not a pass
 
 
 def test_sanitize_calls_run_on_the_cpu(capsys, one_thread):
@@ -375,6 +461,45 @@ def test_prebuilt_refuses_another_torch_and_a_changed_file(tmp_path, monkeypatch
         build.install_prebuilt(str(pre), str(tmp_path))
     with pytest.raises(ValueError, match="no manifest.json"):
         build.install_prebuilt(str(tmp_path / "nothing"), str(tmp_path))
+
+
+def test_install_builds_for_this_gpu_only_with_every_core(tmp_path, monkeypatch):
+    assert {"--no-deps", "--no-build-isolation", "--no-index", "-e"} <= set(build.INSTALL_CMD)  # no network there
+    seen = tmp_path / "env.json"
+    keys = ("TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "ISTD_FORCE_CUDA")
+    monkeypatch.setattr(build, "INSTALL_CMD", ("-c", f"import json, os; json.dump({{k: os.environ[k] for k in "
+                                                     f"{keys}}}, open({str(seen)!r}, 'w'))"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    monkeypatch.setattr(build, "_cuda_status", lambda: (True, "built"))
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {"steps": str(tmp_path)}, time.time() + 60)
+    build.run_install(ctx)
+    assert json.loads(seen.read_text()) == {"TORCH_CUDA_ARCH_LIST": "9.0", "MAX_JOBS": str(os.cpu_count()),
+                                            "ISTD_FORCE_CUDA": "1"}
+    assert "sm_90" in runner.read_records(str(tmp_path / "r.jsonl"))[0]["how"]
+    monkeypatch.setattr(build, "_cuda_status", lambda: (False, "undefined symbol"))
+    with pytest.raises(RuntimeError, match="does not load after the install: undefined symbol"):
+        build.run_install(ctx)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, waiting to be reaped
+    except FileNotFoundError:
+        return False
+
+
+def test_build_past_its_time_stops_every_process_it_started(tmp_path):
+    pid_file = tmp_path / "pid"  # a compiler that the build command started
+    with pytest.raises(RuntimeError, match="did not finish in its 2 s"):
+        build._build(["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], str(tmp_path), "9.0", 2.0,
+                     str(tmp_path / "log"))
+    pid = int(pid_file.read_text())
+    for _ in range(50):
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid)
 
 
 def test_build_only_needs_a_cuda_torch(tmp_path, monkeypatch):

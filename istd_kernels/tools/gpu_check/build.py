@@ -1,6 +1,7 @@
 """Building ``_cuda`` without compiling on the GPU machine: ``--build-only`` on a CPU machine with
-a CUDA build of torch and nvcc, ``--prebuilt DIR`` on the GPU machine; or, as a last resort,
-compiling it there for that GPU only (the ``build`` step).
+a CUDA build of torch and nvcc, ``--prebuilt DIR`` on the GPU machine; or compiling it there
+for that GPU only: the ``build`` step (a missing ``_cuda`` in full and quick mode) and the
+machine mode's ``install`` step (``pip install -e .`` of the checkout).
 """
 
 from __future__ import annotations
@@ -54,15 +55,29 @@ def _build_env(archs: str, jobs: int) -> dict:
     return env
 
 
-def compile_tree(tree: str, archs: str, timeout: float, log: str | None = None) -> None:
-    """``python setup.py build_ext --inplace`` in ``tree`` for ``archs``; raises on failure."""
-    log = log or os.path.join(tree, "build.log")
+def _build(cmd: list[str], tree: str, archs: str, timeout: float, log: str) -> None:
+    """Run the build command ``cmd`` in ``tree`` for ``archs`` with all the cores, its output in
+    ``log``. Raises RuntimeError when it fails or outlives ``timeout`` (seconds): then its
+    whole process group goes, so that no compiler keeps running into the next steps."""
+    from .runner import kill_group
+
     with open(log, "w") as f:
-        rc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree, stdout=f,
-                            stderr=subprocess.STDOUT, env=_build_env(archs, os.cpu_count() or 1), timeout=timeout).returncode
+        proc = subprocess.Popen(cmd, cwd=tree, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=_build_env(archs, os.cpu_count() or 1))
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            raise RuntimeError(f"the build did not finish in its {timeout:.0f} s (stopped; log: {log})") from None
     if rc != 0:
         with open(log) as f:
             raise RuntimeError(f"building the extensions failed (exit {rc}): {f.read()[-3000:]}")
+
+
+def compile_tree(tree: str, archs: str, timeout: float, log: str | None = None) -> None:
+    """``python setup.py build_ext --inplace`` in ``tree`` for ``archs``; raises on failure."""
+    _build([sys.executable, "setup.py", "build_ext", "--inplace"], tree, archs, timeout,
+           log or os.path.join(tree, "build.log"))
 
 
 def _sha256(path: str) -> str:
@@ -112,7 +127,8 @@ def build_only(out: str, archs: str = PREBUILT_ARCHS, compile: Callable[[str, st
             files[os.path.basename(dst)] = {"bytes": os.path.getsize(dst), "sha256": _sha256(dst), "stripped": stripped}
     total = sum(f["bytes"] for f in files.values())
     if total > MAX_PREBUILT_BYTES:
-        raise RuntimeError(f"the prebuilt files take {total / 2**20:.1f} MiB, over the {MAX_PREBUILT_BYTES / 2**20:.0f} MiB limit")
+        raise RuntimeError(f"the prebuilt files take {total / 2**20:.1f} MiB, over the "
+                           f"{MAX_PREBUILT_BYTES / 2**20:.0f} MiB limit")
     manifest = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "python": sys.version.split()[0],
                 "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"), "archs": archs, "total_bytes": total,
                 "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "files": files}
@@ -136,7 +152,8 @@ def install_prebuilt(src: str, package_dir: str = PACKAGE_DIR) -> str:
         manifest = json.load(f)
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     if manifest["torch"] != torch.__version__:
-        raise ValueError(f"--prebuilt {src!r} was built for torch {manifest['torch']}, this is torch {torch.__version__}")
+        raise ValueError(f"--prebuilt {src!r} was built for torch {manifest['torch']}, "
+                         f"this is torch {torch.__version__}")
     if manifest["ext_suffix"] != suffix:
         raise ValueError(f"--prebuilt {src!r} was built for Python {manifest['python']} ({manifest['ext_suffix']}), "
                          f"this Python needs {suffix}")
@@ -153,8 +170,8 @@ def _cuda_status() -> tuple:
     """Whether a fresh interpreter can load ``_cuda``, and the loader's reason."""
     code = ("from istd_kernels.extensions import cuda_extension as c; e = c(); print(e.reason); "
             "raise SystemExit(0 if e.available else 1)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=SOURCE_ROOT, env=child_env(), capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=SOURCE_ROOT, env=child_env(), capture_output=True,
+                         text=True, timeout=120)
     return out.returncode == 0, (out.stdout.strip() or out.stderr.strip()[-500:])
 
 
@@ -170,8 +187,34 @@ def run_build(ctx: StepContext) -> None:
     import torch
 
     major, minor = torch.cuda.get_device_capability()
-    compile_tree(SOURCE_ROOT, f"{major}.{minor}", max(1.0, ctx.left()), os.path.join(ctx.config["out"], "steps", "build.log"))
+    compile_tree(SOURCE_ROOT, f"{major}.{minor}", max(1.0, ctx.left()), ctx.step_file("build.log"))
     ok, reason = _cuda_status()
     ctx.record({"kind": "build", "how": f"compiled here for sm_{major}{minor}", "detail": reason})
     if not ok:
         raise RuntimeError(f"_cuda still does not load after the build: {reason}")
+
+
+#: The machine mode's install: the checkout, editable, against the torch already there. No
+#: dependency, no isolated build environment and no package index: the lent machine has no
+#: network, and an isolated build would compile against another torch.
+INSTALL_CMD = ("-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation", "--no-index", "-e", ".")
+
+
+def run_install(ctx: StepContext) -> None:
+    """``pip install -e .`` of the checkout: ``_C``, and ``_cuda`` for this machine's GPU only
+    (``TORCH_CUDA_ARCH_LIST`` = its compute capability) with all its cores. Raises
+    RuntimeError when the install fails, runs out of time, or leaves a ``_cuda`` that does
+    not load."""
+    import torch
+    from torch.utils.cpp_extension import is_ninja_available
+
+    major, minor = torch.cuda.get_device_capability()
+    ninja = is_ninja_available()
+    ctx.record({"kind": "build", "how": f"pip install -e . for sm_{major}{minor}, {os.cpu_count()} jobs",
+                "ninja": ninja, "detail": "" if ninja else "ninja not found: torch compiles one file at a time"})
+    _build([sys.executable, *INSTALL_CMD], SOURCE_ROOT, f"{major}.{minor}", max(1.0, ctx.left()),
+           ctx.step_file("install.log"))
+    ok, reason = _cuda_status()
+    ctx.record({"kind": "build", "how": "after the install", "detail": reason})
+    if not ok:
+        raise RuntimeError(f"_cuda does not load after the install: {reason}")

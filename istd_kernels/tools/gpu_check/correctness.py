@@ -2,7 +2,7 @@
 
 Each check is recorded as ``{"kind": "check", "name", "passed", "detail", ...}``; ``passed``
 is None for a check that could not run on this machine (it is listed as not run, never as
-passed).
+passed): compute-sanitizer missing, or refusing the device ("unavailable here").
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from .worker import StepContext
 _RESULT = re.compile(r"^(\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.M)
 #: At most this many pytest processes share the GPU (Triton's compiles are CPU-bound).
 MAX_SHARDS = 8
-SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
 _SANITIZER_EXIT = 86  # compute-sanitizer's exit status when it found an error
+#: compute-sanitizer's answer on a GPU or driver it cannot instrument (seen on one runtime of
+#: the lent H200 machine): the check cannot run there, which is not a failure of the kernels.
+_REFUSED = re.compile(r"Device not supported|^=+ Error: .*not supported", re.I | re.M)
+UNAVAILABLE = "unavailable here"
 
 
 def _env() -> dict:
@@ -65,7 +68,7 @@ def run_sharded(ctx: StepContext, name: str, args: list[str], cwd: str = SOURCE_
     start = time.time()
     ids = _collect(args, max(5.0, ctx.left()), cwd)
     shards = max(1, min(MAX_SHARDS, (os.cpu_count() or 2) // 2, len(ids)))
-    logs = [os.path.join(ctx.config["out"], "steps", f"{name}-shard{k}.log") for k in range(shards)]
+    logs = [ctx.step_file(f"{name}-shard{k}.log") for k in range(shards)]
     procs = []
     for k, log in enumerate(logs):
         with open(log, "w") as f:  # test order is kept in each shard: the most important run first
@@ -113,15 +116,23 @@ def find_sanitizer() -> str | None:
 
 
 def run_sanitizer(ctx: StepContext) -> None:
-    """memcheck, racecheck and synccheck (memcheck only with ``--quick``) on sanitize_calls."""
+    """The profile's compute-sanitizer tools (memcheck; racecheck and synccheck in full mode) on
+    sanitize_calls. Once the device is refused, the tools after it are recorded as
+    unavailable here without being started."""
     tool = find_sanitizer()
     if tool is None:
         ctx.record({"kind": "check", "name": "compute-sanitizer", "passed": None,
-                    "detail": "not run: compute-sanitizer is not installed (not on PATH, CUDA_HOME or /usr/local/cuda*)"})
+                    "detail": "not run: compute-sanitizer is not installed (not on PATH, CUDA_HOME or "
+                              "/usr/local/cuda*)"})
         return
-    tools = SANITIZER_TOOLS[:1] if ctx.config["name"] == "quick" else SANITIZER_TOOLS
+    tools = ctx.config["sanitizer_tools"]
+    refused = None
     for i, name in enumerate(tools):
-        _sanitize(ctx, tool, name, ctx.left() / (len(tools) - i))
+        if refused:
+            ctx.record({"kind": "check", "name": f"compute-sanitizer --tool {name}", "passed": None,
+                        "detail": f"{UNAVAILABLE}: not started, {refused}"})
+            continue
+        refused = _sanitize(ctx, tool, name, ctx.left() / (len(tools) - i))
 
 
 def _text(output) -> str:
@@ -131,15 +142,17 @@ def _text(output) -> str:
     return output or ""
 
 
-def _sanitize(ctx: StepContext, tool: str, name: str, budget: float) -> None:
+def _sanitize(ctx: StepContext, tool: str, name: str, budget: float) -> str | None:
+    """Run one tool and record its check; returns why the device was refused, else None."""
     from .sanitize_calls import DONE
 
     env = _env()
     if name == "memcheck":
-        env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"  # an overrun then leaves the allocation instead of landing in the pool
+        # An overrun then leaves its allocation instead of landing inside the caching pool.
+        env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
     cmd = [tool, "--tool", name, "--error-exitcode", str(_SANITIZER_EXIT), "--print-limit", "20", sys.executable,
            "-m", "istd_kernels.tools.gpu_check.sanitize_calls", "--device", "cuda"]
-    log = os.path.join(ctx.config["out"], "steps", f"sanitizer-{name}.log")
+    log = ctx.step_file(f"sanitizer-{name}.log")
     start = time.time()
     try:
         out = subprocess.run(cmd, cwd=SOURCE_ROOT, env=env, capture_output=True, text=True, timeout=max(1.0, budget))
@@ -150,13 +163,21 @@ def _sanitize(ctx: StepContext, tool: str, name: str, budget: float) -> None:
         f.write(text)
     finished = DONE.split("{")[0] in text
     passed = rc == 0 and finished
+    refused = _REFUSED.search(text) if not finished else None
+    if refused:
+        reason = f"compute-sanitizer refused the device ({refused.group(0).strip('= ')})"
+        ctx.record({"kind": "check", "name": f"compute-sanitizer --tool {name}", "passed": None,
+                    "detail": f"{UNAVAILABLE}: {reason}", "log": log})
+        return reason
     if rc is None:
         detail = f"timed out after {budget:.0f} s"
     elif rc == _SANITIZER_EXIT:
-        detail = "errors found: " + " | ".join(l for l in text.splitlines() if "ERROR SUMMARY" in l or "=========" in l)[:800]
+        found = [ln for ln in text.splitlines() if "ERROR SUMMARY" in ln or "=========" in ln]
+        detail = "errors found: " + " | ".join(found)[:800]
     elif not passed:
         detail = f"exit status {rc}" + ("" if finished else ", the calls did not all run") + f": {text[-600:]}"
     else:
         detail = f"no errors ({time.time() - start:.0f} s)"
     ctx.record({"kind": "check", "name": f"compute-sanitizer --tool {name}", "passed": passed, "detail": detail,
                 "log": log})
+    return None

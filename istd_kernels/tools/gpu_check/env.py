@@ -38,7 +38,8 @@ def describe() -> dict:
     from istd_kernels.info import _nvcc, _version  # the versions `python -m istd_kernels.info` shows
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "triton": _version("triton"), "istd_kernels": _version("istd-kernels"), "nvcc": _nvcc(), "build_info": build_info(),
+            "triton": _version("triton"), "istd_kernels": _version("istd-kernels"), "nvcc": _nvcc(),
+            "build_info": build_info(),
             "extensions": {e.name: e.reason for e in (cpu_extension(), cuda_extension())},
             "backends": {k: {"available": ok, "reason": why} for k, (ok, why) in backends().items()},
             "cpu_count": os.cpu_count()}

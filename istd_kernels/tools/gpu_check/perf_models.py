@@ -125,8 +125,8 @@ def lcrnet(ctx: StepContext) -> None:
     train = lambda m, impl, x, p: _train_step(m, impl, x, p, SoftIoULoss())  # noqa: E731
     channels, depths = cfg["lcrnet_widths"]
     factory = lambda: LCRNet(channels=tuple(channels), depths=tuple(depths))  # noqa: E731
-    run_cases(ctx, _model_cases(ctx, "LCRNet", factory, cfg["lcrnet"],
-                                [("forward", cfg["forward_impls"], _forward), ("train-step", cfg["train_impls"], train)]))
+    modes = [("forward", cfg["forward_impls"], _forward), ("train-step", cfg["train_impls"], train)]
+    run_cases(ctx, _model_cases(ctx, "LCRNet", factory, cfg["lcrnet"], modes))
 
 
 def rrcanet(ctx: StepContext) -> None:

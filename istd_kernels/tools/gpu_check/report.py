@@ -123,8 +123,8 @@ def _header(report: dict) -> list[str]:
     lines = [f"# gpu_check: {gpu.get('name', report['config']['device'])} ({report['mode']} mode)", "",
              f"Started {report['started']}, finished {report.get('finished', '?')}."]
     if env:
-        lines.append(f"torch {env['torch']} (CUDA {env['torch_cuda']}), Triton {env['triton']}, Python {env['python']}, "
-                     f"istd-kernels {env['istd_kernels']}.")
+        lines.append(f"torch {env['torch']} (CUDA {env['torch_cuda']}), Triton {env['triton']}, "
+                     f"Python {env['python']}, istd-kernels {env['istd_kernels']}.")
     if gpu:
         lines.append(f"GPU: {gpu['name']}, sm_{gpu['capability'].replace('.', '')}, {gpu['memory_gib']} GiB, driver "
                      f"{gpu['driver']}; peak bandwidth {_fmt((gpu['peak_bw_bytes_per_s'] or 0) / 1e9)} GB/s "

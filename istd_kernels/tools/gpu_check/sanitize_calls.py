@@ -53,10 +53,12 @@ def calls(device: str, backends: list[str]) -> list[tuple[str, Callable[[], None
     out = []
     for b in backends:
         out += [(f"{b} depthwise float32 3x3", lambda b=b: _depthwise(device, b, torch.float32, 3, 1, 1)),
-                (f"{b} depthwise float16 7x7 stride 2 dilation 2", lambda b=b: _depthwise(device, b, torch.float16, 7, 2, 2)),
+                (f"{b} depthwise float16 7x7 stride 2 dilation 2",
+                 lambda b=b: _depthwise(device, b, torch.float16, 7, 2, 2)),
                 (f"{b} LCRNet forward+backward", lambda b=b: _lcrnet(device, b))]
         if b in COMPONENT_BACKENDS:
-            out.append((f"{b} connected_components, component_stats, measure_components", lambda b=b: _components(device, b)))
+            out.append((f"{b} connected_components, component_stats, measure_components",
+                        lambda b=b: _components(device, b)))
     return out
 
 

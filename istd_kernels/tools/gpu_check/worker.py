@@ -47,6 +47,10 @@ class StepContext:
         """Seconds left before the deadline (negative once it has passed)."""
         return self.deadline - time.time()
 
+    def step_file(self, name: str) -> str:
+        """The path of a file (a log) named ``name`` in the run's steps folder (``config["steps"]``)."""
+        return os.path.join(self.config["steps"], name)
+
     def check_deadline(self, what: str) -> None:
         if self.left() <= 0:
             raise StepDeadline(f"not run: the step's time budget ran out before {what}")
