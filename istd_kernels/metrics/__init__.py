@@ -13,9 +13,10 @@ inputs' device, and read them back only in ``compute()``.
 
 from .bootstrap import BASIC_METRICS, SummedMetric, bootstrap, paired_bootstrap, ratio_metric
 from .bundle import ISTDMetrics
+from .hiou import HIoU
 from .pdfa import PdFa
 from .pixel import IoU, NIoU
 from .roc import ROC
 
-__all__ = ["IoU", "NIoU", "PdFa", "ROC", "ISTDMetrics", "BASIC_METRICS", "SummedMetric", "bootstrap",
+__all__ = ["IoU", "NIoU", "PdFa", "HIoU", "ROC", "ISTDMetrics", "BASIC_METRICS", "SummedMetric", "bootstrap",
            "paired_bootstrap", "ratio_metric"]

@@ -31,7 +31,9 @@ import torch
 from torch import Tensor
 
 from .. import ops as _ops
-from ._base import Metric, binarize_pred, binarize_target, check_backend, check_flag, check_pair, ratio
+from . import rules
+from ._base import Metric, binarize_pred, binarize_target, check_backend, check_flag, check_pair
+from .sweep import above, check_thresholds, check_values, levels
 
 
 def measure(mask_bin: Tensor, connectivity: int = 8, backend: str | None = None
@@ -187,37 +189,126 @@ def _same_area_as_matched(pred_area: Tensor, taken: Tensor) -> Tensor:
     return torch.isin(keys, matched)
 
 
+MATCHING_RULES = ("distance", "shooting", "opdc")
+_COUNTS = ("detected", "targets", "predictions", "matched_predictions", "false_pixels")
+
+
 class PdFa(Metric):
-    """Pd and Fa (docs/metrics.md §4) accumulated over a data set.
+    """Pd and Fa (docs/metrics.md §4) accumulated over a data set, under one of three matching rules,
+    with target-level precision, recall and F1.
 
     Args:
         distance: a predicted component detects a target when their centroids are closer
-            than this (strictly), in pixels.
+            than this (strictly), in pixels (rules "distance" and "opdc").
         connectivity: 8 (the reference) or 4.
-        legacy: count false pixels with the older DNANet rule (see :func:`match`).
+        legacy: count false pixels with the older DNANet rule (see :func:`match`; rule
+            "distance" only).
         logits: ``pred`` holds logits (threshold 0) instead of probabilities (threshold 0.5).
-        backend: passed to :func:`istd_kernels.ops.measure_components`.
+        backend: passed to the labelling ops of :mod:`istd_kernels.ops`.
+        matching: "distance" (the greedy centroid rule above, the default), "shooting" (a
+            target is detected when a predicted pixel lies within ``box_radii[0]`` of one of
+            its pixels; false pixels are those farther than ``box_radii[1]`` from every
+            target pixel) or "opdc" (overlap-priority matching with distance compensation:
+            see :func:`.rules.opdc_sparse`). docs/metrics.md defines all three.
+        overlap: the IoU a pair needs in OPDC's first stage.
+        box_radii: (inner, outer) box radii of the shooting rule, ints with 0 < inner < outer.
+        thresholds: None (binarise as above) or probabilities ``t_k`` in [0, 1): every
+            count is then kept per threshold, for ``pred > t_k`` (see :mod:`.sweep`).
+        pyirstd: run OPDC exactly as PyIRSTDMetrics 1.0.2 does, with its two departures from
+            the rule's definition (docs/metrics.md): its first assignment runs over all pairs
+            (a dense G x P matrix per image), and an image without targets counts one missed
+            target (one without predictions one false prediction). Rule "opdc" only.
 
-    ``compute()`` -> ``{"pd", "fa", "detected", "targets", "false_pixels", "pixels"}``.
-    Pd is 0.0 when the data set has no targets.
+    ``compute()`` -> ``{"pd", "fa", "precision", "recall", "f1", "detected", "targets",
+    "predictions", "matched_predictions", "false_pixels", "pixels"}``: Python numbers at
+    ``thresholds=None``; otherwise float64 (ratios) and int64 (counts) tensors with one
+    entry per threshold (``pixels`` stays a number). ``recall`` is ``pd``; ``precision`` is
+    ``matched_predictions / predictions`` (under the shooting rule the predicted components
+    that reach a target's inner box). Ratios with an empty denominator are 0.
+
+    Errors: the rule arguments raise ValueError/TypeError naming them. With a rule other
+    than "distance" or with ``thresholds``, a non-finite ``pred`` or (without ``logits``)
+    one outside [0, 1] raises ValueError; the plain rule keeps its warning.
     """
 
     def __init__(self, distance: float = 3.0, connectivity: int = 8, legacy: bool = False,
-                 logits: bool = False, backend: str | None = None, distributed: bool = True) -> None:
+                 logits: bool = False, backend: str | None = None, distributed: bool = True, *,
+                 matching: str = "distance", overlap: float = 0.5, box_radii: tuple[int, int] = (1, 4),
+                 thresholds=None, pyirstd: bool = False) -> None:
         self.distance, self.connectivity = check_matching_args(distance, connectivity)
         self.legacy = check_flag(legacy, "legacy")
         self.logits = check_flag(logits, "logits")
         self.backend = check_backend(backend)
+        self.matching = check_rule(matching)
+        self.overlap = check_overlap(overlap)
+        self.box_radii = check_box_radii(box_radii)
+        self.thresholds = check_thresholds(thresholds)
+        self.pyirstd = check_flag(pyirstd, "pyirstd")
         super().__init__(distributed)
 
+    @property
+    def plain(self) -> bool:
+        """The basic metric: the greedy rule at the one default cut."""
+        return self.matching == "distance" and self.thresholds is None
+
     def _init_state(self, device: torch.device) -> dict[str, Tensor]:
-        return {k: torch.zeros((), dtype=torch.int64, device=device)
-                for k in ("detected", "targets", "false_pixels", "pixels")}
+        k = 1 if self.thresholds is None else len(self.thresholds)
+        state = {name: torch.zeros(k, dtype=torch.int64, device=device) for name in _COUNTS}
+        state["pixels"] = torch.zeros((), dtype=torch.int64, device=device)
+        return state
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         p, t = check_pair(pred, target)
-        self.range_check.see(p, self.logits)
-        self._add(binarize_pred(p, self.logits), binarize_target(t))
+        if self.plain:
+            self.range_check.see(p, self.logits)
+            self._add(binarize_pred(p, self.logits), binarize_target(t))
+            return
+        check_values(p, self.logits)
+        if p.shape[0] == 0:
+            return
+        target_bin = binarize_target(t)
+        values, cuts = levels(p, self.thresholds, self.logits)
+        if self.matching == "distance":
+            add = self._distance_sweep(target_bin)
+        elif self.matching == "shooting":
+            add = self._shooting_sweep(values, cuts, target_bin)
+        else:
+            add = self._opdc_sweep(target_bin, p.shape[1] * p.shape[2])
+        state = self._on(p.device)
+        for k, cut in enumerate(cuts):
+            for name, value in add(k, above(values, cut)).items():
+                state[name][k] += torch.as_tensor(value, device=p.device).to(torch.int64)
+        state["pixels"] += p.numel()
+
+    def _distance_sweep(self, target_bin: Tensor):
+        t_counts, _, t_cent = measure(target_bin, self.connectivity, self.backend)
+
+        def add(k: int, pred_bin: Tensor) -> dict:
+            p_counts, p_area, p_cent = measure(pred_bin, self.connectivity, self.backend)
+            detected, false_pixels = match(t_counts, t_cent, p_counts, p_area, p_cent, self.distance, self.legacy)
+            return {"detected": detected.sum(), "targets": t_counts.sum(), "predictions": p_counts.sum(),
+                    "matched_predictions": detected.sum(), "false_pixels": false_pixels.sum()}
+        return add
+
+    def _shooting_sweep(self, values: Tensor, cuts: tuple[float, ...], target_bin: Tensor):
+        target = rules.label(target_bin, self.connectivity, self.backend)
+        prep = rules.shooting_prep(values, target, self.box_radii)
+
+        def add(k: int, pred_bin: Tensor) -> dict:
+            pred = rules.label(pred_bin, self.connectivity, self.backend)
+            return rules.shooting_counts(prep, pred_bin, pred, above(prep.hit_level, cuts[k]))
+        return add
+
+    def _opdc_sweep(self, target_bin: Tensor, pixels: int):
+        target = rules.label(target_bin, self.connectivity, self.backend)
+
+        def add(k: int, pred_bin: Tensor) -> dict:
+            pred = rules.label(pred_bin, self.connectivity, self.backend)
+            s = dict(zip(rules.OPDC_FIELDS, rules.opdc_batch(target, pred, pixels, self.overlap, self.distance,
+                                                             self.pyirstd).tolist()))
+            return {"detected": s["tp"], "targets": s["tp"] + s["fn_objs"], "predictions": pred.counts.sum(),
+                    "matched_predictions": s["tp"], "false_pixels": s["fp_area"]}
+        return add
 
     def _add(self, pred_bin: Tensor, target_bin: Tensor) -> None:
         """Update from bool [N, H, W] maps (thresholds already applied)."""
@@ -233,13 +324,49 @@ class PdFa(Metric):
         state = self._on(p_counts.device)
         detected, false_pixels = match(t_counts, t_cent, p_counts, p_area, p_cent, self.distance, self.legacy)
         state["detected"] += detected.sum()
+        state["matched_predictions"] += detected.sum()
         state["targets"] += t_counts.sum()
+        state["predictions"] += p_counts.sum()
         state["false_pixels"] += false_pixels.sum()
         state["pixels"] += pixels
 
     def compute(self) -> dict:
-        c = {k: int(v) for k, v in self.sync().items()}
-        return {"pd": ratio(c["detected"], c["targets"]), "fa": ratio(c["false_pixels"], c["pixels"]), **c}
+        c = {k: v.cpu() for k, v in self.sync().items()}
+        pd = rates(c["detected"], c["targets"])
+        precision = rates(c["matched_predictions"], c["predictions"])
+        out = {"pd": pd, "fa": rates(c["false_pixels"], c["pixels"]), "precision": precision, "recall": pd,
+               "f1": rates(2 * precision * pd, precision + pd), **c}
+        if self.thresholds is None:
+            return {k: (v.item() if v.dtype.is_floating_point else int(v)) if v.dim() == 0 else
+                    (float(v[0]) if v.dtype.is_floating_point else int(v[0])) for k, v in out.items()}
+        out["pixels"] = int(out["pixels"])
+        return out
+
+
+def rates(num: Tensor, den: Tensor) -> Tensor:
+    """float64 num / den elementwise, 0 where den is 0 (an empty data set)."""
+    num, den = num.to(torch.float64), torch.as_tensor(den).to(torch.float64)
+    return torch.where(den != 0, num / torch.where(den != 0, den, 1.0), 0.0)
+
+
+def check_rule(matching: object) -> str:
+    if matching not in MATCHING_RULES:
+        raise ValueError(f"matching must be one of {', '.join(map(repr, MATCHING_RULES))}; got {matching!r}")
+    return matching
+
+
+def check_overlap(overlap: object) -> float:
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not (0 <= overlap < 1):
+        raise ValueError(f"overlap must be an IoU in [0, 1); got {overlap!r}")
+    return float(overlap)
+
+
+def check_box_radii(box_radii: object) -> tuple[int, int]:
+    ok = (isinstance(box_radii, (tuple, list)) and len(box_radii) == 2
+          and all(isinstance(r, int) and not isinstance(r, bool) for r in box_radii))
+    if not ok or not (0 < box_radii[0] < box_radii[1]):
+        raise ValueError(f"box_radii must be two ints (inner, outer) with 0 < inner < outer; got {box_radii!r}")
+    return int(box_radii[0]), int(box_radii[1])
 
 
 def check_matching_args(distance: object, connectivity: object) -> tuple[float, int]:

@@ -1,0 +1,94 @@
+"""Hierarchical IoU (hIoU) with its error analysis, as PyIRSTDMetrics 1.0.2 defines it.
+
+Targets and predicted components are matched by OPDC (:func:`.rules.opdc_image`). Over the
+TP matched pairs, FP unmatched predictions and FN unmatched targets of the data set:
+
+    seg_iou = mean IoU of the matched pairs          loc_iou = TP / (TP + FP + FN)
+    hiou    = seg_iou * loc_iou
+
+``seg_iou`` misses 1 by the matched pairs' pixel errors, each a share of the pair's union
+averaged over the pairs: ``seg_mrg_err`` (predicted pixels on other targets: merged
+targets), ``seg_itf_err`` (other false pixels: interference) and ``seg_pcp_err`` (missed
+target pixels: perception). ``loc_iou`` misses 1 by the unmatched components, each counted
+once over TP + FP + FN: ``loc_itf_err`` (predictions with no candidate target at all),
+``loc_pcp_err`` (targets with no candidate prediction), ``loc_m2s_err`` (predictions that
+had a candidate but lost it in the assignment: many-to-single) and ``loc_s2m_err`` (the
+same for targets: single-to-many). A candidate pair has IoU >= ``overlap`` or centroids
+closer than ``distance``. docs/metrics.md has the formulas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import rules
+from ._base import Metric, binarize_target, check_backend, check_flag, check_pair
+from .pdfa import check_matching_args, check_overlap, rates
+from .sweep import above, check_thresholds, check_values, levels
+
+HIOU_KEYS = ("hiou", "seg_iou", "seg_mrg_err", "seg_itf_err", "seg_pcp_err", "loc_iou", "loc_s2m_err",
+             "loc_m2s_err", "loc_itf_err", "loc_pcp_err")
+
+
+class HIoU(Metric):
+    """hIoU and its error terms accumulated over a data set.
+
+    Args:
+        overlap, distance: OPDC's IoU and centroid-distance thresholds.
+        thresholds: None (``pred > 0.5``, or logit > 0) or probabilities in [0, 1) (see
+            :mod:`.sweep`): every value is then a float64 tensor with one entry per threshold.
+        connectivity: 8 (PyIRSTDMetrics) or 4.
+        pyirstd: match as PyIRSTDMetrics 1.0.2 does (see :class:`.PdFa`), which its
+            numbers equal then.
+        logits, backend, distributed: as for :class:`.PdFa`.
+
+    ``compute()`` -> the :data:`HIOU_KEYS` (floats, or tensors with ``thresholds``); a
+    ratio with an empty denominator is 0.
+
+    Raises ValueError for mismatched shapes, a non-finite ``pred``, or (without ``logits``)
+    one outside [0, 1].
+    """
+
+    def __init__(self, overlap: float = 0.5, distance: float = 3.0, thresholds=None, connectivity: int = 8,
+                 logits: bool = False, backend: str | None = None, distributed: bool = True,
+                 pyirstd: bool = False) -> None:
+        self.distance, self.connectivity = check_matching_args(distance, connectivity)
+        self.overlap = check_overlap(overlap)
+        self.thresholds = check_thresholds(thresholds)
+        self.logits = check_flag(logits, "logits")
+        self.backend = check_backend(backend)
+        self.pyirstd = check_flag(pyirstd, "pyirstd")
+        super().__init__(distributed)
+
+    def _init_state(self, device: torch.device) -> dict[str, Tensor]:
+        k = 1 if self.thresholds is None else len(self.thresholds)
+        # float64 sums: the counts stay exact integers far past any data set's size.
+        return {"opdc_sums": torch.zeros(k, len(rules.OPDC_FIELDS), dtype=torch.float64, device=device)}
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        p, t = check_pair(pred, target)
+        check_values(p, self.logits)
+        if p.shape[0] == 0:
+            return
+        target_lab = rules.label(binarize_target(t), self.connectivity, self.backend)
+        values, cuts = levels(p, self.thresholds, self.logits)
+        sums = [rules.opdc_batch(target_lab, rules.label(above(values, c), self.connectivity, self.backend),
+                                 p.shape[1] * p.shape[2], self.overlap, self.distance, self.pyirstd)
+                for c in cuts]
+        state = self._on(p.device)
+        state["opdc_sums"] += torch.from_numpy(np.stack(sums)).to(p.device)
+
+    def compute(self) -> dict:
+        s = dict(zip(rules.OPDC_FIELDS, self.sync()["opdc_sums"].cpu().T))
+        tp, objects = s["tp"], s["tp"] + s["fp_objs"] + s["fn_objs"]
+        out = {"seg_iou": rates(s["tp_iou"], tp), "seg_mrg_err": rates(s["seg_mrg"], tp),
+               "seg_itf_err": rates(s["seg_itf"], tp), "seg_pcp_err": rates(s["seg_pcp"], tp),
+               "loc_iou": rates(tp, objects), "loc_s2m_err": rates(s["s2m"], objects),
+               "loc_m2s_err": rates(s["m2s"], objects), "loc_itf_err": rates(s["itf"], objects),
+               "loc_pcp_err": rates(s["pcp"], objects)}
+        out = {"hiou": out["seg_iou"] * out["loc_iou"], **out}
+        if self.thresholds is None:
+            return {k: float(v[0]) for k, v in out.items()}
+        return out

@@ -1,0 +1,78 @@
+"""Threshold sweeps: the list of probability thresholds a metric is evaluated at, the checks
+its ``pred`` must pass, and the exact ``pred > t`` binarisation.
+
+``thresholds=None`` is the single binarisation of the basic metrics (probability > 0.5, or
+logit > 0 with ``logits=True``); a list ``[t_1, ..., t_K]`` evaluates every metric at each
+``pred > t_k`` (probabilities; logits go through a float64 sigmoid first). PyIRSTDMetrics'
+``num_bins=K`` is ``thresholds=numpy.linspace(0, 1, K, endpoint=False)`` (and ``num_bins=1``
+is ``thresholds=None``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def check_thresholds(thresholds: object) -> tuple[float, ...] | None:
+    """``thresholds`` (None, or a non-empty sequence of numbers in [0, 1)) as a tuple of floats."""
+    if thresholds is None:
+        return None
+    if isinstance(thresholds, Tensor):
+        thresholds = thresholds.tolist()
+    try:
+        values = tuple(thresholds)
+    except TypeError:
+        raise TypeError(f"thresholds must be None or a sequence of probabilities; got {thresholds!r}") from None
+    if not values:
+        raise ValueError("thresholds must hold at least one probability; got an empty sequence")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 <= v < 1):
+            raise ValueError(f"thresholds must be probabilities in [0, 1) (pred > t); got {v!r} in {values!r}")
+    return tuple(float(v) for v in values)
+
+
+def linspace_thresholds(k: int) -> tuple[float, ...] | None:
+    """The K thresholds of PyIRSTDMetrics' ``num_bins=K`` (None for K = 1: the plain 0.5 cut)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"the number of thresholds must be an int >= 1; got {k!r}")
+    return None if k == 1 else tuple(float(i) / k for i in range(k))
+
+
+def check_values(pred: Tensor, logits: bool) -> None:
+    """ValueError when a floating-point ``pred`` holds NaN or infinities, or values outside
+    [0, 1] while ``logits`` is False (one host read of its min and max)."""
+    if not pred.dtype.is_floating_point or pred.numel() == 0:
+        return
+    low, high = (float(v) for v in torch.aminmax(pred))
+    if not (math.isfinite(low) and math.isfinite(high)):  # NaN propagates into aminmax
+        raise ValueError("pred must be finite; got NaN or infinite values")
+    if not logits and not (0.0 <= low and high <= 1.0):
+        raise ValueError(f"pred must hold probabilities in [0, 1] (or pass logits=True); got values in "
+                         f"[{low}, {high}]")
+
+
+def levels(pred: Tensor, thresholds: tuple[float, ...] | None, logits: bool) -> tuple[Tensor, tuple[float, ...]]:
+    """``(values, cuts)``: the map and the cuts whose ``values > cut`` are the binary
+    predictions. ``thresholds=None``: ``pred`` itself (0/1 for bool maps) cut at 0.5, or at 0
+    with ``logits``; otherwise probabilities (logits through a float64 sigmoid) cut at each
+    threshold. Values are float32 or float64 (half types and integers widen exactly)."""
+    if thresholds is None:
+        values = pred if pred.dtype in (torch.float32, torch.float64) else pred.to(torch.float32)
+        return values, (0.0 if logits and pred.dtype != torch.bool else 0.5,)
+    if logits and pred.dtype != torch.bool:
+        return torch.sigmoid(pred.to(torch.float64)), thresholds
+    return (pred if pred.dtype in (torch.float32, torch.float64) else pred.to(torch.float32)), thresholds
+
+
+def above(values: Tensor, t: float) -> Tensor:
+    """``values > t`` with ``t`` taken as the float64 it is, as numpy compares a float32 map
+    with a float64 threshold; torch alone would round ``t`` to float32 first (0.1 rounds up,
+    so a pixel equal to float32(0.1) would be dropped). Comparing with the largest value of
+    ``values``' dtype that is <= t is the same test without widening the map."""
+    cut = torch.tensor(t, dtype=torch.float64).to(values.dtype)
+    if float(cut) > t:
+        cut = torch.nextafter(cut, torch.tensor(-math.inf, dtype=values.dtype))
+    return values > cut.to(values.device)
