@@ -19,6 +19,7 @@ from skimage import measure
 
 from istd_kernels.metrics.hiou import HIOU_KEYS, HIoU
 from istd_kernels.metrics.pdfa import PdFa
+from istd_kernels.metrics.pixel_curves import MEASURES, PixelMetrics, pixel_keys
 
 pm = pytest.importorskip("py_irstd_metrics", reason="PyIRSTDMetrics is not installed: "
                          "pip install --no-deps pyirstdmetrics==1.0.2")
@@ -261,3 +262,59 @@ def test_logits_are_taken_with_logits_true():
     want = ours(lambda: HIoU(), preds, masks)
     assert m.compute() == pytest.approx(want)
     assert set(want) == set(HIOU_KEYS)
+
+
+# -- pixel measures and curves ----------------------------------------------------------------
+_HANDLERS = {"iou": "IoUHandler", "precision": "PrecisionHandler", "recall": "RecallHandler", "fpr": "FPRHandler"}
+
+
+def oracle_pixels(preds, masks, bins=10, threshold=0.5):
+    """PyIRSTDMetrics' CMMetrics with every handler, sample-based ("s") and over the data set ("ds")."""
+    handlers = {}
+    for sample_based, level in ((True, "s"), (False, "ds")):
+        for m in MEASURES:
+            kw = {"with_dynamic": True, "with_binary": True, "sample_based": sample_based}
+            handlers[f"{m}_{level}"] = (pm.FmeasureHandler(beta=0.3, **kw) if m == "fmeasure"
+                                        else getattr(pm, _HANDLERS[m])(**kw))
+    o = pm.CMMetrics(num_bins=bins, threshold=threshold, metric_handlers=handlers)
+    for p, m in zip(preds, masks):
+        o.update(p, m)
+    return o.get()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pixel_metrics_equal_pyirstdmetrics(kind):
+    preds, masks = batch(7, kind)
+    for bins, threshold in ((10, 0.5), (5, 0.3)):
+        want = oracle_pixels(preds, masks, bins, threshold)
+        got = ours(lambda: PixelMetrics(bins=bins, threshold=threshold, pyirstd=True), preds, masks)
+        paper = ours(lambda: PixelMetrics(bins=bins, threshold=threshold), preds.astype(np.float64), masks)
+        assert set(got) == set(pixel_keys())
+        for name, value in want.items():
+            assert got[f"{name}_binary"] == pytest.approx(value["binary"], abs=1e-12), name
+            np.testing.assert_allclose(got[f"{name}_dynamic"], value["dynamic"], rtol=0, atol=1e-12, err_msg=name)
+        # The default data-set curve is that of the summed counts: the binary rule at each edge
+        # (in float64, where p > nextafter(e, -1) is p >= e).
+        for edge in np.linspace(0, 1, bins)[1:-1] if bins == 5 else ():
+            at = ours(lambda: PixelMetrics(bins=bins, threshold=float(np.nextafter(edge, -1))),
+                      preds.astype(np.float64), masks)
+            k = bins - 2 - int(round(edge * (bins - 1)))
+            for m in MEASURES:
+                assert float(paper[f"{m}_ds_dynamic"][k]) == pytest.approx(at[f"{m}_ds_binary"], abs=1e-12)
+
+
+def test_ap_and_auc_of_a_perfect_and_a_useless_map():
+    mask = np.zeros((1, 16, 16), bool)
+    mask[0, 4:8, 4:8] = True
+    perfect = ours(lambda: PixelMetrics(), mask.astype(np.float32), mask)
+    assert (perfect["ap"], perfect["auc_roc"]) == (1.0, 1.0)
+    flat = ours(lambda: PixelMetrics(), np.full((1, 16, 16), 0.5, np.float32), mask)
+    assert flat["auc_roc"] == pytest.approx(0.5)
+    assert flat["ap"] == pytest.approx(16 / 256)
+
+
+@pytest.mark.parametrize("kwargs, arg", [({"bins": 1}, "bins"), ({"threshold": 1.0}, "threshold"),
+                                         ({"beta2": 0}, "beta2")])
+def test_pixel_metrics_bad_arguments(kwargs, arg):
+    with pytest.raises(ValueError, match=arg):
+        PixelMetrics(**kwargs)

@@ -16,7 +16,8 @@ from .bundle import ISTDMetrics
 from .hiou import HIoU
 from .pdfa import PdFa
 from .pixel import IoU, NIoU
+from .pixel_curves import PixelMetrics
 from .roc import ROC
 
-__all__ = ["IoU", "NIoU", "PdFa", "HIoU", "ROC", "ISTDMetrics", "BASIC_METRICS", "SummedMetric", "bootstrap",
-           "paired_bootstrap", "ratio_metric"]
+__all__ = ["IoU", "NIoU", "PdFa", "HIoU", "PixelMetrics", "ROC", "ISTDMetrics", "BASIC_METRICS", "SummedMetric",
+           "bootstrap", "paired_bootstrap", "ratio_metric"]

@@ -76,3 +76,12 @@ def above(values: Tensor, t: float) -> Tensor:
     if float(cut) > t:
         cut = torch.nextafter(cut, torch.tensor(-math.inf, dtype=values.dtype))
     return values > cut.to(values.device)
+
+
+def at_least(values: Tensor, t: float) -> Tensor:
+    """The smallest value of ``values``' dtype that is >= the float64 ``t`` (a 0-d tensor):
+    ``values >= it`` is the float64 test ``values >= t`` that numpy's histogram makes."""
+    cut = torch.tensor(t, dtype=torch.float64).to(values.dtype)
+    if float(cut) < t:
+        cut = torch.nextafter(cut, torch.tensor(math.inf, dtype=values.dtype))
+    return cut

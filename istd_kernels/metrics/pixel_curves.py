@@ -1,0 +1,143 @@
+"""Pixel-level precision, recall, F-measure, IoU and FPR, at one threshold and as threshold
+curves, both over the data set (summed counts) and per sample (mean of per-image values),
+as PyIRSTDMetrics 1.0.2's ``CMMetrics`` defines them; plus AP and AUC-ROC of the curves.
+
+Curves: ``bins`` edges ``e_k = k / (bins - 1)`` (``numpy.linspace(0, 1, bins)``); the curve
+has ``bins - 1`` points, ``pred >= e_k`` for k = bins - 2 down to 0 (highest threshold
+first), as PyIRSTDMetrics' cumulative histogram orders them. docs/metrics.md has the
+formulas and the full key list.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._base import Metric, binarize_target, check_flag, check_pair
+from .sweep import at_least, check_values, levels
+
+MEASURES = ("iou", "precision", "recall", "fmeasure", "fpr")
+
+
+def pixel_keys() -> tuple[str, ...]:
+    """Every key :meth:`PixelMetrics.compute` returns."""
+    return tuple(f"{m}_{level}_{kind}" for kind in ("binary", "dynamic") for level in ("ds", "s")
+                 for m in MEASURES) + ("ap", "auc_roc")
+
+
+def measures(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor, beta2: float) -> dict[str, Tensor]:
+    """The five measures of float64 confusion counts (any shape), 0 where a denominator is 0."""
+    def div(a, b):
+        return torch.where(b != 0, a / torch.where(b != 0, b, 1.0), 0.0)
+    p, r = div(tp, tp + fp), div(tp, tp + fn)
+    return {"iou": div(tp, tp + fp + fn), "precision": p, "recall": r,
+            "fmeasure": div((beta2 + 1) * p * r, beta2 * p + r), "fpr": div(fp, fp + tn)}
+
+
+class PixelMetrics(Metric):
+    """Pixel-level measures accumulated over a data set.
+
+    Args:
+        bins: number of histogram edges of the curves (>= 2; the curves have ``bins - 1``
+            points).
+        threshold: the binary measures use ``pred > threshold`` (a probability in [0, 1)).
+        beta2: the F-measure's beta^2.
+        logits: ``pred`` holds logits (a float64 sigmoid is applied first).
+        pyirstd: ``*_ds_dynamic`` as PyIRSTDMetrics 1.0.2 returns it, the mean of per-image
+            curves (its ``sample_based=False`` only affects the binary measures); by
+            default it is the curve of the summed counts.
+
+    ``compute()`` -> the :func:`pixel_keys`: ``{m}_{ds,s}_binary`` floats and
+    ``{m}_{ds,s}_dynamic`` float64 [bins - 1] tensors for m in iou, precision, recall,
+    fmeasure, fpr (``ds``: of the data set's summed counts; ``s``: mean over images), and
+    ``ap`` (area under the data-set precision-recall curve, step rule) and ``auc_roc``
+    (trapezoids under the data-set (FPR, recall) curve from (0, 0)).
+
+    Raises ValueError for mismatched shapes, a non-finite ``pred`` or (without ``logits``)
+    one outside [0, 1].
+    """
+
+    def __init__(self, bins: int = 10, threshold: float = 0.5, beta2: float = 0.3, logits: bool = False,
+                 pyirstd: bool = False, distributed: bool = True) -> None:
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+            raise ValueError(f"bins must be an int >= 2; got {bins!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
+            raise ValueError(f"threshold must be a probability in [0, 1); got {threshold!r}")
+        if isinstance(beta2, bool) or not isinstance(beta2, (int, float)) or not (math.isfinite(beta2) and beta2 > 0):
+            raise ValueError(f"beta2 must be a positive number; got {beta2!r}")
+        self.bins, self.threshold, self.beta2 = bins, float(threshold), float(beta2)
+        self.edges = [k / (bins - 1) for k in range(bins - 1)]  # numpy.linspace(0, 1, bins)[:-1]
+        self.logits = check_flag(logits, "logits")
+        self.pyirstd = check_flag(pyirstd, "pyirstd")
+        super().__init__(distributed)
+
+    def _init_state(self, device: torch.device) -> dict[str, Tensor]:
+        k = self.bins - 1
+        return {"binary_counts": torch.zeros(4, dtype=torch.int64, device=device),
+                "curve_counts": torch.zeros(4, k, dtype=torch.int64, device=device),
+                "binary_sums": torch.zeros(len(MEASURES), dtype=torch.float64, device=device),
+                "curve_sums": torch.zeros(len(MEASURES), k, dtype=torch.float64, device=device),
+                "images": torch.zeros((), dtype=torch.int64, device=device)}
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        p, t = check_pair(pred, target)
+        check_values(p, self.logits)
+        if p.shape[0] == 0:
+            return
+        mask = binarize_target(t).flatten(1)
+        values = levels(p, (0.0,), self.logits)[0].flatten(1)
+        n, k = values.shape[0], self.bins - 1
+        fg = mask.sum(1)
+        bg = values.shape[1] - fg
+        # A Python float against the map's dtype, as numpy >= 2 compares it in CMMetrics (the
+        # curves' float64 edges, by contrast, are compared as float64: see at_least).
+        hit = values > self.threshold
+        tp = (hit & mask).sum(1)
+        fp = hit.sum(1) - tp
+        binary = torch.stack((tp, fp, bg - fp, fg - tp))                          # [4, N]
+        # How many cuts each pixel reaches: pred >= e_j for j < reached.
+        cuts = torch.stack([at_least(values, e) for e in self.edges]).to(values.device)
+        reached = torch.bucketize(values, cuts, right=True)
+        slot = torch.arange(n, device=values.device)[:, None] * (k + 1) + reached
+        hist = [torch.zeros(n * (k + 1), dtype=torch.int64, device=values.device)
+                .index_add_(0, slot[sel].flatten(), torch.ones_like(slot[sel].flatten())).view(n, k + 1)
+                for sel in (mask, ~mask)]
+        # >= e_j counts, highest cut first: the reverse cumulative histogram without bucket 0.
+        tps, fps = (h.flip(1).cumsum(1)[:, :k] for h in hist)                     # [N, K]
+        curve = torch.stack((tps, fps, bg[:, None] - fps, fg[:, None] - tps))    # [4, N, K]
+        state = self._on(p.device)
+        state["binary_counts"] += binary.sum(1)
+        state["curve_counts"] += curve.sum(1)
+        per_binary = measures(*binary.double(), self.beta2)
+        per_curve = measures(*curve.double(), self.beta2)
+        state["binary_sums"] += torch.stack([per_binary[m].sum(0) for m in MEASURES])
+        state["curve_sums"] += torch.stack([per_curve[m].sum(0) for m in MEASURES])
+        state["images"] += n
+
+    def compute(self) -> dict:
+        c = {k: v.cpu() for k, v in self.sync().items()}
+        images = int(c["images"])
+        ds_binary = measures(*c["binary_counts"].double(), self.beta2)
+        ds_curve = measures(*c["curve_counts"].double(), self.beta2)
+        out = {}
+        for i, m in enumerate(MEASURES):
+            out[f"{m}_ds_binary"] = float(ds_binary[m])
+            out[f"{m}_s_binary"] = float(c["binary_sums"][i]) / images if images else 0.0
+        for i, m in enumerate(MEASURES):
+            s_curve = c["curve_sums"][i] / images if images else torch.zeros(self.bins - 1, dtype=torch.float64)
+            out[f"{m}_ds_dynamic"] = s_curve if self.pyirstd else ds_curve[m]
+            out[f"{m}_s_dynamic"] = s_curve
+        out["ap"], out["auc_roc"] = areas(ds_curve)
+        return {k: out[k] for k in pixel_keys()}
+
+
+def areas(curve: dict[str, Tensor]) -> tuple[float, float]:
+    """AP (sum of precision x recall steps) and AUC-ROC (trapezoids under recall over FPR)
+    of curves ordered from the highest threshold down, both starting from recall = FPR = 0."""
+    zero = torch.zeros(1, dtype=torch.float64)
+    recall, fpr = torch.cat((zero, curve["recall"])), torch.cat((zero, curve["fpr"]))
+    ap = float(((recall[1:] - recall[:-1]) * curve["precision"]).sum())
+    auc = float(((fpr[1:] - fpr[:-1]) * (recall[1:] + recall[:-1]) / 2).sum())
+    return ap, auc
