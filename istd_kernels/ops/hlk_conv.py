@@ -199,14 +199,24 @@ def _split_pw(w_pw: Tensor, groups: int, acc: torch.dtype) -> tuple[Tensor, Tens
     return wp[:, :, :c2 // 2], wp[:, :, c2 // 2:]
 
 
+def _cast(dtype: torch.dtype, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """``tensors`` in ``dtype``; None stays None."""
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
 def _composed_forward(backend: str, x, w0, b0, w1, b1, w_pw, b_pw, dilation: int, groups: int) -> Tensor:
-    """Forward from the depthwise record of ``backend`` plus a split einsum (no concat)."""
+    """Forward from the depthwise record of ``backend`` plus a split einsum (no concat).
+
+    The depthwise steps run on inputs cast to the accumulation dtype, so ``a`` and ``d`` are
+    never rounded to ``x.dtype``: the same function as the fused kernels (docs/ops.md,
+    "Precision contract").
+    """
     n, c, h, w = x.shape
     acc = _acc_dtype(x.dtype)
     wa, wd = _split_pw(w_pw, groups, acc)
-    a, d = _Chain.of(backend, w0, w1, dilation).a_and_d(x, w0, b0, w1, b1)
-    y = (torch.einsum("goc,ngcp->ngop", wa, a.to(acc).reshape(n, groups, c // groups, h * w))
-         + torch.einsum("goc,ngcp->ngop", wd, d.to(acc).reshape(n, groups, c // groups, h * w)))
+    a, d = _Chain.of(backend, w0, w1, dilation).a_and_d(*_cast(acc, x, w0, b0, w1, b1))
+    y = (torch.einsum("goc,ngcp->ngop", wa, a.reshape(n, groups, c // groups, h * w))
+         + torch.einsum("goc,ngcp->ngop", wd, d.reshape(n, groups, c // groups, h * w)))
     y = y.reshape(n, w_pw.shape[0], h, w)
     if b_pw is not None:
         y = y + b_pw.to(acc).view(1, -1, 1, 1)
@@ -228,25 +238,30 @@ def _composed_backward(backend: str, grad_y, x, w0, b0, w1, b1, w_pw, dilation, 
     """Backward from the depthwise record of ``backend`` plus two small matmuls.
 
     Recomputes ``a`` and ``d`` (nothing but ``x`` was saved), then runs the chain rule
-    step by step; the concat is never built here either.
+    step by step; the concat is never built here either. Like the forward, every step runs
+    in the accumulation dtype and only the gradients are rounded to their inputs' dtypes, so
+    this is the gradient of :func:`_composed_forward`, which computes the fused kernels'
+    function (docs/ops.md, "Precision contract").
     """
     n, c, h, w = x.shape
     acc = _acc_dtype(x.dtype)
     wa, wd = _split_pw(w_pw, groups, acc)
     chain = _Chain.of(backend, w0, w1, dilation)
-    a, d = chain.a_and_d(x, w0, b0, w1, b1)
+    xa, w0a, b0a, w1a, b1a = _cast(acc, x, w0, b0, w1, b1)
+    a, d = chain.a_and_d(xa, w0a, b0a, w1a, b1a)
     gy = grad_y.to(acc).reshape(n, groups, w_pw.shape[0] // groups, h * w)
     cg = c // groups
-    g_pw, g_bpw = _pw_grads(gy, a.to(acc).reshape(n, groups, cg, h * w), d.to(acc).reshape(n, groups, cg, h * w),
-                            w_pw, mask)
+    g_pw, g_bpw = _pw_grads(gy, a.reshape(n, groups, cg, h * w), d.reshape(n, groups, cg, h * w), w_pw, mask)
     g1 = g0 = _dw.DwGrads(None, None, None)
     if any(mask[:5]):
-        g_d = torch.einsum("goc,ngop->ngcp", wd, gy).reshape(n, c, h, w).to(x.dtype)
-        g1 = chain.dw.backward(g_d, a, w1, *chain.conv_d, (any(mask[:3]), mask.w1, mask.b1))
+        g_d = torch.einsum("goc,ngop->ngcp", wd, gy).reshape(n, c, h, w)
+        g1 = chain.dw.backward(g_d, a, w1a, *chain.conv_d, (any(mask[:3]), mask.w1, mask.b1))
     if any(mask[:3]):
-        g_a = (torch.einsum("goc,ngop->ngcp", wa, gy).reshape(n, c, h, w) + g1.x.to(acc)).to(x.dtype)
-        g0 = chain.dw.backward(g_a, x, w0, *chain.conv_a, (mask.x, mask.w0, mask.b0))
-    return HlkGrads(g0.x, g0.weight, g0.bias, g1.weight, g1.bias, g_pw, g_bpw)
+        g_a = torch.einsum("goc,ngop->ngcp", wa, gy).reshape(n, c, h, w) + g1.x
+        g0 = chain.dw.backward(g_a, xa, w0a, *chain.conv_a, (mask.x, mask.w0, mask.b0))
+    rounded = (None if g is None else g.to(p.dtype)
+               for g, p in zip((g0.x, g0.weight, g0.bias, g1.weight, g1.bias), (x, w0, b0, w1, b1)))
+    return HlkGrads(*rounded, g_pw, g_bpw)
 
 
 def _triton_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation: int, groups: int) -> Tensor:
@@ -355,8 +370,10 @@ def hlk_conv(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | 
             :mod:`istd_kernels.backend`).
 
     Returns:
-        ``[N, Cout, H, W]`` in ``x.dtype`` (float32 accumulation for half types, ``a`` and
-        ``d`` kept in float32 on the kernel backends), channels_last if ``x`` is. Training
+        ``[N, Cout, H, W]`` in ``x.dtype``, channels_last if ``x`` is. For half types the
+        kernel backends keep ``a``, ``d`` and every sum in float32 and round only the result
+        (and, in the backward, only each gradient); the ``torch`` backend rounds ``a`` and
+        ``d`` as the ``nn.Conv2d`` chain does (docs/ops.md, "Precision contract"). Training
         saves only ``x`` and the weights for the backward.
     """
     x, w0, b0, w1, b1, w_pw, b_pw = autocast_cast(x, x, w0, b0, w1, b1, w_pw, b_pw)
