@@ -17,6 +17,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from skimage import measure
 
+from istd_kernels.metrics import ISTDMetrics
 from istd_kernels.metrics.hiou import HIOU_KEYS, HIoU
 from istd_kernels.metrics.pdfa import PdFa
 from istd_kernels.metrics.pixel_curves import MEASURES, PixelMetrics, pixel_keys
@@ -318,3 +319,33 @@ def test_ap_and_auc_of_a_perfect_and_a_useless_map():
 def test_pixel_metrics_bad_arguments(kwargs, arg):
     with pytest.raises(ValueError, match=arg):
         PixelMetrics(**kwargs)
+
+
+# -- the bundle -------------------------------------------------------------------------------
+def test_bundle_all_equals_its_members():
+    preds, masks = batch(8, "blobs")
+    got = ours(lambda: ISTDMetrics(metrics=("all",), thresholds=TEN), preds, masks)
+    basic = ours(lambda: ISTDMetrics(), preds, masks)
+    assert {k: got[k] for k in basic} == basic
+    opdc = ours(lambda: PdFa(matching="opdc", thresholds=TEN), preds, masks)
+    shooting = ours(lambda: PdFa(matching="shooting", thresholds=TEN), preds, masks)
+    hiou = ours(lambda: HIoU(thresholds=TEN), preds, masks)
+    pixel = ours(lambda: PixelMetrics(), preds, masks)
+    for prefix, member in (("opdc_", opdc), ("shooting_", shooting), ("", hiou), ("", pixel)):
+        for k, v in member.items():
+            assert torch.equal(torch.as_tensor(got[prefix + k]), torch.as_tensor(v)), prefix + k
+    picked = ours(lambda: ISTDMetrics(metrics=["hiou"]), preds, masks)
+    assert set(picked) == set(basic) | set(HIOU_KEYS)
+
+
+@pytest.mark.parametrize("metrics", ["everything", ["iou", "nope"], [], 3])
+def test_bundle_rejects_unknown_metric_names(metrics):
+    with pytest.raises(ValueError, match="metrics"):
+        ISTDMetrics(metrics=metrics)
+
+
+def test_bundle_with_extras_rejects_a_bad_map_before_counting():
+    m = ISTDMetrics(metrics=("all",))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        m.update(torch.full((1, 8, 8), 3.0), torch.zeros(1, 8, 8))
+    assert m.compute()["images"] == 0

@@ -1,4 +1,5 @@
-"""The metric set the ISTD papers report (IoU, nIoU, Pd, Fa), updated together."""
+"""The metric set the ISTD papers report (IoU, nIoU, Pd, Fa), updated together, and on
+request every other metric of the package over the same predictions."""
 
 from __future__ import annotations
 
@@ -6,12 +7,43 @@ from torch import Tensor
 
 from ._base import RangeCheck, binarize_pred, binarize_target, check_pair
 from ._fused import measure_pair
+from .hiou import HIoU
 from .pdfa import PdFa
 from .pixel import IoU, NIoU, intersection_union
+from .pixel_curves import PixelMetrics
+from .sweep import check_values
+
+BASIC = ("iou", "niou", "pdfa")
+# The metrics beyond the basic four, by the name ``metrics=`` takes; ``pdfa_shooting`` and
+# ``pdfa_opdc`` report under the prefixes ``shooting_`` and ``opdc_``.
+EXTRA = ("pdfa_shooting", "pdfa_opdc", "hiou", "pixel")
+METRIC_NAMES = BASIC + EXTRA
+
+
+def check_metric_names(metrics: object) -> tuple[str, ...]:
+    """``metrics`` (names of :data:`METRIC_NAMES`, "basic" or "all") as the extra names chosen."""
+    names = (metrics,) if isinstance(metrics, str) else metrics
+    if not isinstance(names, (tuple, list)) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f'metrics must be "basic", "all" or a sequence of names from {METRIC_NAMES}; got {metrics!r}')
+    chosen: list[str] = []
+    for n in names:
+        if n not in METRIC_NAMES + ("basic", "all"):
+            raise ValueError(f"metrics: unknown name {n!r}; expected basic, all or one of {', '.join(METRIC_NAMES)}")
+        chosen += EXTRA if n == "all" else [n] if n in EXTRA else []
+    return tuple(dict.fromkeys(chosen))
 
 
 class ISTDMetrics:
-    """IoU, nIoU and Pd/Fa over the same predictions.
+    """IoU, nIoU and Pd/Fa over the same predictions, and with ``metrics`` the others.
+
+    ``metrics``: ``("basic",)`` (the default: IoU, nIoU, Pd/Fa), ``("all",)``, or names of
+    :data:`METRIC_NAMES` (the basic three always come): ``pdfa_shooting`` and ``pdfa_opdc``
+    (:class:`.PdFa` under those rules, keys prefixed ``shooting_`` / ``opdc_``), ``hiou``
+    (:class:`.HIoU`), ``pixel`` (:class:`.PixelMetrics`). ``thresholds`` (probabilities)
+    sweeps the shooting, OPDC and hIoU members; the basic members stay at the one cut.
+    ``pyirstd=True`` gives the OPDC, hIoU and pixel members PyIRSTDMetrics 1.0.2's rules.
+    With extra metrics, a non-finite ``pred`` or one outside [0, 1] (without ``logits``)
+    raises ValueError.
 
     ``compute()`` -> ``{"iou", "niou", "pd", "fa"}`` and the raw counts
     (``intersection, union, images, detected, targets, false_pixels, pixels``). Values are
@@ -24,22 +56,36 @@ class ISTDMetrics:
 
     def __init__(self, distance: float = 3.0, logits: bool = False, legacy: bool = False,
                  empty_as: str = "zero", connectivity: int = 8, backend: str | None = None,
-                 distributed: bool = True) -> None:
+                 distributed: bool = True, metrics=("basic",), thresholds=None, pyirstd: bool = False) -> None:
         self.iou = IoU(logits=logits, distributed=distributed)
         self.niou = NIoU(empty_as=empty_as, logits=logits, distributed=distributed)
         self.pdfa = PdFa(distance=distance, connectivity=connectivity, legacy=legacy, logits=logits,
                          backend=backend, distributed=distributed)
         self.logits = self.iou.logits
         self.range_check = RangeCheck()
+        common = {"thresholds": thresholds, "connectivity": connectivity, "logits": logits, "backend": backend,
+                  "distributed": distributed, "pyirstd": pyirstd}
+        make = {"pdfa_shooting": lambda: PdFa(distance, matching="shooting", **common),
+                "pdfa_opdc": lambda: PdFa(distance, matching="opdc", **common),
+                "hiou": lambda: HIoU(distance=distance, **common),
+                "pixel": lambda: PixelMetrics(logits=logits, distributed=distributed, pyirstd=pyirstd)}
+        self.extra = {name: make[name]() for name in check_metric_names(metrics)}
 
     def _metrics(self):
-        return (self.iou, self.niou, self.pdfa)
+        return (self.iou, self.niou, self.pdfa, *self.extra.values())
+
+    def _prefixed(self, name: str, values: dict) -> dict:
+        prefix = name.split("_", 1)[1] + "_" if name.startswith("pdfa_") else ""
+        return {prefix + k: v for k, v in values.items()}
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         # Checked, thresholded and counted once for all members; a bad batch raises before
         # any member changes.
         p, t = check_pair(pred, target)
-        self.range_check.see(p, self.logits)
+        if self.extra:
+            check_values(p, self.logits)
+        else:
+            self.range_check.see(p, self.logits)
         fused = measure_pair(p, t, 0.0 if self.logits else 0.5, self.pdfa.connectivity, self.pdfa.backend)
         if fused is not None:
             inter, union = fused.inter, fused.union
@@ -51,23 +97,29 @@ class ISTDMetrics:
             self.pdfa._add(pred_bin, target_bin)
         self.iou._add(inter, union, p.device)
         self.niou._add(inter, union, p.device)
+        for m in self.extra.values():
+            m.update(p, t)
 
     __call__ = update
 
     def compute(self) -> dict:
         self.range_check.flush()
         out: dict = {}
-        for m in self._metrics():
+        for m in (self.iou, self.niou, self.pdfa):
             out.update(m.compute())
         head = {k: out.pop(k) for k in ("iou", "niou", "pd", "fa")}
+        for name, m in self.extra.items():
+            out.update(self._prefixed(name, m.compute()))
         return {**head, **out}
 
     def sync(self) -> dict:
         """The members' count tensors, summed over processes when running distributed."""
         self.range_check.flush()
         out: dict = {}
-        for m in self._metrics():
+        for m in (self.iou, self.niou, self.pdfa):
             out.update(m.sync())
+        for name, m in self.extra.items():
+            out.update({f"{name}.{k}": v for k, v in m.sync().items()})
         return out
 
     def reset(self) -> None:
