@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from depthwise_cases import CASES, assert_close, case_id, expected_and_grads, make_inputs
+from depthwise_cases import CASES, case_id, make_inputs
+from test_depthwise import check_matches_conv2d
 
 from istd_kernels.ops import depthwise_conv2d
 
@@ -16,18 +17,7 @@ GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_gpu_matches_conv2d(backend, dtype, case, memory_format):
-    shape, kernel, stride, padding, dilation = case
-    x, w, b = make_inputs(shape, kernel, dtype, device="cuda")
-    x = x.contiguous(memory_format=memory_format).requires_grad_()
-    w.requires_grad_()
-    b.requires_grad_()
-    y = depthwise_conv2d(x, w, b, stride, padding, dilation, backend=backend)
-    gy = torch.randn(y.shape, device="cuda").to(dtype)
-    grads = torch.autograd.grad(y, (x, w, b), gy)
-    ref_y, ref_grads = expected_and_grads(x, w, b, gy, stride, padding, dilation)
-    assert_close(y, ref_y, dtype, "y")
-    for g, r in zip(grads, ref_grads):
-        assert_close(g, r, dtype, "grad")
+    check_matches_conv2d(backend, dtype, case, memory_format, device="cuda")
 
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
@@ -49,6 +39,7 @@ def test_auto_prefers_cuda():
 # --- HLKConv ---------------------------------------------------------------------------
 
 import hlk_cases  # noqa: E402
+from test_hlk_conv import check_matches_unfused_module  # noqa: E402
 
 from istd_kernels.ops import hlk_conv  # noqa: E402
 
@@ -60,17 +51,7 @@ HLK_GPU_CASES = hlk_cases.CASES + [(8, 16, 128, 128, 7, 16, 1), (2, 64, 67, 65, 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_gpu_hlk_matches_unfused(backend, dtype, case, memory_format):
-    params, dil, groups = hlk_cases.make_params(case, dtype)
-    params = [p.cuda() for p in params]
-    params[0] = params[0].contiguous(memory_format=memory_format)
-    leaves = [p.requires_grad_() for p in params]
-    y = hlk_conv(*leaves, dil, groups, backend=backend)
-    gy = torch.randn(y.shape, device="cuda").to(dtype)
-    grads = torch.autograd.grad(y, leaves, gy)
-    ref_y, ref_grads = hlk_cases.expected([p.detach().cpu() for p in params], dil, groups, gy.cpu())
-    hlk_cases.assert_close(y.cpu(), ref_y, dtype, "y")
-    for g, r in zip(grads, ref_grads):
-        hlk_cases.assert_close(g.cpu(), r, dtype, "grad")
+    check_matches_unfused_module(backend, dtype, case, memory_format, device="cuda")
 
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])

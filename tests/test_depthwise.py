@@ -23,27 +23,33 @@ PARAMS = [(b, dt, case) for b in CPU_BACKENDS for dt in DTYPES[b] for case in CA
           if not (b == "triton" and case is LARGEST and dt != torch.float32)]
 
 
-def run(backend, case, dtype, memory_format=torch.contiguous_format, seed=0):
+def run(backend, case, dtype, memory_format=torch.contiguous_format, seed=0, device="cpu"):
     shape, kernel, stride, padding, dilation = case
-    x, w, b = make_inputs(shape, kernel, dtype, seed=seed)
+    x, w, b = make_inputs(shape, kernel, dtype, device, seed)
     x = x.contiguous(memory_format=memory_format).requires_grad_()
     w.requires_grad_()
     b.requires_grad_()
     y = depthwise_conv2d(x, w, b, stride, padding, dilation, backend=backend)
-    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed + 1)).to(device, dtype)
     grads = torch.autograd.grad(y, (x, w, b), gy)
     ref_y, ref_grads = expected_and_grads(x, w, b, gy, stride, padding, dilation)
     return y, grads, ref_y, ref_grads
 
 
-@pytest.mark.parametrize("backend,dtype,case", PARAMS, ids=[f"{b}-{str(d)[6:]}-{case_id(c)}" for b, d, c in PARAMS])
-def test_matches_conv2d(backend, dtype, case):
-    y, grads, ref_y, ref_grads = run(backend, case, dtype)
+def check_matches_conv2d(backend, dtype, case, memory_format=torch.contiguous_format, device="cpu"):
+    """Output and every gradient of ``backend`` against F.conv2d in float64; test_cuda.py runs
+    this same check on the GPU backends."""
+    y, grads, ref_y, ref_grads = run(backend, case, dtype, memory_format, device=device)
     assert y.dtype == dtype
     assert_close(y, ref_y, dtype, "y")
     for name, g, r in zip(("grad_x", "grad_weight", "grad_bias"), grads, ref_grads):
         assert g.dtype == dtype, name
         assert_close(g, r, dtype, name)
+
+
+@pytest.mark.parametrize("backend,dtype,case", PARAMS, ids=[f"{b}-{str(d)[6:]}-{case_id(c)}" for b, d, c in PARAMS])
+def test_matches_conv2d(backend, dtype, case):
+    check_matches_conv2d(backend, dtype, case)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

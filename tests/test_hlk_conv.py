@@ -22,27 +22,35 @@ PARAMS = [(b, dt, case) for b in DTYPES for dt in DTYPES[b] for case in CASES
 NAMES = ("grad_x", "grad_w0", "grad_b0", "grad_w1", "grad_b1", "grad_w_pw", "grad_b_pw")
 
 
-def run(backend, case, dtype, memory_format=torch.contiguous_format, bias=True, seed=0):
+def run(backend, case, dtype, memory_format=torch.contiguous_format, bias=True, seed=0, device="cpu"):
+    """Output and gradients of ``backend`` on ``device``, and the float64 unfused module's on the CPU."""
     params, dil, groups = make_params(case, dtype, seed, bias)
+    params = [p if p is None else p.to(device) for p in params]
     params[0] = params[0].contiguous(memory_format=memory_format)
     leaves = [p.requires_grad_() if p is not None else None for p in params]
     y = hlk_conv(*leaves, dil, groups, backend=backend)
     gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64).to(dtype)
     live = [p for p in leaves if p is not None]
-    got = iter(torch.autograd.grad(y, live, gy))
-    grads = [next(got) if p is not None else None for p in leaves]
-    ref_y, ref_grads = expected(params, dil, groups, gy)
-    return y, grads, ref_y, ref_grads
+    got = iter(torch.autograd.grad(y, live, gy.to(device)))
+    grads = [next(got).cpu() if p is not None else None for p in leaves]
+    ref_y, ref_grads = expected([p if p is None else p.detach().cpu() for p in params], dil, groups, gy)
+    return y.cpu(), grads, ref_y, ref_grads
 
 
-@pytest.mark.parametrize("backend,dtype,case", PARAMS, ids=[f"{b}-{str(d)[6:]}-{case_id(c)}" for b, d, c in PARAMS])
-def test_matches_unfused_module(backend, dtype, case):
-    y, grads, ref_y, ref_grads = run(backend, case, dtype)
+def check_matches_unfused_module(backend, dtype, case, memory_format=torch.contiguous_format, device="cpu"):
+    """Output and every gradient of ``backend`` against the float64 unfused module; test_cuda.py
+    runs this same check on the GPU backends."""
+    y, grads, ref_y, ref_grads = run(backend, case, dtype, memory_format, device=device)
     assert y.dtype == dtype
     assert_close(y, ref_y, dtype, "y")
     for name, g, r in zip(NAMES, grads, ref_grads):
         assert g.dtype == dtype, name
         assert_close(g, r, dtype, name)
+
+
+@pytest.mark.parametrize("backend,dtype,case", PARAMS, ids=[f"{b}-{str(d)[6:]}-{case_id(c)}" for b, d, c in PARAMS])
+def test_matches_unfused_module(backend, dtype, case):
+    check_matches_unfused_module(backend, dtype, case)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpp", "triton"])
