@@ -355,6 +355,19 @@ def test_sharded_pytest_run_is_counted_and_judged(tmp_path, second, sleep):
         assert rec["passed"] is True and rec["detail"].startswith("4/4 tests reported")
 
 
+def test_test_file_that_cannot_be_imported_fails_the_check_and_the_others_run(tmp_path):
+    # The lent machine has no hypothesis: the files that import it must not stop the others.
+    (tmp_path / "test_fake_cuda.py").write_text(FAKE_TESTS.replace("SECOND_VALUE", "n").replace("SLEEP", "0"))
+    (tmp_path / "test_needs_more.py").write_text("import no_such_module_here\n\ndef test_x():\n    pass\n")
+    (tmp_path / "steps").mkdir()
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {"steps": str(tmp_path / "steps")}, time.time() + 40)
+    correctness.run_sharded(ctx, "fake", ["."], cwd=str(tmp_path))
+    (rec,) = runner.read_records(str(tmp_path / "r.jsonl"))
+    assert rec["passed"] is False and rec["counts"] == {"PASSED": 4}
+    assert rec["uncollected"] == ["test_needs_more.py: ModuleNotFoundError: No module named 'no_such_module_here'"]
+    assert "could not be imported here" in rec["detail"]
+
+
 def test_missing_compute_sanitizer_is_recorded_as_not_run(tmp_path, monkeypatch):
     monkeypatch.setattr(correctness, "find_sanitizer", lambda: None)
     ctx = StepContext(str(tmp_path / "r.jsonl"), {"sanitizer_tools": ["memcheck"], "steps": str(tmp_path)},

@@ -8,6 +8,7 @@ passed): compute-sanitizer missing, or refusing the device ("unavailable here").
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ from .paths import SOURCE_ROOT, child_env
 from .worker import StepContext
 
 _RESULT = re.compile(r"^(\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.M)
+# A test file that cannot be imported (pytest -q's summary line) and why (its "E" line).
+_UNCOLLECTED, _WHY = re.compile(r"^ERROR (\S+)", re.M), re.compile(r"^E\s+(\w*Error: .*)$", re.M)
 #: At most this many pytest processes share the GPU (Triton's compiles are CPU-bound).
 MAX_SHARDS = 8
 _SANITIZER_EXIT = 86  # compute-sanitizer's exit status when it found an error
@@ -39,13 +42,16 @@ def _pytest(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "cuda", *args]
 
 
-def _collect(args: list[str], timeout: float, cwd: str) -> list[str]:
-    out = subprocess.run(_pytest(["--collect-only", "-q", *args]), cwd=cwd, env=_env(), capture_output=True,
-                         text=True, timeout=timeout)
+def _collect(args: list[str], timeout: float, cwd: str) -> tuple[list[str], list[str]]:
+    """The ids of ``args``' cuda tests, and ``"file: why"`` for each test file that could not be
+    imported (a module the machine lacks, such as hypothesis): the other files' tests still run."""
+    out = subprocess.run(_pytest(["--collect-only", "-q", "--continue-on-collection-errors", *args]), cwd=cwd,
+                         env=_env(), capture_output=True, text=True, timeout=timeout)
     ids = [line.strip() for line in out.stdout.splitlines() if "::" in line and not line.startswith(" ")]
-    if out.returncode not in (0, 5) or not ids:  # 5: nothing collected
-        raise RuntimeError(f"collecting {' '.join(args)} failed (exit {out.returncode}): {out.stdout[-1500:]}")
-    return ids
+    if not ids:
+        raise RuntimeError(f"collecting {' '.join(args)} found no test (exit {out.returncode}): {out.stdout[-1500:]}")
+    why = itertools.chain(_WHY.findall(out.stdout), itertools.repeat("see the collection output"))
+    return ids, [f"{path}: {reason}" for path, reason in zip(_UNCOLLECTED.findall(out.stdout), why)]
 
 
 def count(outputs: list[str]) -> dict[str, object]:
@@ -63,10 +69,10 @@ def count(outputs: list[str]) -> dict[str, object]:
 
 def run_sharded(ctx: StepContext, name: str, args: list[str], cwd: str = SOURCE_ROOT) -> None:
     """Collect ``args``' cuda tests (test ids are relative to ``cwd``), run them in shards in
-    parallel until the step's deadline, and record one check: passed when every collected test
-    reported and none failed."""
+    parallel until the step's deadline, and record one check: passed when every test file was
+    imported, every collected test reported and none failed."""
     start = time.time()
-    ids = _collect(args, max(5.0, ctx.left()), cwd)
+    ids, uncollected = _collect(args, max(5.0, ctx.left()), cwd)
     shards = max(1, min(MAX_SHARDS, (os.cpu_count() or 2) // 2, len(ids)))
     logs = [ctx.step_file(f"{name}-shard{k}.log") for k in range(shards)]
     procs = []
@@ -85,15 +91,17 @@ def run_sharded(ctx: StepContext, name: str, args: list[str], cwd: str = SOURCE_
     outputs = [open(log).read() for log in logs]
     c = count(outputs)
     ran = sum(v for k, v in c.items() if k != "failed_ids")
-    passed = not timed_out and not c["failed_ids"] and c.get("PASSED", 0) > 0 and ran == len(ids)
+    passed = not timed_out and not c["failed_ids"] and c.get("PASSED", 0) > 0 and ran == len(ids) and not uncollected
     detail = f"{ran}/{len(ids)} tests reported in {time.time() - start:.0f} s over {shards} process(es)"
+    if uncollected:
+        detail += f"; {len(uncollected)} test file(s) could not be imported here: {'; '.join(uncollected)}"
     if timed_out:
         detail += "; the step's time budget ran out (the remaining tests did not run)"
     elif ran != len(ids):
         detail += "; some tests did not report (a process crashed: see the shard logs)"
     ctx.record({"kind": "check", "name": f"pytest -m cuda {' '.join(args)}", "passed": passed, "detail": detail,
                 "counts": {k: v for k, v in c.items() if k != "failed_ids"}, "failed": c["failed_ids"][:50],
-                "logs": logs})
+                "uncollected": uncollected, "logs": logs})
 
 
 def run_op_tests(ctx: StepContext) -> None:
