@@ -32,6 +32,7 @@ from .intervals import check_bootstrap_args, report_intervals
 from .outputs import check_output_folder, check_output_path, write_json, write_text, write_via_temp
 from .runtime import Progress
 from .scoring import ROW_FIELDS, Scorer, score_model, size_grouped
+from .suite import parse_metrics, suite_rows
 
 
 def _check_args(args) -> None:
@@ -42,6 +43,8 @@ def _check_args(args) -> None:
     check_at_least("--batch-size", args.batch_size, 1)
     check_at_least("--workers", args.workers, 0)
     check_at_least("--worst", args.worst, 1)
+    check_at_least("--thresholds", args.thresholds, 1)
+    parse_metrics(args.metrics)
     check_bootstrap_args(args)
     if not 0 < args.threshold < 1:
         raise CLIError(f"--threshold must be a probability strictly between 0 and 1; got {args.threshold}")
@@ -56,7 +59,8 @@ def _check_args(args) -> None:
 
 def _scorer(args, logits: bool) -> Scorer:
     return Scorer(args.threshold, logits, args.legacy_fa, args.niou_empty, roc=bool(args.roc),
-                  components=bool(args.per_image or args.worst))
+                  components=bool(args.per_image or args.worst), metrics=parse_metrics(args.metrics),
+                  thresholds=args.thresholds)
 
 
 def _score_predictions(folder: str, ds, args):
@@ -138,7 +142,11 @@ def _write_worst(scorer: Scorer, ds, args, predicted) -> None:
 
 
 def _finish(args, result, named_scorers, ds, predicted) -> None:
-    """The files every path may write: JSON, ROC, per-image CSV, worst-image overlays."""
+    """The files every path may write: JSON, ROC, per-image CSV, worst-image overlays; and
+    first the table of the metrics beyond the basic four, if any were asked for."""
+    for name, scorer in named_scorers:
+        if scorer.extra:
+            print(f"{name}:\n{render_table(suite_rows(scorer.result()['metrics'], scorer.sweep), 'text')}")
     if args.json:
         write_json(Path(args.json), result, "--json")
         print(f"wrote {args.json}")

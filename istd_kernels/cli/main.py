@@ -89,6 +89,11 @@ def _evaluate_parser(sub) -> None:
 def _profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="parameters, MACs/FLOPs, latency, images/s and per-layer time of a model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--metrics", default="basic", help="basic (IoU, nIoU, Pd, Fa), all, or a comma list of "
+                   "pdfa_shooting, pdfa_opdc, hiou, pixel (docs/metrics.md); printed as one more table, all keys "
+                   "in --json")
+    p.add_argument("--thresholds", type=int, default=1, metavar="K", help="sweep the shooting, OPDC and hIoU "
+                   "metrics over pred > 0, 1/K, ..., (K-1)/K (1: at --threshold only)")
     p.add_argument("--model", required=True, metavar="MODEL",
                    help="lcrnet, rrcanet, or MODULE:CALLABLE / FILE.py:CALLABLE returning an nn.Module")
     p.add_argument("--input", default="1x1x512x512", help="one image's shape, [1x]CxHxW")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .runtime import Progress, timed_forwards
+from .suite import jsonable
 
 if TYPE_CHECKING:  # torch is imported where it is used: `istd --help` builds its parser from this module
     import torch
@@ -42,11 +43,19 @@ class Scorer:
             ``zero`` (the reference), ``one``, or ``skip`` (left out of the mean).
         roc: also sweep :data:`ROC_THRESHOLDS`.
         components: count each image's predicted components for its row.
+        metrics, thresholds: the metrics beyond the basic four (``--metrics``, see
+            :func:`.suite.parse_metrics`) and their sweep (``--thresholds K``).
     """
 
     def __init__(self, threshold: float = 0.5, logits: bool = False, legacy: bool = False,
-                 niou_empty: str = "zero", roc: bool = False, components: bool = False) -> None:
+                 niou_empty: str = "zero", roc: bool = False, components: bool = False,
+                 metrics: tuple[str, ...] = ("basic",), thresholds: int = 1) -> None:
         from ..metrics import ROC, ISTDMetrics
+        from ..metrics.bundle import ExtraMetrics
+        from .suite import suite_thresholds
+        self.sweep = suite_thresholds(thresholds, threshold)
+        self.extra = ExtraMetrics(metrics, logits=logits, distributed=False, thresholds=self.sweep,
+                                  pixel_threshold=threshold)
         self.cut = math.log(threshold / (1 - threshold)) if logits else threshold
         self.niou_empty = niou_empty
         # At the default threshold the metrics threshold the raw map themselves (in the C++
@@ -70,6 +79,8 @@ class Scorer:
         self.metrics.update(pred[None] if self.raw else positive, target[None])
         if self.roc is not None:
             self.roc.update(pred[None], target[None])
+        if self.extra:
+            self.extra.update(pred[None], target[None])
         now = self._counts()
         d = {k: now[k] - self._last[k] for k in now}
         self._last = now
@@ -87,8 +98,10 @@ class Scorer:
             m["niou"] = m["niou"] * m["images"] / scored if scored else 0.0
             m["niou_images"] = scored
         head = {k: m.pop(k) for k in ("iou", "niou", "pd", "fa")}
+        extra = {"thresholds": self.sweep, "metrics": jsonable(self.extra.compute())} if self.extra else {}
         return {**head, "iou_percent": 100 * head["iou"], "niou_percent": 100 * head["niou"],
-                "pd_percent": 100 * head["pd"], "fa_x1e-6": 1e6 * head["fa"], "images": m["images"], "counts": m}
+                "pd_percent": 100 * head["pd"], "fa_x1e-6": 1e6 * head["fa"], "images": m["images"], "counts": m,
+                **extra}
 
     def worst(self, k: int) -> list[dict]:
         """The ``k`` worst rows: lowest IoU first (an image with nothing to find and nothing

@@ -33,6 +33,40 @@ def check_metric_names(metrics: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
+class ExtraMetrics:
+    """The metrics of ``metrics`` beyond the basic three (see :class:`ISTDMetrics`), updated
+    together from probability (or logit) maps; empty for ``("basic",)``."""
+
+    def __init__(self, metrics=("basic",), distance: float = 3.0, connectivity: int = 8, logits: bool = False,
+                 backend: str | None = None, distributed: bool = True, thresholds=None, pixel_threshold: float = 0.5,
+                 pyirstd: bool = False) -> None:
+        common = {"thresholds": thresholds, "connectivity": connectivity, "logits": logits, "backend": backend,
+                  "distributed": distributed, "pyirstd": pyirstd}
+        make = {"pdfa_shooting": lambda: PdFa(distance, matching="shooting", **common),
+                "pdfa_opdc": lambda: PdFa(distance, matching="opdc", **common),
+                "hiou": lambda: HIoU(distance=distance, **common),
+                "pixel": lambda: PixelMetrics(threshold=pixel_threshold, logits=logits, distributed=distributed,
+                                              pyirstd=pyirstd)}
+        self.members = {name: make[name]() for name in check_metric_names(metrics)}
+
+    def __bool__(self) -> bool:
+        return bool(self.members)
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        for m in self.members.values():
+            m.update(pred, target)
+
+    def compute(self) -> dict:
+        out: dict = {}
+        for name, m in self.members.items():
+            prefix = name.split("_", 1)[1] + "_" if name.startswith("pdfa_") else ""
+            out.update({prefix + k: v for k, v in m.compute().items()})
+        return out
+
+    def sync(self) -> dict:
+        return {f"{name}.{k}": v for name, m in self.members.items() for k, v in m.sync().items()}
+
+
 class ISTDMetrics:
     """IoU, nIoU and Pd/Fa over the same predictions, and with ``metrics`` the others.
 
@@ -63,20 +97,11 @@ class ISTDMetrics:
                          backend=backend, distributed=distributed)
         self.logits = self.iou.logits
         self.range_check = RangeCheck()
-        common = {"thresholds": thresholds, "connectivity": connectivity, "logits": logits, "backend": backend,
-                  "distributed": distributed, "pyirstd": pyirstd}
-        make = {"pdfa_shooting": lambda: PdFa(distance, matching="shooting", **common),
-                "pdfa_opdc": lambda: PdFa(distance, matching="opdc", **common),
-                "hiou": lambda: HIoU(distance=distance, **common),
-                "pixel": lambda: PixelMetrics(logits=logits, distributed=distributed, pyirstd=pyirstd)}
-        self.extra = {name: make[name]() for name in check_metric_names(metrics)}
+        self.extra = ExtraMetrics(metrics, distance=distance, connectivity=connectivity, logits=logits,
+                                  backend=backend, distributed=distributed, thresholds=thresholds, pyirstd=pyirstd)
 
     def _metrics(self):
-        return (self.iou, self.niou, self.pdfa, *self.extra.values())
-
-    def _prefixed(self, name: str, values: dict) -> dict:
-        prefix = name.split("_", 1)[1] + "_" if name.startswith("pdfa_") else ""
-        return {prefix + k: v for k, v in values.items()}
+        return (self.iou, self.niou, self.pdfa, *self.extra.members.values())
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         # Checked, thresholded and counted once for all members; a bad batch raises before
@@ -97,8 +122,7 @@ class ISTDMetrics:
             self.pdfa._add(pred_bin, target_bin)
         self.iou._add(inter, union, p.device)
         self.niou._add(inter, union, p.device)
-        for m in self.extra.values():
-            m.update(p, t)
+        self.extra.update(p, t)
 
     __call__ = update
 
@@ -108,9 +132,7 @@ class ISTDMetrics:
         for m in (self.iou, self.niou, self.pdfa):
             out.update(m.compute())
         head = {k: out.pop(k) for k in ("iou", "niou", "pd", "fa")}
-        for name, m in self.extra.items():
-            out.update(self._prefixed(name, m.compute()))
-        return {**head, **out}
+        return {**head, **out, **self.extra.compute()}
 
     def sync(self) -> dict:
         """The members' count tensors, summed over processes when running distributed."""
@@ -118,9 +140,7 @@ class ISTDMetrics:
         out: dict = {}
         for m in (self.iou, self.niou, self.pdfa):
             out.update(m.sync())
-        for name, m in self.extra.items():
-            out.update({f"{name}.{k}": v for k, v in m.sync().items()})
-        return out
+        return {**out, **self.extra.sync()}
 
     def reset(self) -> None:
         for m in self._metrics():
