@@ -138,7 +138,7 @@ def test_folders_with_different_images(capsys, synth, folders, tmp_path):
     (["--ci", "1.5"], ["--ci", "between 0 and 1"]),
     (["--ci", "0"], ["--ci"]),
     (["--bootstrap", "50"], ["--bootstrap", "100"]),
-    (["--names", "one"], ["--names", "one per folder"]),
+    (["--names", "one"], ["--names", "one per --pred folder"]),
 ])
 def test_bad_options(capsys, synth, folders, argv, names):
     rc, _, err = cli(capsys, "compare", "--data", synth, "--pred", folders["good"], "--pred", folders["bad"], *argv)
@@ -147,10 +147,58 @@ def test_bad_options(capsys, synth, folders, argv, names):
 
 def test_one_folder_is_not_a_comparison(capsys, synth, folders):
     rc, _, err = cli(capsys, "compare", "--data", synth, "--pred", folders["good"])
-    assert_one_line_error(rc, err, "two --pred", "istd evaluate")
+    assert_one_line_error(rc, err, "two models", "istd evaluate")
 
 
 @pytest.mark.parametrize("argv, name", [(["--ci", "2"], "--ci"), (["--ci", "0.9", "--bootstrap", "10"], "--bootstrap")])
 def test_evaluate_bad_bootstrap_options(capsys, synth, folders, argv, name):
     rc, _, err = cli(capsys, "evaluate", "--data", synth, "--pred", folders["good"], *argv)
     assert_one_line_error(rc, err, name)
+
+
+def save_weights(path, seed=0):
+    """A freshly initialised tiny LCRNet as an istd checkpoint (evaluation does not need a good model)."""
+    import torch
+
+    from istd_kernels.cli.networks import FORMAT_VERSION, TINY_MODEL_CONFIG, build_model
+    torch.manual_seed(seed)
+    net = build_model("lcrnet", TINY_MODEL_CONFIG["lcrnet"])
+    torch.save({"format_version": FORMAT_VERSION, "model": "lcrnet", "model_config": TINY_MODEL_CONFIG["lcrnet"],
+                "model_state": net.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return tiny_synth(tmp_path_factory, n=4)       # 2 test images: the network runs on each
+
+
+@pytest.mark.slow   # 5 forward passes of the tiny LCRNet: about a minute on the shared CPU
+def test_weights_against_their_own_saved_predictions(capsys, small, tmp_path):
+    weights = save_weights(tmp_path / "w.pt")
+    test_images = [small / "images" / f"{i}.png" for i in split_ids(small)]
+    rc, _, err = cli(capsys, "predict", "--model", "lcrnet", "--weights", weights, "--out", tmp_path / "p",
+                     *test_images)
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "compare", "--data", small, "--pred", tmp_path / "p", "--model", "lcrnet",
+                       "--weights", weights, "--names", "saved", "live", "--bootstrap", "100",
+                       "--json", tmp_path / "r.json", "--out", tmp_path / "ov", "--overlays", "1")
+    assert rc == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["models"][1]["weights"] == str(weights) and result["models"][0]["predictions"] == str(tmp_path / "p")
+    assert result["models"][0]["counts"] == result["models"][1]["counts"]
+    for m in result["pairs"][0]["metrics"].values():
+        assert m["diff"] in (0, None) and m["p_value"] in (1.0, None)
+    assert len(list((tmp_path / "ov" / "saved_vs_live").glob("*.png"))) == 1
+
+
+def test_weights_need_every_image_and_one_model_each(capsys, small, synth, folders, tmp_path):
+    weights = save_weights(tmp_path / "w.pt")
+    rc, _, err = cli(capsys, "compare", "--data", small, "--weights", weights, "--weights", weights,
+                     "--model", "lcrnet")
+    assert_one_line_error(rc, err, "one --model per --weights")
+    partial = masks_as_predictions(synth, tmp_path / "partial")
+    gone = split_ids(synth)[0]
+    (partial / f"{gone}.png").unlink()
+    rc, _, err = cli(capsys, "compare", "--data", synth, "--pred", partial, "--model", "lcrnet", "--weights", weights)
+    assert_one_line_error(rc, err, partial, gone, "--weights")

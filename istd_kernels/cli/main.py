@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _evaluate_parser(sub)
     _profile_parser(sub)
-    compare_parser(sub, _data_flags)
+    compare_parser(sub, _data_flags, MODELS)
 
     p = sub.add_parser("predict", help="masks and target lists for images")
     _model_flags(p)

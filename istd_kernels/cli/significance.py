@@ -1,7 +1,8 @@
 """``istd compare``: does one model really beat another on this test set?
 
-Every ``--pred`` folder is scored on the same images (a folder lacking an image another one
-has is an error), then for each pair of models:
+Every model, a ``--pred`` folder of saved predictions or a ``--model/--weights`` pair, is
+scored on the same images (a folder lacking an image another one has, or with weights any
+image of the split, is an error), then for each pair of models:
 
 - a paired bootstrap of each metric's difference (both models resampled with the same
   image indices, :func:`~istd_kernels.metrics.paired_bootstrap`): interval and two-sided
@@ -12,9 +13,9 @@ has is an error), then for each pair of models:
 - the images where the two disagree most (largest IoU difference, then detected targets,
   then false pixels) and, with ``--out``, overlays of the worst few side by side.
 
-Scoring is the one of ``istd evaluate`` (:class:`~.scoring.Scorer`); files are decoded in a
-thread pool (cv2 releases the GIL) while the main thread scores, and each mask is read once
-for all models.
+Scoring is the one of ``istd evaluate`` (:class:`~.scoring.Scorer`); prediction files are
+decoded in a thread pool (cv2 releases the GIL) while the main thread scores, and each mask
+is read once for all folders.
 """
 
 from __future__ import annotations
@@ -35,19 +36,23 @@ from .intervals import UNIT_NAMES, UNITS, bootstrap_flags, check_bootstrap_args,
 _AHEAD = 16
 
 
-def compare_parser(sub, data_flags) -> None:
-    """Register ``istd compare`` on the subparsers ``sub``; ``data_flags`` adds --data/--layout/--split."""
+def compare_parser(sub, data_flags, models: tuple[str, ...]) -> None:
+    """Register ``istd compare`` on the subparsers ``sub``; ``data_flags`` adds --data/--layout/--split,
+    ``models`` are the ``--model`` choices."""
     from .scoring import NIOU_EMPTY
-    p = sub.add_parser("compare", help="paired bootstrap comparison of several models' saved predictions",
-                       description="Score each --pred folder on the same test images, then for each pair: the "
-                       "difference of every metric with its bootstrap interval and p-value, per-image wins, "
-                       "the images where they disagree most, and a verdict.",
+    p = sub.add_parser("compare", help="paired bootstrap comparison of several models on one test set",
+                       description="Score each --pred folder and each --model/--weights pair on the same test "
+                       "images, then for each pair of models: the difference of every metric with its bootstrap "
+                       "interval and p-value, per-image wins, the images where they disagree most, and a verdict.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data_flags(p)
-    p.add_argument("--pred", action="append", required=True, metavar="DIR",
-                   help="folder of predictions named by image id (the formats of istd evaluate --pred); "
-                   "give two or more")
-    p.add_argument("--names", nargs="+", default=None, help="one name per --pred (default: the folder names)")
+    p.add_argument("--pred", action="append", default=[], metavar="DIR",
+                   help="folder of predictions named by image id (the formats of istd evaluate --pred); repeat")
+    p.add_argument("--model", action="append", default=[], choices=models,
+                   help="network of the --weights of the same rank; repeat with --weights")
+    p.add_argument("--weights", action="append", default=[], help="checkpoint (RUN/best.pt) or bare state_dict")
+    p.add_argument("--names", nargs="+", default=None, help="one name per model, --pred folders first, then "
+                   "--weights (default: folder names, MODEL:RUN for weights)")
     p.add_argument("--subset", default="test", choices=("train", "test"), help="which split to score")
     p.add_argument("--pred-scale", default="auto", choices=("auto", "1", "255", "65535"),
                    help="divide --pred maps by this (auto: by file type and value range)")
@@ -61,23 +66,35 @@ def compare_parser(sub, data_flags) -> None:
     p.add_argument("--out", default=None, help="folder for the overlays (one subfolder per pair)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--workers", type=int, default=4, help="threads decoding the files")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="for --weights; default: "
+                   "cuda if available")
+    p.add_argument("--backend", default=None, help="istd_kernels backend for LCRNet's layers (--weights)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (--weights)")
+    p.add_argument("--amp", action="store_true", help="mixed precision for --weights")
 
 
 def _check_args(args) -> list[str]:
     from .checks import check_at_least
     from .outputs import check_output_folder, check_output_path
-    if len(args.pred) < 2:
-        raise CLIError("istd compare needs at least two --pred folders (to score one, use istd evaluate --pred)")
-    names = args.names or [Path(f).name or str(f) for f in args.pred]
-    if len(names) != len(args.pred):
-        raise CLIError(f"--names gives {len(names)} name(s) for {len(args.pred)} --pred folder(s); give one per folder")
+    if len(args.model) != len(args.weights):
+        raise CLIError(f"give one --model per --weights (in the same order); got {len(args.model)} --model and "
+                       f"{len(args.weights)} --weights")
+    count = len(args.pred) + len(args.weights)
+    if count < 2:
+        raise CLIError("istd compare needs at least two models: --pred folders and/or --model/--weights pairs "
+                       "(to score one, use istd evaluate)")
+    names = args.names or [Path(f).name or str(f) for f in args.pred] + [
+        f"{m}:{Path(w).parent.name or Path(w).stem}" for m, w in zip(args.model, args.weights)]
+    if len(names) != count:
+        raise CLIError(f"--names gives {len(names)} name(s) for {count} model(s); give one per --pred folder, "
+                       f"then one per --weights")
     if len(set(names)) != len(names):
         raise CLIError(f"the models' names must differ; got {', '.join(names)} (give --names A B ...)")
     check_bootstrap_args(args)
     if not 0 < args.threshold < 1:
         raise CLIError(f"--threshold must be a probability strictly between 0 and 1; got {args.threshold}")
-    for flag in ("top", "workers"):
-        check_at_least("--" + flag, getattr(args, flag), 1)
+    for flag in ("top", "workers", "batch_size"):
+        check_at_least("--" + flag.replace("_", "-"), getattr(args, flag), 1)
     check_at_least("--overlays", args.overlays, 0)
     if args.json:
         check_output_path(args.json, "--json")
@@ -86,20 +103,22 @@ def _check_args(args) -> list[str]:
     return names
 
 
-def _matched_files(ds, folders: list[str], args) -> tuple[list[int], list[dict[int, Path]]]:
-    """(indices into ``ds.pairs`` every folder predicts, per folder ``{index: file}``); folders
-    holding different image sets are an error naming the images and the fix."""
+def _matched_files(ds, folders: list[str], every: bool) -> tuple[list[int], list[dict[int, Path]]]:
+    """(indices into ``ds.pairs`` to score, per folder ``{index: file}``); folders holding
+    different image sets (or, with ``every``, not every image of the split) are an error
+    naming the images and the fix."""
     from .predictions import index_folder, match_ids
     ids = [p[0] for p in ds.pairs]
     files = [dict(match_ids(ids, index_folder(f), f, False).pairs) for f in folders]
-    union = set().union(*files)
+    union = set(range(len(ids))) if every else set().union(*files)
     for folder, got in zip(folders, files):
         lacking = sorted(union - set(got))
         if lacking:
-            other = next(f for f, g in zip(folders, files) if set(lacking) & set(g))
-            raise CLIError(f"--pred {folder} lacks {len(lacking)} image(s) that --pred {other} has "
+            other = next((f"--pred {f}" for f, g in zip(folders, files) if set(lacking) & set(g)),
+                         "--weights (which scores every image of the split)")
+            raise CLIError(f"--pred {folder} lacks {len(lacking)} image(s) that {other} has "
                            f"({', '.join(ids[k] for k in lacking[:5])}{' ...' if len(lacking) > 5 else ''}): "
-                           f"every folder must hold predictions for the same images; write the missing ones "
+                           f"every model must be scored on the same images; write the missing predictions "
                            f"or remove the extra ones")
     unscored = len(ids) - len(union)
     if unscored:
@@ -119,6 +138,8 @@ def _ahead(pool: ThreadPoolExecutor, fn, items: list):
 
 def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
     """One Scorer per folder over the images ``keep``; each mask is read once for all folders."""
+    if not files:
+        return []
     import torch
 
     from .data import read_mask
@@ -149,8 +170,43 @@ def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
     finally:
         torch.set_num_threads(threads)
     for folder, kind in zip(args.pred, kinds):
-        print(f"{folder}: read {describe_kinds(Counter(kind))}; positive where probability > {args.threshold:g}")
+        print(f"{folder}: read {describe_kinds(kind)}; positive where probability > {args.threshold:g}")
     return scorers
+
+
+def _folder_predicted(files: dict[int, Path], args):
+    """``predicted(k, grey)``: the bool prediction map of image ``k`` read from a folder."""
+    from .predictions import read_prediction
+
+    def predicted(k, grey):
+        return read_prediction(files[k], args.pred_scale)[0] > args.threshold
+    return predicted
+
+
+def _score_weights(ds, keep: list[int], model: str, weights: str, args):
+    """``(Scorer, predicted(k, grey))`` of a ``--model/--weights`` pair over the images ``keep``."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from .checks import load_inference_model
+    from .data import image_tensor
+    from .runtime import Progress
+    from .scoring import Scorer, score_model, size_grouped
+    net, device = load_inference_model(argparse.Namespace(model=model, weights=weights, device=args.device,
+                                                          backend=args.backend))
+    scorer = Scorer(args.threshold, True, args.legacy_fa, args.niou_empty)
+    items = DataLoader(Subset(ds, keep), batch_size=None, shuffle=False, num_workers=0)
+    score_model(net, size_grouped(items, args.batch_size), device, args.amp, scorer,
+                Progress(f"compare {model} {weights}", len(keep)))
+    # size_grouped may reorder images of mixed sizes; the paired bootstrap needs split order
+    rank = {ds.pairs[k][0]: i for i, k in enumerate(keep)}
+    scorer.rows.sort(key=lambda r: rank[r["id"]])
+
+    def predicted(k, grey):
+        with torch.no_grad():
+            logits = net(image_tensor(grey)[None].to(device), return_logits=True).float()
+        return (logits[0, 0] > scorer.cut).cpu().numpy()
+    return scorer, predicted
 
 
 def _verdict(diff, key: str, a: str, b: str, ci: float) -> str:
@@ -215,14 +271,13 @@ def _print_pair(pair: dict, args) -> None:
         f"{d['detected_b']} of {d['targets']})" for d in pair["most_different"]))
 
 
-def _overlays(pair: dict, ds, files: dict[str, dict], folder: Path, args) -> list[str]:
+def _overlays(pair: dict, ds, predicted: dict, folder: Path, args) -> list[str]:
     """Side-by-side overlays (``a`` left, ``b`` right) of the pair's most different images."""
     import cv2
 
     from .data import read_grey, read_mask
     from .outputs import write_image
     from .overlay import draw_overlay
-    from .predictions import read_prediction
     by_id = {p[0]: (k, p) for k, p in enumerate(ds.pairs)}
     written = []
     for rank, d in enumerate(pair["most_different"][:args.overlays], 1):
@@ -231,7 +286,7 @@ def _overlays(pair: dict, ds, files: dict[str, dict], folder: Path, args) -> lis
         sides = []
         for side in ("a", "b"):
             iou = "-" if d["iou_" + side] is None else f"{100 * d['iou_' + side]:.1f} %"
-            pred = read_prediction(files[pair[side]][k], args.pred_scale)[0] > args.threshold
+            pred = predicted[pair[side]](k, grey)
             notes = [f"{pair[side]}: {ident}", f"IoU {iou}, {d['detected_' + side]}/{d['targets']} detected, "
                      f"{d['false_pixels_' + side]} false px"]
             sides.append(draw_overlay(grey, pred, truth, notes)[0])
@@ -256,6 +311,29 @@ def _models_table(named, found, n: int, args) -> None:
     print(render_table(rows, "text"))
 
 
+def _score_all(ds, names: list[str], args) -> tuple[list[int], list, dict]:
+    """(scored image indices, one Scorer per model in ``names`` order, ``{name: predicted(k, grey)}``)."""
+    keep, files = _matched_files(ds, args.pred, bool(args.weights))
+    scorers = _score(ds, keep, files, args)
+    predicted = [_folder_predicted(f, args) for f in files]
+    for model, weights in zip(args.model, args.weights):
+        scorer, fn = _score_weights(ds, keep, model, weights, args)
+        scorers.append(scorer)
+        predicted.append(fn)
+    return keep, scorers, dict(zip(names, predicted))
+
+
+def _result(args, names, keep, scorers, found, pairs) -> dict:
+    sources = [{"predictions": str(f)} for f in args.pred] + [
+        {"model": m, "weights": str(w)} for m, w in zip(args.model, args.weights)]
+    return {"data": str(args.data), "subset": args.subset, "images": len(keep), "threshold": args.threshold,
+            "niou_empty": args.niou_empty, "legacy_fa": bool(args.legacy_fa), "ci": args.ci,
+            "resamples": args.bootstrap, "seed": args.seed,
+            "models": [{"name": n, **src, **s.result(), "intervals": {k: iv._asdict() for k, iv in fd.items()}}
+                       for n, src, s, fd in zip(names, sources, scorers, found)],
+            "pairs": pairs}
+
+
 def run(args) -> int:
     """The ``istd compare`` subcommand."""
     from ..metrics import bootstrap
@@ -263,8 +341,7 @@ def run(args) -> int:
     from .outputs import write_json
     names = _check_args(args)
     ds = ISTDDataset(args.data, args.subset, args.layout, args.split)
-    keep, files = _matched_files(ds, args.pred, args)
-    scorers = _score(ds, keep, files, args)
+    keep, scorers, predicted = _score_all(ds, names, args)
     named = list(zip(names, scorers))
     found = [bootstrap(count_table(s.rows, args.niou_empty), n_resamples=args.bootstrap, ci=args.ci, seed=args.seed)
              for s in scorers]
@@ -275,19 +352,11 @@ def run(args) -> int:
     print(f"verdicts: A > B when A scores better (higher {', '.join(UNITS[k][0] for k in ('iou', 'niou', 'pd'))}, "
           f"lower Fa) and the {100 * args.ci:g} % interval of the difference excludes 0")
     if args.out and args.overlays:
-        by_name = dict(zip(names, files))
         for pair in pairs:
             folder = Path(args.out) / f"{_safe(pair['a'])}_vs_{_safe(pair['b'])}"
-            pair["overlays"] = _overlays(pair, ds, by_name, folder, args)
+            pair["overlays"] = _overlays(pair, ds, predicted, folder, args)
         print(f"wrote {sum(len(p['overlays']) for p in pairs)} overlay(s) to {Path(args.out).resolve()}")
     if args.json:
-        result = {"data": str(args.data), "subset": args.subset, "images": len(keep), "threshold": args.threshold,
-                  "niou_empty": args.niou_empty, "legacy_fa": bool(args.legacy_fa), "ci": args.ci,
-                  "resamples": args.bootstrap, "seed": args.seed,
-                  "models": [{"name": n, "predictions": str(f), **s.result(),
-                              "intervals": {k: iv._asdict() for k, iv in fd.items()}}
-                             for n, f, s, fd in zip(names, args.pred, scorers, found)],
-                  "pairs": pairs}
-        write_json(Path(args.json), result, "--json")
+        write_json(Path(args.json), _result(args, names, keep, scorers, found, pairs), "--json")
         print(f"wrote {args.json}")
     return 0
