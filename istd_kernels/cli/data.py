@@ -7,8 +7,9 @@
 
 Split files list ids (with or without an extension), one a line. An image is found as
 ``images/<id>`` with any of the usual extensions; its mask as ``masks/<id>`` or NUAA-SIRST's
-``masks/<id>_pixels0``. RGB copies are converted to grey and masks thresholded at > 127, so
-IRSTD-1k's not-quite-binary masks come out 0/1.
+``masks/<id>_pixels0``. RGB copies of images are converted to grey; masks follow the rule of
+:mod:`.masks` (any nonzero pixel is target). Ids are resolved inside ``images/`` and ``masks/``:
+an id that leaves them (``../x``, an absolute path, a symlink pointing outside) is an error.
 
 Every path is checked when the data set is opened (a missing image or mask is named then,
 not in the middle of an epoch); unreadable files are named when they are first read.
@@ -27,6 +28,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from . import CLIError
+from .imagefile import decode_image, read_bytes
+from .masks import read_mask
 
 IMAGE_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 LAYOUTS = ("auto", "basicirstd", "dnanet")
@@ -118,12 +121,29 @@ def _find(folder: Path, stem: str, suffixes: Sequence[str] = ("",)) -> Path | No
     return None
 
 
+def _check_id(layout: Layout, ident: str) -> None:
+    """An id names a file inside ``images/`` and ``masks/``: no absolute path, no ``..``."""
+    if Path(ident).is_absolute() or ".." in Path(ident).parts:
+        raise CLIError(f"split file id {ident!r} leaves the data set folder {layout.root}: ids name files inside "
+                       f"{layout.images} and {layout.masks} (no absolute paths, no '..')")
+
+
+def _inside(folder: Path, found: Path | None, ident: str) -> Path | None:
+    """``found`` if it resolves inside ``folder`` (whose own symlink is followed); else an error."""
+    if found is not None and not found.resolve().is_relative_to(folder.resolve()):
+        raise CLIError(f"split file id {ident!r} resolves to {found.resolve()}, outside {folder} (a symlink "
+                       f"pointing out of the data set); copy the file into the data set instead")
+    return found
+
+
 def find_pairs(layout: Layout, ids: Sequence[str]) -> list[tuple[str, Path, Path]]:
-    """``(id, image path, mask path)`` for every id; raises naming the first missing file."""
+    """``(id, image path, mask path)`` for every id; raises naming the first missing file or the
+    first id that leaves the data set (see the module note)."""
     pairs = []
     for i in ids:
-        image = _find(layout.images, i)
-        mask = _find(layout.masks, i, ("", "_pixels0"))
+        _check_id(layout, i)
+        image = _inside(layout.images, _find(layout.images, i), i)
+        mask = _inside(layout.masks, _find(layout.masks, i, ("", "_pixels0")), i)
         if image is None:
             have = f" (its mask {mask} exists)" if mask is not None else ""
             raise CLIError(f"image for id {i!r} not found: expected {layout.images / i}.png or another "
@@ -134,37 +154,13 @@ def find_pairs(layout: Layout, ids: Sequence[str]) -> list[tuple[str, Path, Path
     return pairs
 
 
-# Markers a complete file of these formats ends with. OpenCV decodes a truncated JPEG or PNG
-# into a partly grey image and only prints a warning, so completeness is checked on the bytes.
-_JPEG_END = b"\xff\xd9"
-_PNG_END = b"IEND\xaeB`\x82"
-
-
-def _truncation(data: bytes) -> str | None:
-    """Why ``data`` (a JPEG or PNG file's bytes) is cut short, or None."""
-    if data[:2] == b"\xff\xd8" and _JPEG_END not in data[-64:]:
-        return "the JPEG data ends before its end-of-image marker"
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and _PNG_END not in data[-64:]:
-        return "the PNG data ends before its IEND chunk"
-    return None
-
-
 def read_grey(path: Path) -> np.ndarray:
     """An image file as uint8 ``[H, W]``: RGB/RGBA converted to grey, 16-bit scaled to 8 bits.
 
     A damaged file (unreadable, or a JPEG/PNG cut short) is a :class:`CLIError` naming it.
     """
     import cv2
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise CLIError(f"cannot read image {path}: {e.strerror or e}") from None
-    damage = _truncation(data)
-    if damage:
-        raise CLIError(f"image {path} is damaged: {damage} (the file is truncated)")
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-    if arr is None or arr.size == 0:
-        raise CLIError(f"cannot read image {path} (missing, empty or not an image file)")
+    arr = decode_image(read_bytes(path), path)
     if arr.dtype == np.uint16:
         arr = (arr / 257).round().astype(np.uint8)
     elif arr.dtype != np.uint8:
@@ -173,11 +169,6 @@ def read_grey(path: Path) -> np.ndarray:
         code = cv2.COLOR_BGRA2GRAY if arr.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         arr = arr[..., 0] if arr.shape[2] == 1 else cv2.cvtColor(arr, code)
     return arr
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """A mask file as bool ``[H, W]``: grey (or RGB converted to grey) > 127."""
-    return read_grey(path) > 127
 
 
 def image_tensor(arr: np.ndarray) -> Tensor:

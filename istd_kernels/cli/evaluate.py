@@ -160,7 +160,10 @@ def _finish(args, result, named_scorers, ds, predicted) -> None:
 
 def _dataset(args):
     from .data import ISTDDataset
-    return ISTDDataset(args.data, args.subset, args.layout, args.split)
+    from .masks import survey_masks
+    ds = ISTDDataset(args.data, args.subset, args.layout, args.split)
+    survey_masks([p[2] for p in ds.pairs], args.data)  # warnings before the scores
+    return ds
 
 
 def _run_weights(args) -> int:

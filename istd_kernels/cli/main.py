@@ -15,6 +15,7 @@ import sys
 from . import CLIError
 from .compare import TABLE_FORMATS
 from .intervals import bootstrap_flags
+from .runtime import SIGTERM_STATUS, Terminated, allocation_failure, sigterm_raises
 from .scoring import NIOU_EMPTY
 from .significance import compare_parser
 
@@ -48,6 +49,19 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="DNANet split folder, e.g. 50_50 (default: the only one)")
 
 
+def _tile_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=int, default=None, metavar="SIZE", help="run frames in SIZE x SIZE windows "
+                   "(a multiple of the network's stride multiple; needed above 4096x4096 pixels; docs/cli.md)")
+    p.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
+                   help="context pixels on each side of a tile's kept core (default: 32, rounded up to the "
+                   "stride multiple, or less when the tile is small)")
+
+
+def _overwrite_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out that this run "
+                   "would write (default: refuse)")
+
+
 def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="IoU, nIoU, Pd, Fa of weights or of saved predictions on a data set",
                        description="Score --model/--weights, or the saved predictions of any model (--pred DIR; "
@@ -70,10 +84,16 @@ def _evaluate_parser(sub) -> None:
                    "size are batched together; results do not depend on it)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    _tile_flags(p)
     p.add_argument("--threshold", type=float, default=0.5, help="positive where probability > this")
     p.add_argument("--legacy-fa", action="store_true", help="count false pixels with the older DNANet rule")
     p.add_argument("--niou-empty", default="zero", choices=NIOU_EMPTY,
                    help="nIoU score of an image with nothing to find and nothing found (zero: the reference)")
+    p.add_argument("--metrics", default="basic", help="basic (IoU, nIoU, Pd, Fa), all, or a comma list of "
+                   "pdfa_shooting, pdfa_opdc, hiou, pixel (docs/metrics.md); printed as one more table, all keys "
+                   "in --json")
+    p.add_argument("--thresholds", type=int, default=1, metavar="K", help="sweep the shooting, OPDC and hIoU "
+                   "metrics over pred > 0, 1/K, ..., (K-1)/K (1: at --threshold only)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--roc", default=None, help="write a ROC / Pd-Fa plot here (PNG) and its CSV beside it")
     p.add_argument("--per-image", default=None, metavar="CSV", help="write one row per image here")
@@ -89,11 +109,6 @@ def _evaluate_parser(sub) -> None:
 def _profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="parameters, MACs/FLOPs, latency, images/s and per-layer time of a model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--metrics", default="basic", help="basic (IoU, nIoU, Pd, Fa), all, or a comma list of "
-                   "pdfa_shooting, pdfa_opdc, hiou, pixel (docs/metrics.md); printed as one more table, all keys "
-                   "in --json")
-    p.add_argument("--thresholds", type=int, default=1, metavar="K", help="sweep the shooting, OPDC and hIoU "
-                   "metrics over pred > 0, 1/K, ..., (K-1)/K (1: at --threshold only)")
     p.add_argument("--model", required=True, metavar="MODEL",
                    help="lcrnet, rrcanet, or MODULE:CALLABLE / FILE.py:CALLABLE returning an nn.Module")
     p.add_argument("--input", default="1x1x512x512", help="one image's shape, [1x]CxHxW")
@@ -128,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.5, help="share of images in the test split")
     p.add_argument("--scr", type=float, nargs=2, default=[2.5, 8.0], metavar=("LOW", "HIGH"),
                    help="signal-to-clutter ratio range of the targets (default 2.5 8)")
+    _overwrite_flag(p)
 
     p = sub.add_parser("train", help="train a model with the paper's recipe")
     _model_flags(p)
@@ -154,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many epochs in this call")
     p.add_argument("--log-every", type=int, default=None, help="print progress every N steps (default 50)")
     p.add_argument("--eval-batch-size", type=int, default=None, help="test-split batch size (default 1)")
+    _overwrite_flag(p)
 
     _evaluate_parser(sub)
     _profile_parser(sub)
@@ -165,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overlay", action="store_true", help="also write images with the targets circled")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    _tile_flags(p)
+    _overwrite_flag(p)
     p.add_argument("images", nargs="+", help="image files or folders")
     return parser
 
@@ -194,10 +213,20 @@ def main(argv: list[str] | None = None) -> int:
             from .significance import run
         else:
             from .predict import run
-        return run(args)
+        with sigterm_raises():
+            return run(args)
     except CLIError as e:
         print(f"istd: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:
+        message = allocation_failure(e)
+        if message is None:
+            raise
+        print(f"istd: error: {message}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("istd: terminated (SIGTERM)", file=sys.stderr)
+        return SIGTERM_STATUS
     except KeyboardInterrupt:
         print("istd: interrupted", file=sys.stderr)
         return 130

@@ -4,13 +4,18 @@ Every report (JSON, CSV, tables) goes to a temporary file in the destination's f
 renamed over the destination only once complete, so an interrupted or failing run (a full
 disk, a permission error) never leaves a half-written file; the temporary file is removed on
 failure. A destination that is a folder, or lies under a file, is refused with one line.
+
+Nothing is lost: an output folder that is, contains or lies inside an input folder or a data
+set's ``images/`` / ``masks/`` is refused (:func:`check_not_inputs`), and so is replacing an
+existing file without ``--overwrite`` (:func:`check_new_files`, called with every file a run
+will write before it writes the first).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from . import CLIError
@@ -36,6 +41,56 @@ def check_output_folder(path: str, flag: str) -> Path:
         if parent.exists() and not parent.is_dir():
             raise CLIError(f"{flag} {p} lies under {parent}, which is a file, not a folder")
     return p
+
+
+def _within(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b)
+
+
+def _dataset_folder(folder: Path) -> Path | None:
+    """``folder`` itself, or its ancestor, when it is a data set's ``images/`` or ``masks/``."""
+    for f in (folder, *folder.parents):
+        if f.name in ("images", "masks") and (f.parent / "images").is_dir() and (f.parent / "masks").is_dir():
+            return f
+    return None
+
+
+def check_not_inputs(out: str | Path, flag: str, inputs: Iterable[str | Path] = (),
+                     files: Iterable[str | Path] = ()) -> Path:
+    """Refuse an output folder ``out`` that is, contains or lies inside one of the ``inputs``
+    folders, that is the folder of one of the input ``files``, or that is, lies inside or holds
+    a data set's ``images/`` or ``masks/``; a :class:`CLIError` naming ``flag`` and the folder.
+    Returns ``out`` as a Path."""
+    p = Path(out)
+    real = p.resolve()
+    for file in files:
+        if Path(file).resolve().parent == real:
+            raise CLIError(f"{flag} {p} is the folder of the input {file}; writing there could replace inputs: "
+                           f"choose another {flag}")
+    for folder in inputs:
+        f = Path(folder).resolve()
+        if _within(real, f) or _within(f, real):
+            where = "is" if real == f else ("lies inside" if _within(real, f) else "contains")
+            raise CLIError(f"{flag} {p} {where} the input folder {folder}; writing there could replace inputs: "
+                           f"choose another {flag}")
+    found = _dataset_folder(real)
+    if found is None and (real / "images").is_dir() and (real / "masks").is_dir():
+        found = real / "images"
+    if found is not None:
+        raise CLIError(f"{flag} {p} {'is' if found == real else 'lies inside' if _within(real, found) else 'holds'} "
+                       f"the data set folder {found}; writing there could replace images or ground truth: "
+                       f"choose another {flag}")
+    return p
+
+
+def check_new_files(paths: Sequence[Path], flag: str, overwrite: bool) -> None:
+    """Refuse to replace files a run did not create: unless ``overwrite`` (``--overwrite``), any
+    of ``paths`` (the files the run is about to write) that exists already is a :class:`CLIError`."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more of the files this run writes)" if len(existing) > 1 else ""
+        raise CLIError(f"{flag}: {existing[0]} already exists{more}; istd does not replace files it did not "
+                       f"write in this run: pass --overwrite to replace them, or choose another {flag}")
 
 
 def write_via_temp(path: Path, write: Callable[[Path], None], flag: str) -> None:

@@ -6,7 +6,10 @@ target outlined and ringed in red, and a legend; see :mod:`.overlay`). ``OUT/tar
 maps each input file to its size and its targets (8-connected components of the mask, in
 raster order of their first pixel): centroid ``[row, col]``, area in pixels, bounding box
 ``[min_row, min_col, max_row + 1, max_col + 1]`` and the peak probability. Images are run
-one at a time, each at its own size, so the masks do not depend on any batch size.
+one at a time, each at its own size, so the masks do not depend on any batch size; frames
+above the size limit need ``--tile`` (:mod:`.tiling`). ``OUT`` may not be, contain or lie
+inside an input folder or a data set's ``images/``/``masks/``, and existing files are replaced
+only with ``--overwrite`` (:mod:`.outputs`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return out
 
 
+def _planned(out: Path, inputs: list[Path], overlay: bool) -> list[Path]:
+    """Every file ``istd predict`` writes for ``inputs`` (checked before the first is written)."""
+    names = [f"{p.stem}.png" for p in inputs]
+    return [*(out / n for n in names), *((out / "overlay" / n for n in names) if overlay else ()), out / "targets.json"]
+
+
 def _targets(prob, mask) -> list[dict]:
     """The components of ``mask`` [H, W] as target records (see the module note)."""
     from ..ops import component_stats, connected_components
@@ -61,13 +70,16 @@ def run(args) -> int:
 
     from .checks import load_inference_model
     from .data import image_tensor, read_grey
-    from .outputs import check_output_folder, write_image, write_text
+    from .outputs import check_new_files, check_not_inputs, check_output_folder, write_image, write_text
     from .overlay import draw_overlay
 
     if not 0 < args.threshold < 1:
         raise CLIError(f"--threshold must be a probability strictly between 0 and 1; got {args.threshold}")
     out = check_output_folder(args.out, "--out")
     inputs = expand_inputs(args.images)
+    check_not_inputs(out, "--out", [p for p in args.images if Path(p).is_dir()],
+                     [p for p in args.images if not Path(p).is_dir()])
+    check_new_files(_planned(out, inputs, args.overlay), "--out", args.overwrite)
     net, device = load_inference_model(args)
     report = {}
     with torch.no_grad():

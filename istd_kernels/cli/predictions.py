@@ -4,7 +4,8 @@ A prediction folder holds one file per image, named by the image's id (its file 
 PNG/BMP/TIFF masks or probability maps (8-bit 0-255 or 16-bit 0-65535), or ``.npy`` /
 ``.npz`` arrays (one array per file). Each map becomes a float32 probability map in [0, 1]:
 
-- 8-bit images are divided by 255, 16-bit images by 65535;
+- 8-bit images are divided by 255, 16-bit images by 65535, except when every image of the
+  folder holds only the values 0 and 1 (and one holds a 1): those are 0/1 masks, read as they are;
 - float arrays with values in [0, 1] are taken as they are; float or integer arrays whose
   largest value lies in (1, 255] are read as 0-255 maps and divided by 255;
 - ``scale`` (``--pred-scale``) other than ``"auto"`` divides every map by that number.
@@ -16,6 +17,7 @@ so an 8-bit map is positive from 128 up and a 0/255 or 0/1 mask is read exactly.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from . import CLIError
 from .data import IMAGE_EXTS
 
 PRED_EXTS = (".png", ".bmp", ".tif", ".tiff", ".npy", ".npz")
+_IMAGE_PREDS = (".png", ".bmp", ".tif", ".tiff")
 SCALES = ("auto", "1", "255", "65535")
 
 
@@ -109,7 +112,18 @@ def _as_map(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
+@functools.lru_cache(maxsize=8)
+def _binary_image_folder(folder: str, mtime_ns: int) -> bool:
+    """Whether every image file (PNG/BMP/TIFF) in ``folder`` holds only the values 0 and 1, and
+    one holds a 1: then they are 0/1 masks, not 0-255 maps (``mtime_ns`` keys the cache)."""
+    images = [f for f in sorted(Path(folder).iterdir()) if f.suffix.lower() in _IMAGE_PREDS and f.is_file()]
+    tops = [int(_load_image(f).max(initial=0)) for f in images]
+    return bool(tops) and max(tops) == 1
+
+
 def _detect_scale(arr: np.ndarray, path: Path) -> tuple[float, str]:
+    if arr.dtype in (np.uint8, np.uint16) and _binary_image_folder(str(path.parent), path.parent.stat().st_mtime_ns):
+        return 1.0, "0/1 mask (every image of the folder holds only 0 and 1)"
     if arr.dtype == np.uint8:
         return 255.0, "8-bit image 0-255 (divided by 255)"
     if arr.dtype == np.uint16:

@@ -1,10 +1,63 @@
-"""What the ``istd`` subcommands share while they run a model: autocast, progress, timed forwards."""
+"""What the ``istd`` subcommands share while they run a model: autocast, progress, timed forwards,
+and the two ways a run can end that are not its own errors: SIGTERM and a failed allocation."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
+
+SIGTERM_STATUS = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a BaseException, like KeyboardInterrupt: no ``except Exception`` swallows it)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While active (in the main thread), SIGTERM raises :class:`Terminated` where the program is,
+    so that it unwinds like Ctrl-C: temporary files are removed, locks released, and files written
+    by rename (checkpoints, reports) stay the old or the new one. The previous handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# the size in the messages of torch's CPU allocator, its CUDA allocator, and numpy
+_SIZES = (r"allocate (\d+) bytes", r"[Tt]ried to allocate ([\d.]+ [KMGTP]?i?B)",
+          r"[Uu]nable to allocate ([\d.]+ [KMGTP]?i?B)")
+
+
+def allocation_failure(e: BaseException) -> str | None:
+    """The one-line message for a failed allocation (a ``MemoryError``, torch's "can't allocate
+    memory" or CUDA "out of memory" errors), naming the size asked for and the ways to ask for
+    less; None for any other error."""
+    text = str(e)
+    if not (isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text):
+        return None
+    size = "an unknown amount"
+    for pattern in _SIZES:
+        found = re.search(pattern, text)
+        if found:
+            value = found.group(1)
+            size = f"{int(value):,} bytes ({int(value) / 2 ** 30:.1f} GiB)" if value.isdigit() else value
+            break
+    return (f"out of memory: the run tried to allocate {size}; ask for less with --tile SIZE (predict, evaluate "
+            f"--model), a smaller --batch-size or --crop, or a smaller model")
 
 
 def autocast(device, amp: bool):

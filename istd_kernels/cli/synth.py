@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import CLIError
+from .outputs import check_new_files
 
 
 def _cv2():
@@ -151,11 +152,12 @@ def synth_image(rng: np.random.Generator, size: int,
 
 
 def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fraction: float = 0.5,
-                  scr: tuple[float, float] = DEFAULT_SCR) -> Path:
+                  scr: tuple[float, float] = DEFAULT_SCR, overwrite: bool = False) -> Path:
     """Write ``n`` images of ``size x size`` to ``out/name`` (BasicIRSTD layout); return that folder.
 
     Ids are ``00000 .. n-1``; the last ``round(n * test_fraction)`` (at least 1 when n >= 2)
-    form the test split, the rest the training split.
+    form the test split, the rest the training split. An existing file among those it would
+    write is a :class:`CLIError` unless ``overwrite``.
     """
     cv2 = _cv2()
     if n < 2:
@@ -169,9 +171,12 @@ def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fr
     if not 0 < scr[0] <= scr[1]:
         raise CLIError(f"--scr must be two numbers 0 < LOW <= HIGH; got {scr[0]} {scr[1]}")
     root = Path(out) / name
+    ids: list[str] = [f"{i:05d}" for i in range(n)]
+    lists = [root / "img_idx" / f"{split}_{name}.txt" for split in ("train", "test")]
+    check_new_files([*(root / sub / f"{i}.png" for sub in ("images", "masks") for i in ids), *lists], "--out",
+                    overwrite)
     for sub in ("images", "masks", "img_idx"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    ids: list[str] = [f"{i:05d}" for i in range(n)]
     streams = np.random.SeedSequence(seed).spawn(n)
     for i, s in zip(ids, streams):
         image, mask = synth_image(np.random.default_rng(s), size, scr)
@@ -180,13 +185,14 @@ def write_dataset(out: str, name: str, n: int, size: int, seed: int = 0, test_fr
                 raise CLIError(f"could not write {path}")
     n_test = min(n - 1, max(1, round(n * test_fraction)))
     split = n - n_test
-    (root / "img_idx" / f"train_{name}.txt").write_text("".join(i + "\n" for i in ids[:split]))
-    (root / "img_idx" / f"test_{name}.txt").write_text("".join(i + "\n" for i in ids[split:]))
+    lists[0].write_text("".join(i + "\n" for i in ids[:split]))
+    lists[1].write_text("".join(i + "\n" for i in ids[split:]))
     return root
 
 
 def run(args) -> int:
     """The ``istd synth`` subcommand."""
-    root = write_dataset(args.out, args.name, args.n, args.size, args.seed, args.test_fraction, tuple(args.scr))
+    root = write_dataset(args.out, args.name, args.n, args.size, args.seed, args.test_fraction, tuple(args.scr),
+                         args.overwrite)
     print(f"wrote {args.n} images of {args.size}x{args.size} to {root} (BasicIRSTD layout)")
     return 0

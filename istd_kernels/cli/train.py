@@ -37,6 +37,7 @@ from . import CLIError
 from .checkpoints import RunLock, atomic_write, read_checkpoint, remove_stale_temporaries, save_checkpoint
 from .checks import check_backend
 from .networks import FORMAT_VERSION, build_model, check_checkpoint, model_config_from_args, xavier_init
+from .outputs import check_new_files, check_not_inputs
 from .runtime import Progress, autocast, timed_forwards
 
 RECIPES: dict[str, dict] = {
@@ -49,7 +50,8 @@ RECIPES: dict[str, dict] = {
 }
 # Flags a resumed run may change; every other setting comes from the checkpoint, so that
 # the resumed run is the run that was interrupted.
-RESUME_OVERRIDABLE = ("data", "layout", "split", "epochs", "workers", "log_every", "stop_after", "eval_batch_size", "device", "backend")
+RESUME_OVERRIDABLE = ("data", "layout", "split", "epochs", "workers", "log_every", "stop_after", "eval_batch_size",
+                      "device", "backend")
 
 
 # --------------------------------------------------------------------------- training
@@ -264,11 +266,14 @@ def _build_state(cfg: dict, d: _Dist, resume: dict | None) -> _State:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from .data import ISTDDataset
+    from .masks import survey_masks
     crop = cfg["crop"] or None
     train_ds = ISTDDataset(cfg["data"], "train", cfg["layout"], cfg["split"], crop=crop, flip=cfg["flip"],
                            seed=cfg["seed"])
     test_ds = ISTDDataset(cfg["data"], "test", cfg["layout"], cfg["split"])
     _check_crop(crop, train_ds)
+    if d.main:
+        survey_masks([p[2] for p in train_ds.pairs + test_ds.pairs], cfg["data"])
     model = build_model(cfg["model"], cfg["model_config"], cfg["backend"])
     if cfg["init"] == "xavier":
         xavier_init(model)
@@ -450,8 +455,11 @@ def _resume_config(args, run_dir: Path):
 
 def run(args) -> int:
     """The ``istd train`` subcommand."""
-    run_dir = Path(args.out)
+    run_dir = check_not_inputs(args.out, "--out", [Path(args.data) / "images", Path(args.data) / "masks"])
     check_backend(args.backend)
+    if not args.resume:  # a resumed run continues its own files; a new one must not replace another's
+        check_new_files([run_dir / f for f in ("last.pt", "best.pt", "log.csv", "log.json")], "--out",
+                        args.overwrite)
     # Only rank 0 writes the run folder; other ranks of a torchrun job must not take its lock.
     main = int(os.environ.get("RANK", "0")) == 0
     with RunLock(run_dir) if main else contextlib.nullcontext():
