@@ -69,9 +69,9 @@ def test_gpu_hlk_weight_grads_deterministic(backend):
 # multiscale_maxpool and split_attention: the cuda and triton backends against the CPU
 # references (same rounded inputs).
 
+import test_multiscale_maxpool as mmp_cases  # noqa: E402
 import test_split_attention as sa_cases  # noqa: E402
 
-from istd_kernels.ops.multiscale_maxpool import multiscale_maxpool, multiscale_maxpool_ref  # noqa: E402
 from istd_kernels.ops.split_attention import split_attention  # noqa: E402
 
 # (N, groups, radix, c, H, W)
@@ -95,37 +95,20 @@ def test_gpu_multiscale_maxpool_matches_reference(backend, dtype, case, memory_f
     if scales is not None:
         if r != 2:
             pytest.skip("custom scales are tested with radix 2")
-    u = _mmp_u(case, dtype, memory_format)
-    leaf = u.cuda().requires_grad_()
-    ys = multiscale_maxpool(leaf, g, r, scales, backend=backend)
-    ref_leaf = u.clone().requires_grad_()
-    rs = multiscale_maxpool_ref(ref_leaf, g, r, scales)  # CPU F.max_pool2d: first maximum wins ties
-    gys = [torch.randn(y.shape, dtype=torch.float64).to(dtype) for y in rs]
-    (gu,) = torch.autograd.grad(ys, leaf, [gy.cuda() for gy in gys])
-    (gr,) = torch.autograd.grad(rs, ref_leaf, gys)
-    for y, ref in zip(ys, rs):
-        assert y.dtype == dtype and torch.equal(y.cpu(), ref)
-        if backend == "cuda" and memory_format == torch.channels_last and h > 1 and w > 1:
-            assert y.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(gu.cpu(), gr)
+    ys, _ = mmp_cases.check_against_ref(_mmp_u(case, dtype, memory_format).cuda(), g, r, backend, scales)
+    if backend == "cuda" and memory_format == torch.channels_last and h > 1 and w > 1:
+        assert all(y.is_contiguous(memory_format=torch.channels_last) for y in ys)
 
 
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
-def test_gpu_multiscale_maxpool_nan_and_ties(backend):
-    u = torch.ones(1, 8, 33, 35)
-    u[0, 1, 3, 3] = float("nan")
-    u[0, 1, 2, 2] = float("nan")
-    u[0, 2:4] = torch.randint(0, 2, (2, 33, 35), generator=torch.Generator().manual_seed(3)).float()
-    leaf = u.cuda().requires_grad_()
-    ys = multiscale_maxpool(leaf, 2, 2, backend=backend)
-    ref_leaf = u.clone().requires_grad_()
-    rs = multiscale_maxpool_ref(ref_leaf, 2, 2)
-    gys = [torch.randn(y.shape) for y in rs]
-    (gu,) = torch.autograd.grad(ys, leaf, [gy.cuda() for gy in gys])
-    (gr,) = torch.autograd.grad(rs, ref_leaf, gys)
-    for y, ref in zip(ys, rs):
-        assert torch.equal(y.cpu().nan_to_num(), ref.nan_to_num()) and torch.equal(y.cpu().isnan(), ref.isnan())
-    assert torch.equal(gu.cpu(), gr)
+@pytest.mark.parametrize("dtype", mmp_cases.DTYPES, ids=str)
+def test_gpu_multiscale_maxpool_ties(backend, dtype):
+    mmp_cases.check_ties(backend, dtype, "cuda")
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_multiscale_maxpool_nan_and_inf(backend):
+    mmp_cases.check_nan_and_inf(backend, "cuda")
 
 
 # (N, D, H, W, groups, r)

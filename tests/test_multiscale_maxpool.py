@@ -1,8 +1,8 @@
 """multiscale_maxpool on the torch, cpp and triton backends against the gather + F.max_pool2d reference.
 
 Triton runs under TRITON_INTERPRET=1 (conftest.py) on CPU tensors, fp32/fp16/fp64 (the
-interpreter has no bfloat16); the cpp backend also runs fp64 and bf16. The cuda backend is
-tested in test_cuda.py. Max pooling only selects values, so forward results and
+interpreter has no bfloat16); the cpp backend also runs fp64 and bf16. test_cuda.py runs the
+checks below on GPU tensors (cuda and triton backends). Max pooling only selects values, so forward results and
 gradients are compared exactly, not within a tolerance.
 """
 
@@ -38,21 +38,23 @@ def make_u(case, dtype, seed=0, memory_format=torch.contiguous_format):
 
 def grads_like(ys, seed=1):
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.dtype) for y in ys]
+    return [torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype) for y in ys]
 
 def check_against_ref(u, groups, radix, backend, scales=None):
+    """The op on ``u``'s device against the reference on the CPU (where F.max_pool2d gives a
+    tie to its first cell), values and grad_u compared exactly; returns the op's (ys, grad_u)."""
     leaf = u.detach().requires_grad_()
-    ref_leaf = u.detach().requires_grad_()
+    ref_leaf = u.detach().cpu().requires_grad_()
     ys = multiscale_maxpool(leaf, groups, radix, scales, backend=backend)
     rs = multiscale_maxpool_ref(ref_leaf, groups, radix, scales)
     assert len(ys) == radix
     for y, r in zip(ys, rs):
         assert y.shape == r.shape and y.dtype == r.dtype
-        assert torch.equal(y, r)
-    gys = grads_like(ys)
-    (g,) = torch.autograd.grad(ys, leaf, gys)
+        assert torch.equal(y.cpu(), r)
+    gys = grads_like(rs)
+    (g,) = torch.autograd.grad(ys, leaf, [gy.to(u.device) for gy in gys])
     (gr,) = torch.autograd.grad(rs, ref_leaf, gys)
-    assert g.dtype == u.dtype and torch.equal(g, gr)
+    assert g.dtype == u.dtype and torch.equal(g.cpu(), gr)
     return ys, g
 
 PARAMS = ([(b, d, c) for b in BACKENDS for d in DTYPES for c in CASES]
@@ -123,12 +125,14 @@ def test_empty_batch(backend):
     sum(y.sum() for y in ys).backward()
     assert u.grad.shape == u.shape
 
-def _pool_ties_nan(u, groups, radix, backend):
-    """Values and grad_u of the op next to those of F.max_pool2d on the gathered chunks."""
-    leaf = u.clone().requires_grad_()
+def _pool_ties_nan(u, groups, radix, backend, device="cpu"):
+    """Values and grad_u of the op on ``device`` (returned on the CPU) next to those of
+    F.max_pool2d on the gathered chunks on the CPU."""
+    leaf = u.clone().to(device).requires_grad_()
     ys = multiscale_maxpool(leaf, groups, radix, backend=backend)
     gys = grads_like(ys)
     (g,) = torch.autograd.grad(ys, leaf, gys)
+    ys, g, gys = [y.cpu() for y in ys], g.cpu(), [gy.cpu() for gy in gys]
     ref = u.clone().requires_grad_()
     n, d, h, w = u.shape
     c = d // (groups * radix)
@@ -138,20 +142,22 @@ def _pool_ties_nan(u, groups, radix, backend):
     (gr,) = torch.autograd.grad(rs, ref, gys)
     return ys, g, rs, gr
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_ties_go_where_max_pool2d_sends_them(backend, dtype):
+def check_ties(backend, dtype, device="cpu"):
     # Constant planes: every window is one big tie; F.max_pool2d (CPU) gives the gradient to
     # the first cell in row-major order. Also plateaus of equal maxima inside a window.
     u = torch.ones(1, 4, 9, 13, dtype=dtype)
     u[:, 2:] = torch.randint(0, 2, (1, 2, 9, 13), generator=torch.Generator().manual_seed(3)).to(dtype)
-    ys, g, rs, gr = _pool_ties_nan(u, 1, 2, backend)
+    ys, g, rs, gr = _pool_ties_nan(u, 1, 2, backend, device)
     assert all(torch.equal(y, r) for y, r in zip(ys, rs))
     assert torch.equal(g, gr)
     assert g[0, 0, 0, 0] != 0 and g[0, 0, 0, 1] == 0  # first of the tie, not the last
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_and_inf_like_max_pool2d(backend):
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_ties_go_where_max_pool2d_sends_them(backend, dtype):
+    check_ties(backend, dtype)
+
+def check_nan_and_inf(backend, device="cpu"):
     u = make_u((1, 1, 2, 2, 9, 13), torch.float32)
     nan, inf = float("nan"), float("inf")
     u[0, 0, 0, 1] = nan                     # one NaN in a window: it wins
@@ -161,12 +167,16 @@ def test_nan_and_inf_like_max_pool2d(backend):
     u[0, 2, 0:4, 0:4] = nan                 # a whole 4x4 window of NaN
     u[0, 3, 8, 12] = nan                    # NaN in a clipped corner window
     u[0, 3, 0, 0] = inf
-    ys, g, rs, gr = _pool_ties_nan(u, 1, 2, backend)
+    ys, g, rs, gr = _pool_ties_nan(u, 1, 2, backend, device)
     for y, r in zip(ys, rs):
         assert torch.equal(y.isnan(), r.isnan())
         assert torch.equal(y.nan_to_num(), r.nan_to_num())
     assert torch.equal(g, gr)
     assert g[0, 0, 3, 3] != 0 and g[0, 0, 2, 2] == 0
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_and_inf_like_max_pool2d(backend):
+    check_nan_and_inf(backend)
 
 @pytest.mark.parametrize("backend", KERNELS)
 def test_backward_keeps_offsets_not_u(backend):
