@@ -1,7 +1,11 @@
 """Backend selection: which implementation of an op runs for a given call.
 
 Backends:
-  ``torch``   plain PyTorch; runs everywhere and is the reference.
+  ``torch``   plain PyTorch; runs everywhere, the last resort of ``auto`` (the references
+              the tests compare every backend with are the ops' ``*_ref`` functions).
+
+The routing table (which paths each op has and what each supports) is
+:mod:`istd_kernels.ops._dispatch`; this module only chooses among a call's backends.
   ``cpp``     the C++ CPU extension (OpenMP); CPU tensors.
   ``cuda``    the C++/CUDA extension; CUDA tensors.
   ``triton``  Triton kernels; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
@@ -97,12 +101,13 @@ def _triton_status() -> tuple[bool, str]:
         if major < 7:
             return False, f"GPU compute capability {major}.x is below the 7.0 Triton needs"
         return True, "compiled for the GPU"
-    return False, "no CUDA GPU, and TRITON_INTERPRET=1 is not set (set it before importing istd_kernels to run Triton kernels on CPU tensors)"
+    return False, ("no CUDA GPU, and TRITON_INTERPRET=1 is not set (set it before importing istd_kernels to run "
+                   "Triton kernels on CPU tensors)")
 
 
 def _status(name: str) -> tuple[bool, str]:
     if name == "torch":
-        return True, "plain PyTorch reference, always available"
+        return True, "plain PyTorch, always available"
     if name == "cpp":
         ext = cpu_extension()
         return ext.available, ("C++ CPU extension istd_kernels._C" if ext.available else ext.reason)
@@ -138,7 +143,8 @@ def _fits(name: str, device: torch.device, dtype: torch.dtype) -> tuple[bool, st
         if device.type == "cpu" and not interp:
             return False, "Triton runs on CPU tensors only under TRITON_INTERPRET=1"
         if device.type == "cuda" and interp:
-            return False, "Triton kernels were loaded in interpreter mode (TRITON_INTERPRET=1); unset it to run them on the GPU"
+            return False, ("Triton kernels were loaded in interpreter mode (TRITON_INTERPRET=1); unset it to run "
+                           "them on the GPU")
         if device.type not in ("cpu", "cuda"):
             return False, f"Triton runs on CUDA tensors, got {device.type} tensors"
         if interp and dtype == torch.bfloat16:
@@ -227,7 +233,8 @@ def select(op: str, implemented: Iterable[str], device: torch.device, dtype: tor
     if not ok:
         raise BackendUnavailableError(
             f"backend {name!r} cannot run {op} on {device.type} {str(dtype).replace('torch.', '')} tensors: "
-            f"{reason}. Use backend='auto' or 'torch', or fix the cause; `python -m istd_kernels.info` lists every backend's status."
+            f"{reason}. Use backend='auto' or 'torch', or fix the cause; `python -m istd_kernels.info` lists every "
+            "backend's status."
         )
     ok, reason = supports(name)
     if not ok:

@@ -1,8 +1,8 @@
 """``python -m istd_kernels.info``: versions, extensions, backends and GPU of this machine.
 
 ``python -m istd_kernels.info --explain split_attention --scales 3,5 [--device cuda]
-[--dtype float16] [--backend triton]`` tells which backend runs that call and why each
-other backend was skipped.
+[--dtype float16] [--backend triton]`` tells which path runs that call and why each other
+path was skipped (``--explain hlk_conv --k-size 23`` for an HLKConv geometry).
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def _parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", help="dtype of the call's tensors (default float32)")
     parser.add_argument("--backend", default=None, help="the backend= argument of the call (default: none)")
     parser.add_argument("--scales", default=None, help="split_attention's scales, e.g. 2,4 or 3,5")
+    parser.add_argument("--k-size", type=int, default=None,
+                        help="hlk_conv's receptive field, e.g. 7 or 23 (default: the fused paths' k_size 7)")
     args = parser.parse_args(argv)
     if args.explain is not None:
         args.explain = args.explain if args.explain.startswith("istd.") else "istd." + args.explain
@@ -85,6 +87,10 @@ def explain_call(args: argparse.Namespace) -> str:
     call = {}
     if args.scales:
         call["scales"] = tuple(int(s) for s in args.scales.split(","))
+    if args.k_size is not None:
+        from .ops.hlk_conv import decompose
+
+        call.update(zip(("k1", "k2", "dilation"), decompose(args.k_size)))
     return _dispatch.explain(args.explain, args.device, args.dtype, args.backend, **call)
 
 

@@ -1,4 +1,4 @@
-"""Layout and dtype rules shared by every layer (ops, kernels, bindings' Python side).
+"""Layout, dtype and tile-geometry rules shared by every layer (ops, kernels, bindings' Python side).
 
 This module is the ground floor: it imports only :mod:`istd_kernels.limits` (itself ground
 floor), so both the op layer and the kernel layer can use it without an import circle.
@@ -31,6 +31,23 @@ def empty_output(like: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """An uninitialised output of ``shape`` with ``like``'s dtype and device, laid out by
     :func:`output_memory_format` (what the fake kernels allocate)."""
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=output_memory_format(like))
+
+
+#: The floating dtypes every op accepts.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The accumulation dtype of every kernel and reference: float64 for float64 inputs, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def hlk_halos(k1: int, k2: int, dilation: int) -> tuple[int, int]:
+    """``(forward, backward)`` halo of an HLKConv tile: the forward reads ``d``'s taps,
+    ``dilation * (k2 // 2)`` around an output pixel; the backward adds ``a``'s ``k1 // 2``.
+    (``csrc/include/istd/hlk_core.h`` mirrors this rule in C++.)"""
+    forward = dilation * (k2 // 2)
+    return forward, k1 // 2 + forward
 
 
 def index_dtype(scales: Sequence[int]) -> torch.dtype:

@@ -18,6 +18,7 @@ sa_mod = importlib.import_module("istd_kernels.ops.split_attention")  # the pack
 
 CUDA = torch.device("cuda")
 SA = sa_mod.OP
+HLK = "istd.hlk_conv"
 
 
 @pytest.fixture
@@ -36,10 +37,41 @@ def gpu(monkeypatch):
 
 def test_every_op_has_every_backend_it_names():
     for op in ("istd.depthwise_conv2d", "istd.hlk_conv", "istd.multiscale_maxpool", SA):
-        assert set(_dispatch.implementations(op)) == {"torch", "cpp", "cuda", "triton"}, op
+        assert set(_dispatch.backends(op)) == {"torch", "cpp", "cuda", "triton"}, op
     for op in ("istd.connected_components", "istd.component_stats", "istd.measure_components",
                "istd.connected_components_with_stats"):
-        assert set(_dispatch.implementations(op)) == {"torch", "cpp", "cuda"}, op
+        assert set(_dispatch.backends(op)) == {"torch", "cpp", "cuda"}, op
+    # The metrics' own routed ops are records too.
+    assert set(_dispatch.backends("istd.mask_overlap")) == {"torch", "cpp"}
+    assert set(_dispatch.backends("istd.measure_pair")) == {"cpp"}
+
+
+def test_no_module_keeps_a_backend_tuple_beside_the_registry():
+    import istd_kernels.ops as ops_pkg
+
+    for name in ("depthwise", "hlk_conv", "multiscale_maxpool", "split_attention", "components"):
+        assert not hasattr(importlib.import_module(f"istd_kernels.ops.{name}"), "BACKENDS"), name
+    assert ops_pkg
+
+
+def test_hlk_triton_has_a_fused_and_a_composed_path(gpu):
+    assert list(_dispatch.implementations(HLK)) == ["torch", "cpp", "cuda", "triton-fused", "triton-composed"]
+    k7, k23 = dict(k1=3, k2=3, dilation=2), dict(k1=5, k2=7, dilation=3)
+    assert _dispatch.choose(HLK, CUDA, torch.float32, "triton", **k7) == "triton"
+    assert _dispatch.impl(HLK, "triton", **k7).path == "triton-fused"
+    assert _dispatch.impl(HLK, "triton", **k23).path == "triton-composed"
+    ok, reason = _dispatch.implementations(HLK)["triton-fused"].supports(**k23)
+    assert not ok and "halo" in reason and "got 11" in reason
+
+
+def test_explain_lists_every_hlk_path(gpu):
+    gpu.discard("cuda")
+    lines = _dispatch.explain(HLK, "cuda", torch.float32, k1=5, k2=7, dilation=3).splitlines()
+    assert lines[0].endswith("runs triton-composed"), lines
+    verdicts = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:]}
+    assert set(verdicts) == {"cuda", "triton-fused", "triton-composed", "torch", "cpp"}
+    assert verdicts["triton-fused"].startswith("skipped:") and "halo" in verdicts["triton-fused"]
+    assert verdicts["triton-composed"] == "can run"
 
 
 def test_auto_on_a_gpu_prefers_cuda(gpu):
@@ -97,6 +129,11 @@ def test_info_explain_command():
     bad = subprocess.run([sys.executable, "-m", "istd_kernels.info", "--explain", "nope"], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "unknown op 'istd.nope'" in bad.stderr
+    hlk = subprocess.run([sys.executable, "-m", "istd_kernels.info", "--explain", "hlk_conv", "--k-size", "23"],
+                         capture_output=True, text=True, check=True).stdout
+    assert {line.split()[0] for line in hlk.splitlines()[1:]} == {"torch", "cpp", "cuda", "triton-fused",
+                                                                  "triton-composed"}
+    assert "k1=5, k2=7, dilation=3" in hlk.splitlines()[0]
 
 
 def test_a_backend_registers_once():

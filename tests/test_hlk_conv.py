@@ -149,11 +149,12 @@ def test_triton_float64_runs_its_own_chunks():
     # a time, grad_x in the weight passes' 8-channel chunks without a dot): 10 channels make
     # two backward chunks and a padded forward chunk; k_size 7 keeps the fused path.
     pytest.importorskip("triton")
-    from istd_kernels.ops.hlk_conv import _triton_fused
+    from istd_kernels.ops import _dispatch
 
     case = (1, 10, 7, 6, 7, 5, 1)
     params, dil, _ = make_params(case, torch.float64)
-    assert _triton_fused(params[1], params[3], dil)
+    geometry = dict(k1=params[1].shape[2], k2=params[3].shape[2], dilation=dil)
+    assert _dispatch.impl("istd.hlk_conv", "triton", **geometry).path == "triton-fused"
     y, grads, ref_y, ref_grads = run("triton", case, torch.float64)
     assert_close(y, ref_y, torch.float64, "y")
     for name, g, r in zip(NAMES, grads, ref_grads):

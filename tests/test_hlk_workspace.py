@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from istd_kernels.layout import hlk_halos
 from istd_kernels.ops.hlk_conv import decompose, hlk_conv_ref
 from istd_kernels.triton import _workspace
 from istd_kernels.triton import depthwise as tdw
@@ -22,7 +23,7 @@ MiB = 1 << 20
 def hlk_workspace_bytes(n, c, h, w, cout, groups, k_size, dtype):
     """Workspace of the Triton HLKConv backward for this call (path as the op layer picks it)."""
     k1, k2, dil = decompose(k_size)
-    if k1 // 2 + dil * (k2 // 2) <= thlk.MAX_TUNED_HALO:
+    if hlk_halos(k1, k2, dil)[1] <= thlk.MAX_TUNED_HALO:
         return thlk.bwd_workspace_bytes(n, c, h, w, cout, groups, k1, k2, dil, dtype)
     # Larger halos run the composed path: two depthwise weight gradients, one after the other.
     return max(tdw.wgrad_workspace_bytes(n, c, h, w, h, w, (k, k), True, dtype) for k in (k1, k2))

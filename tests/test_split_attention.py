@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from istd_kernels import backend as _backend
-from istd_kernels.ops.split_attention import BACKENDS, OP, default_scales, split_attention, split_attention_ref
+from istd_kernels.ops import _dispatch
+from istd_kernels.ops.split_attention import OP, default_scales, split_attention, split_attention_ref
 
 # (N, D, H, W, groups, r): odd sizes so every pooled size is a ceil; 1x1 is smaller than
 # every scale. Several backward tiles: test_triton_multi_tile_and_deterministic.
@@ -24,7 +24,7 @@ CASES = [
 ]
 DTYPES = {"torch": [torch.float32, torch.float16], "triton": [torch.float32, torch.float16],
           "cpp": [torch.float32, torch.float64, torch.float16, torch.bfloat16]}
-# The backends that run on CPU tensors here (BACKENDS also lists cuda).
+# The backends that run on CPU tensors here (the op also has cuda).
 CPU_BACKENDS = ("torch", "triton", "cpp")
 PARAMS = [(b, dt, c) for b in DTYPES for dt in DTYPES[b] for c in CASES]
 # Relative to the largest magnitude of the expected tensor (float64 reference on the same
@@ -240,7 +240,7 @@ def test_auto_on_cpu_is_cpp_when_built():
     from istd_kernels.extensions import cpu_extension
 
     want = "cpp" if cpu_extension().available else "torch"
-    assert _backend.select(OP, BACKENDS, torch.device("cpu"), torch.float32, "auto") == want
+    assert _dispatch.choose(OP, torch.device("cpu"), torch.float32, "auto", scales=(2, 4)) == want
 
 
 @pytest.mark.parametrize("backend", ["triton", "cpp"])

@@ -13,9 +13,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .. import backend as _backend
-from ..extensions import cpu_extension
-from ..ops.components import BACKENDS, MEASURE_OP, scanner_input
+from ..ops import _dispatch
+from ..ops.components import MEASURE_OP, scanner_input
+from ..ops.mask_stats import PAIR_OP
 from ._base import binarize_target
 
 
@@ -39,10 +39,10 @@ def measure_pair(pred: Tensor, target: Tensor, threshold: float, connectivity: i
     threshold`` does in PyTorch."""
     if pred.device.type != "cpu":
         return None
-    if _backend.select(MEASURE_OP, BACKENDS, pred.device, torch.float32, backend) != "cpp":
+    if _dispatch.choose(MEASURE_OP, pred.device, torch.float32, backend) != "cpp":
         return None
     p, p_threshold = scanner_input(pred, threshold, lambda v: v > threshold)
     t, t_threshold = scanner_input(target, 0.5, binarize_target)
-    out = cpu_extension().module.measure_pair(p, p_threshold, t, t_threshold, connectivity)
+    out = _dispatch.impl(PAIR_OP, "cpp").forward(p, p_threshold, t, t_threshold, connectivity)
     inter, union, p_counts, p_area, p_centroid, _, t_counts, _, t_centroid, _ = out
     return PairMeasure(inter, union, p_counts, p_area, p_centroid, t_counts, t_centroid)

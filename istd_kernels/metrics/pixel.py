@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import backend as _backend
-from ..extensions import cpu_extension
+from ..ops import _dispatch
+from ..ops.mask_stats import OVERLAP_OP
 from ._base import Metric, binarize_pred, binarize_target, check_flag, check_pair, ratio
 
 
@@ -16,13 +16,8 @@ def intersection_union(pred_bin: Tensor, target_bin: Tensor, backend: str | None
     On the CPU the C++ extension counts both in one pass over the bytes; torch's reductions
     of bool maps widen them to int64 first and were 10-20x slower on 64 x 512 x 512 masks.
     """
-    name = _backend.select("istd.mask_overlap", ("torch", "cpp"), pred_bin.device, torch.float32, backend)
-    if name == "cpp":
-        return cpu_extension().module.mask_overlap(pred_bin.contiguous().view(torch.uint8),
-                                                   target_bin.contiguous().view(torch.uint8))
-    inter = (pred_bin & target_bin).flatten(1).sum(1, dtype=torch.int64)
-    union = (pred_bin | target_bin).flatten(1).sum(1, dtype=torch.int64)
-    return inter, union
+    name = _dispatch.choose(OVERLAP_OP, pred_bin.device, torch.float32, backend)
+    return _dispatch.impl(OVERLAP_OP, name).forward(pred_bin, target_bin)
 
 
 class _OverlapMetric(Metric):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..ops._checks import check_positive_int
 from ..ops.depthwise import IntPair, depthwise_conv2d
 
 
@@ -20,8 +21,7 @@ class DepthwiseConv2d(nn.Conv2d):
     def __init__(self, channels: int, kernel_size: IntPair, padding: IntPair | str = 0,
                  dilation: IntPair = 1, bias: bool = True, stride: IntPair = 1, backend: str | None = None,
                  device=None, dtype=None):
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int; got {channels!r}")
+        check_positive_int(channels, "channels")
         super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=channels, bias=bias, device=device, dtype=dtype)
         self.backend = backend

@@ -5,8 +5,8 @@ multi-scale pooling and the split-attention combination run through the fused
 :func:`~istd_kernels.ops.multiscale_maxpool` and :func:`~istd_kernels.ops.split_attention`
 ops (in :meth:`DLCAttention._pool_levels` and :meth:`DLCAttention._split_attention`), so
 the whole module follows the backend selection; with ``backend="torch"`` every step is
-plain PyTorch. ``backend=`` of a module is a preference for the ops that have it: pooling
-and split attention have ``torch`` and ``triton`` only and choose automatically otherwise.
+plain PyTorch. ``backend=`` of a module goes to every op it runs, each of which has all four
+backends.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..ops.multiscale_maxpool import BACKENDS as _POOL_BACKENDS
+from ..ops._checks import check_positive_int
 from ..ops.multiscale_maxpool import multiscale_maxpool
-from ..ops.split_attention import BACKENDS as _SPLIT_BACKENDS
 from ..ops.split_attention import split_attention
 from .hlk import HLKConv
 
@@ -29,18 +28,12 @@ def _norm(dim: int) -> nn.GroupNorm:
     return nn.GroupNorm(1, dim)
 
 
-def _check_dim(dim: object, name: str = "dim") -> int:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"{name} must be a positive int; got {dim!r}")
-    return dim
-
-
 class LayerScale(nn.Module):
     """Learnable per-channel scale ``gamma[c] * x[:, c]``: ``[N, dim, H, W]`` -> same shape."""
 
     def __init__(self, dim: int, init_value: float = 1e-2):
         super().__init__()
-        self.gamma = nn.Parameter(torch.full((_check_dim(dim),), float(init_value)))
+        self.gamma = nn.Parameter(torch.full((check_positive_int(dim, "dim"),), float(init_value)))
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gamma.view(1, -1, 1, 1)
@@ -56,7 +49,7 @@ class PreActBlock(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        _check_dim(dim)
+        check_positive_int(dim, "dim")
         self.norm = _norm(dim)
         self.act = nn.SiLU()
         self.conv = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
@@ -123,16 +116,12 @@ class DLCAttention(nn.Module):
     def __init__(self, dim: int, groups: int = 4, radix: int = 4, kernel_size: int = 7,
                  backend: str | None = None):
         super().__init__()
-        _check_dim(dim)
-        _check_dim(groups, "groups")
-        _check_dim(radix, "radix")
+        check_positive_int(dim, "dim")
+        check_positive_int(groups, "groups")
+        check_positive_int(radix, "radix")
         if dim % (groups * radix):
             raise ValueError(f"dim={dim} must be divisible by groups * radix = {groups * radix}")
         self.dim, self.groups, self.radix, self.backend = dim, groups, radix, backend
-        # backend="cpp" names an HLKConv backend; pooling and split attention have none, and
-        # for them the module's backend is a preference, like a use_backend() context.
-        self._pool_backend = backend if backend in _POOL_BACKENDS + ("auto",) else None
-        self._split_backend = backend if backend in _SPLIT_BACKENDS + ("auto",) else None
         self.branch_dim = dim // (groups * radix)
         self.v = nn.Conv2d(dim, dim, 1)
         self.transform = nn.Conv2d(dim, dim, 1, groups=groups)
@@ -171,7 +160,7 @@ class DLCAttention(nn.Module):
             over its ``2**j x 2**j`` window (windows clipped at the bottom/right edge).
         """
         # The fused op (one read of u for every level); its torch backend is the F.max_pool2d chain.
-        return multiscale_maxpool(u, self.groups, self.radix, backend=self._pool_backend)
+        return multiscale_maxpool(u, self.groups, self.radix, backend=self.backend)
 
     def _split_attention(self, branches: list[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor,
                          v: Tensor) -> Tensor:
@@ -195,7 +184,7 @@ class DLCAttention(nn.Module):
         """
         # The fused op (no upsampled branch is materialised); its torch backend is the
         # reference: softmax, index-gather upsampling and the weighted sum in plain PyTorch.
-        return split_attention(branches, logits, temperature, residual, v, self.groups, backend=self._split_backend)
+        return split_attention(branches, logits, temperature, residual, v, self.groups, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, groups={self.groups}, radix={self.radix}"
@@ -219,7 +208,7 @@ class C2FBlock(nn.Module):
     def __init__(self, dim: int, backend: str | None = None, layer_scale_init: float = 1e-2, groups: int = 4,
                  radix: int = 4, kernel_size: int = 7):
         super().__init__()
-        _check_dim(dim)
+        check_positive_int(dim, "dim")
         if not (isinstance(layer_scale_init, (int, float)) and math.isfinite(layer_scale_init)):
             raise ValueError(f"layer_scale_init must be a finite number; got {layer_scale_init!r}")
         self.dim = dim

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..ops._checks import check_positive_int
 from ..ops.hlk_conv import decompose, hlk_conv
 
 
@@ -31,13 +32,11 @@ class HLKConv(nn.Module):
     def __init__(self, dim: int, k_size: int = 7, out_dim: int | None = None, groups: int = 1,
                  backend: str | None = None, device=None, dtype=None):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int; got {dim!r}")
-        out_dim = dim if out_dim is None else out_dim
-        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"out_dim must be a positive int; got {out_dim!r}")
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or dim % groups or out_dim % groups:
-            raise ValueError(f"groups must be a positive int dividing dim={dim} and out_dim={out_dim}; got {groups!r}")
+        check_positive_int(dim, "dim")
+        out_dim = check_positive_int(dim if out_dim is None else out_dim, "out_dim")
+        what = f"a positive int dividing dim={dim} and out_dim={out_dim}"
+        if check_positive_int(groups, "groups", what) and (dim % groups or out_dim % groups):
+            raise ValueError(f"groups must be {what}; got {groups!r}")
         k1, k2, dilation = decompose(k_size)
         kw = dict(device=device, dtype=dtype)
         self.k_size, self.dilation, self.groups, self.backend = k_size, dilation, groups, backend

@@ -12,11 +12,11 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from ..layout import FLOAT_DTYPES
 from ..ops import hlk_conv
 from ..ops.depthwise import MAX_DILATION, MAX_KERNEL
 from ..ops.hlk_conv import K_SIZES
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 HLK_CHILDREN = ("conv0", "conv_spatial", "conv1")
 # The probe runs a float64 copy of the candidate, so the published forward and the fused
 # op's reference agree to rounding (~1e-15); anything above this is a different computation.

@@ -13,13 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops._checks import check_positive_int
+
 __all__ = ["ChannelAttention", "DIAAM", "ResidualBlock", "RuCB", "RuCBPass", "check_shared_copies"]
-
-
-def _check_dim(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return value
 
 
 def _check_input(x: object, channels: int, name: str = "x") -> None:
@@ -39,8 +35,8 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, dim: int, reduction: int = 8):
         super().__init__()
-        _check_dim(dim, "dim")
-        _check_dim(reduction, "reduction")
+        check_positive_int(dim, "dim")
+        check_positive_int(reduction, "reduction")
         self.dim = dim
         hidden = max(1, dim // reduction)
         self.fc1 = nn.Conv2d(dim, hidden, 1, bias=False)
@@ -76,8 +72,8 @@ class DIAAM(nn.Module):
 
     def __init__(self, low_dim: int, high_dim: int, reduction: int = 8):
         super().__init__()
-        self.low_dim = _check_dim(low_dim, "low_dim")
-        self.high_dim = _check_dim(high_dim, "high_dim")
+        self.low_dim = check_positive_int(low_dim, "low_dim")
+        self.high_dim = check_positive_int(high_dim, "high_dim")
         self.pwconv1 = nn.Conv2d(low_dim, low_dim, 1)
         self.pwconv2 = nn.Conv2d(high_dim, low_dim, 1)
         self.ca = ChannelAttention(low_dim, reduction)
@@ -104,8 +100,8 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.in_channels = _check_dim(in_channels, "in_channels")
-        self.out_channels = _check_dim(out_channels, "out_channels")
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.out_channels = check_positive_int(out_channels, "out_channels")
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
@@ -203,10 +199,10 @@ class RuCB(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int = 1, passes: int = 3):
         super().__init__()
-        self.in_channels = _check_dim(in_channels, "in_channels")
-        self.out_channels = _check_dim(out_channels, "out_channels")
-        _check_dim(num_blocks, "num_blocks")
-        _check_dim(passes, "passes")
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.out_channels = check_positive_int(out_channels, "out_channels")
+        check_positive_int(num_blocks, "num_blocks")
+        check_positive_int(passes, "passes")
         convs = _shared_convs(in_channels, out_channels, num_blocks)
         self.passes = nn.ModuleList(RuCBPass(convs, in_channels, out_channels) for _ in range(passes))
         self._register_load_state_dict_pre_hook(self._check_copies)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from ..layout import FLOAT_DTYPES
 
 
 def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:
@@ -49,6 +49,14 @@ def check_int(value: object, name: str, low: int | None = None, high: int | None
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bound}; got {value!r}")
     return int(value)
+
+
+def check_positive_int(value: object, name: str, what: str = "a positive int") -> int:
+    """``value`` as an int >= 1 (:func:`check_int`); both errors say ``name must be <what>``."""
+    try:
+        return check_int(value, name, 1, what=what)
+    except ValueError:
+        raise ValueError(f"{name} must be {what}; got {value!r}") from None
 
 
 def as_pair(value: object, name: str, low: int, high: int | None = None) -> tuple[int, int]:

@@ -1,16 +1,19 @@
-"""The implementations of each op, one record per (op, backend), and the choice among them.
+"""The routing table of every op: one record per path that can run, and the choice among them.
 
-An op module registers, once per backend, an :class:`Impl`: its ``forward`` and ``backward``
-kernels (whatever signature that op's custom op calls them with) and ``supports(**call)``,
-which says whether this backend takes a particular call (``call`` holds the op's plain
-Python hyper-parameters, e.g. ``scales``) and why not. :func:`choose` hands those checks to
+This registry is the only place that says which implementations an op has. An op module
+registers one :class:`Impl` per path: its backend, its ``forward`` and ``backward`` kernels
+(whatever signature that op's custom op calls them with) and ``supports(**call)``, which
+says whether the path takes a particular call (``call`` holds the op's plain Python
+hyper-parameters, e.g. ``scales``) and why not. A backend usually has one path, named after
+it; one with several (HLKConv's ``triton-fused`` and ``triton-composed``) runs the first
+that supports the call. :func:`choose` hands those checks to
 :func:`istd_kernels.backend.select`, so ``auto`` walks the backends in order over the ones
 that can run the call, and an explicit request gets the refusing backend's reason.
-:func:`explain` tells, for a call, which backend runs and why each other was skipped
+:func:`explain` tells, for a call, which path runs and why each other was skipped
 (``python -m istd_kernels.info --explain OP``).
 
 Composed paths (HLKConv from depthwise kernels) call another op's record through
-:func:`impl`, never that op's private helpers.
+:func:`impl`, never that op's private helpers; layers and metrics ask :func:`choose`.
 """
 
 from __future__ import annotations
@@ -30,27 +33,30 @@ def _always(**call) -> tuple[bool, str]:
 
 
 class Impl(NamedTuple):
-    """One backend's implementation of one op."""
+    """One path of one op: a backend's implementation (``path`` names it in the registry)."""
 
     backend: str
     forward: Callable
     backward: Callable | None
     supports: Callable[..., tuple[bool, str]] = _always
+    path: str = ""
 
 
 _REGISTRY: dict[str, dict[str, Impl]] = {}
 
 
 def register(op: str, backend: str, forward: Callable, backward: Callable | None = None,
-             supports: Callable[..., tuple[bool, str]] = _always) -> Impl:
-    """Record ``backend``'s implementation of ``op`` (once: a second record is a bug)."""
+             supports: Callable[..., tuple[bool, str]] = _always, path: str | None = None) -> Impl:
+    """Record a path of ``op`` on ``backend`` (``path`` defaults to the backend's name; once:
+    a second record of a path is a bug). A backend's paths are tried in registration order."""
     if backend not in _backend.NAMES:
         raise ValueError(f"backend must be one of {', '.join(_backend.NAMES)}; got {backend!r}")
+    path = path or backend
     impls = _REGISTRY.setdefault(op, {})
-    if backend in impls:
-        raise RuntimeError(f"{op} already has a {backend!r} implementation")
-    impls[backend] = Impl(backend, forward, backward, supports)
-    return impls[backend]
+    if path in impls:
+        raise RuntimeError(f"{op} already has a {path!r} implementation")
+    impls[path] = Impl(backend, forward, backward, supports, path)
+    return impls[path]
 
 
 def ops() -> list[str]:
@@ -59,40 +65,88 @@ def ops() -> list[str]:
 
 
 def implementations(op: str) -> dict[str, Impl]:
-    """``{backend: Impl}`` of ``op``."""
+    """``{path: Impl}`` of ``op``, in registration order."""
     try:
         return _REGISTRY[op]
     except KeyError:
         raise ValueError(f"unknown op {op!r}; the ops are {', '.join(ops())}") from None
 
 
-def impl(op: str, backend: str) -> Impl:
-    """The record of ``backend`` for ``op`` (the backend was selected already)."""
-    return implementations(op)[backend]
+def backends(op: str) -> tuple[str, ...]:
+    """The backends ``op`` has (each with one or more paths)."""
+    return tuple(dict.fromkeys(i.backend for i in implementations(op).values()))
+
+
+def paths(op: str, backend: str) -> list[Impl]:
+    """The records of ``op`` on ``backend``, in the order they are tried."""
+    return [i for i in implementations(op).values() if i.backend == backend]
+
+
+def _first_supporting(op: str, backend: str, call: dict) -> tuple[Impl | None, str]:
+    reasons = []
+    for record in paths(op, backend):
+        ok, reason = record.supports(**call)
+        if ok:
+            return record, ""
+        reasons.append(reason)
+    return None, "; ".join(reasons)
+
+
+def impl(op: str, backend: str, **call) -> Impl:
+    """The record that runs a call of ``op`` on ``backend`` (selected already by :func:`choose`):
+    the backend's only path, or the first of its paths whose ``supports(**call)`` takes it.
+
+    Raises ValueError with the paths' reasons when none does (a custom op called directly).
+    """
+    records = paths(op, backend)
+    if len(records) == 1:
+        return records[0]
+    record, reasons = _first_supporting(op, backend, call)
+    if record is None:
+        raise ValueError(f"no {backend} path of {op} takes this call: {reasons}")
+    return record
 
 
 def _supports(op: str, call: dict):
-    impls = implementations(op)
-    return lambda name: impls[name].supports(**call)
+    def supports(backend: str) -> tuple[bool, str]:
+        record, reasons = _first_supporting(op, backend, call)
+        return record is not None, reasons
+
+    return supports
 
 
 def choose(op: str, device: torch.device, dtype: torch.dtype, backend: str | None = None, **call) -> str:
-    """The backend that runs this call of ``op`` (see :func:`istd_kernels.backend.select`)."""
-    return _backend.select(op, implementations(op), device, dtype, backend, _supports(op, call))
+    """The backend that runs this call of ``op`` (see :func:`istd_kernels.backend.select`);
+    :func:`impl` with the same ``call`` gives its path."""
+    return _backend.select(op, backends(op), device, dtype, backend, _supports(op, call))
 
 
 def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
             backend: str | None = None, **call) -> str:
-    """Which backend runs ``op`` for a call on ``device``/``dtype`` with hyper-parameters
-    ``call``, and why each other backend was skipped, as text (one line per backend)."""
+    """Which path runs ``op`` for a call on ``device``/``dtype`` with hyper-parameters
+    ``call``, and why each other was skipped, as text (one line per path: a backend with
+    several paths gets a line for each)."""
     device = torch.device(device)
-    chosen, verdicts = _backend.explain(op, implementations(op), device, dtype, backend, _supports(op, call))
+    chosen, verdicts = _backend.explain(op, backends(op), device, dtype, backend, _supports(op, call))
     what = ", ".join(f"{k}={v!r}" for k, v in call.items())
-    outcome = f"runs {chosen}" if chosen in _backend.NAMES else f"raises {chosen[len('error: '):]}"
+    if chosen not in _backend.NAMES:
+        outcome = f"raises {chosen[len('error: '):]}"
+    else:
+        outcome = f"runs {impl(op, chosen, **call).path if paths(op, chosen) else chosen}"
     lines = [f"{op} on {device.type} {str(dtype).replace('torch.', '')} tensors{' with ' + what if what else ''}: "
              + outcome]
+    width = max(7, *(len(p) for p in implementations(op)))
     for v in verdicts:
-        lines.append(f"  {v.backend:<7} {'can run' if v.ok else 'skipped: ' + v.reason}")
+        records = paths(op, v.backend)
+        if len(records) < 2:  # not implemented, or one path: the backend's verdict is the path's
+            lines.append(f"  {v.backend:<{width}} {'can run' if v.ok else 'skipped: ' + v.reason}")
+            continue
+        for record in records:
+            # The backend's own availability first, then the path's supports().
+            ok, reason = _backend._fits(record.backend, device, dtype)
+            if ok:
+                ok, reason = record.supports(**call)
+            lines.append(f"  {record.path:<{width}} {'can run' if ok else 'skipped: ' + reason}")
     return "\n".join(lines)
 
 

@@ -5,8 +5,10 @@ raster order of their first pixel, exactly as ``skimage.measure.label`` does (co
 8 is skimage's 2, 4 is its 1). The object-level metrics (Pd/Fa) match components in that
 order, so the order is part of the contract, not a detail.
 
-There is no ``torch.library`` custom op here: labels are not differentiable and their
-number is data dependent, so a plain dispatch to the backends is all that is needed.
+Labels are not differentiable and the number of components is data dependent, so the ops
+dispatch to the backends directly; only under a ``torch.func`` transform does the labelling
+run as the ``istd::connected_components`` custom op, whose vmap rule folds the vmapped
+dimension into the batch (the statistics, sized by the data, refuse transforms).
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..limits import MAX_IMAGE_PIXELS
-from . import _dispatch
+from . import _dispatch, _transforms
 from ._checks import FLOAT_DTYPES, check_int, check_tensor
 
 OP = "istd.connected_components"
 STATS_OP = "istd.component_stats"
 MEASURE_OP = "istd.measure_components"
 WITH_STATS_OP = "istd.connected_components_with_stats"
-BACKENDS = ("torch", "cpp", "cuda")
 CONNECTIVITIES = (4, 8)
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -179,7 +180,40 @@ def _label(op: str, mask: object, connectivity: object, backend: str | None, out
     # float32 stands in for the dtype: the mask's own dtype says nothing about which
     # backend can run, and a bf16 mask must not trip the Triton-interpreter rule.
     name = _dispatch.choose(op, fg.device, torch.float32, backend)
+    if _transforms.transforming():
+        _refuse_transform(op)
+        labels, counts = _label_op(fg, connectivity, name)
+        return _into(labels, out), counts
     return _dispatch.impl(op, name).forward(fg, connectivity, out)
+
+
+@torch.library.custom_op("istd::connected_components", mutates_args=())
+def _label_op(fg: Tensor, connectivity: int, backend: str) -> tuple[Tensor, Tensor]:
+    """connected_components of a bool foreground on a selected backend (run under transforms)."""
+    labels, counts = _dispatch.impl(OP, backend).forward(fg, connectivity, None)
+    return labels, counts
+
+
+@_label_op.register_fake
+def _(fg, connectivity, backend):
+    return fg.new_empty(fg.shape, dtype=torch.int32), fg.new_empty(fg.shape[:1], dtype=torch.int64)
+
+
+@_label_op.register_vmap
+def _(info, in_dims, fg, connectivity, backend):
+    # Images are labelled independently: the vmapped dimension joins the batch.
+    fg = fg.movedim(in_dims[0], 0)
+    b, n = fg.shape[:2]
+    labels, counts = _label_op(fg.reshape(b * n, *fg.shape[2:]), connectivity, backend)
+    return (labels.reshape(b, n, *labels.shape[1:]), counts.reshape(b, n)), (0, 0)
+
+
+def _refuse_transform(op: str) -> None:
+    """RuntimeError for the statistics ops under a torch.func transform."""
+    if op != OP:
+        raise RuntimeError(f"{op} does not support torch.func.{_transforms.current()}: the size of its result "
+                           "depends on the data, on every backend (backend=\"torch\" included); call it outside "
+                           "the transform (its results are not differentiable)")
 
 
 def _stats_torch(labels: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -226,6 +260,8 @@ def component_stats(labels: Tensor, counts: Tensor, backend: str | None = None) 
     """
     check_tensor(labels, "labels", 3, dtypes=(torch.int32, torch.int64), shape_doc="[N, H, W]")
     check_tensor(counts, "counts", 1, dtypes=(torch.int64,), shape_doc="[N]")
+    if _transforms.transforming():
+        _refuse_transform(STATS_OP)  # before the checks below read values on the host
     n = labels.shape[0]
     if counts.shape[0] != n:
         raise ValueError(f"counts must have shape ({n},) to match labels' batch; got {tuple(counts.shape)}")
@@ -304,6 +340,8 @@ def measure_components(mask: Tensor, connectivity: int = 8, backend: str | None 
     _check_mask(mask)
     connectivity = _check_connectivity(connectivity)
     name = _dispatch.choose(MEASURE_OP, mask.device, torch.float32, backend)
+    if _transforms.transforming():
+        _refuse_transform(MEASURE_OP)
     return _dispatch.impl(MEASURE_OP, name).forward(mask, connectivity)
 
 

@@ -16,13 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layout import empty_output
+from ..layout import acc_dtype, empty_output
 from ..limits import DW_MAX_DILATION, DW_MAX_KERNEL, MAX_HYPER_PARAM
-from . import _dispatch
+from . import _dispatch, _transforms
 from ._checks import as_pair, autocast_cast, check_same, check_tensor
 
 OP = "istd.depthwise_conv2d"
-BACKENDS = ("torch", "cpp", "cuda", "triton")
 MAX_KERNEL = DW_MAX_KERNEL
 MAX_DILATION = DW_MAX_DILATION
 
@@ -103,7 +102,7 @@ def depthwise_conv2d_ref(x: Tensor, weight: Tensor, bias: Tensor | None = None, 
     stride, padding, dilation = _check(x, weight, bias, stride, padding, dilation)
     kh, kw = weight.shape[2], weight.shape[3]
     ho, wo = output_size((x.shape[2], x.shape[3]), (kh, kw), stride, padding, dilation)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = acc_dtype(x.dtype)
     xp = F.pad(x.to(acc), (padding[1], padding[1], padding[0], padding[0]))
     w = weight.to(acc)
     y = xp.new_zeros((x.shape[0], x.shape[1], ho, wo))
@@ -223,12 +222,14 @@ def _backward(ctx, grad_y):
     x, weight = ctx.saved_tensors
     need = ctx.needs_input_grad
     mask = [bool(need[0]), bool(need[1]), bool(ctx.has_bias and need[2])]
-    grad_x, grad_w, grad_b = _depthwise_backward_op(grad_y, x, weight, *ctx.conf, mask)
+    grad_x, grad_w, grad_b = _depthwise_backward(grad_y, x, weight, *ctx.conf, mask)
     return (grad_x if mask[0] else None, grad_w if mask[1] else None, grad_b if mask[2] else None,
             None, None, None, None)
 
 
 _depthwise_op.register_autograd(_backward, setup_context=_setup_context)
+_depthwise_backward = _transforms.backward_op(_depthwise_backward_op, OP)
+_depthwise = _transforms.differentiable_op(_depthwise_op, _setup_context, _backward)
 
 
 def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
@@ -257,4 +258,4 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     name = _dispatch.choose(OP, x.device, x.dtype, backend)
     if name == "torch":
         return _torch_forward(x, weight, bias, stride, padding, dilation)
-    return _depthwise_op(x, weight, bias, list(stride), list(padding), list(dilation), name)
+    return _depthwise(x, weight, bias, list(stride), list(padding), list(dilation), name)

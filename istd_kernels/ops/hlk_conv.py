@@ -20,20 +20,20 @@ backward, so training keeps one activation per HLKConv instead of four.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layout import empty_output, output_memory_format
+from ..layout import acc_dtype, empty_output, hlk_halos, output_memory_format
 from ..limits import DW_MAX_DILATION, DW_MAX_KERNEL
-from . import _dispatch
+from . import _dispatch, _transforms
 from . import depthwise as _dw
 from ._checks import autocast_cast, check_int, check_same, check_tensor, is_int, unaliased
 
 OP = "istd.hlk_conv"
-BACKENDS = ("torch", "cpp", "cuda", "triton")
 MAX_KERNEL = DW_MAX_KERNEL
 MAX_DILATION = DW_MAX_DILATION
 
@@ -124,7 +124,7 @@ def hlk_conv_ref(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tenso
     Args and result as :func:`hlk_conv` (no ``backend``).
     """
     k1, k2, cout = _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = acc_dtype(x.dtype)
 
     def up(t):
         return None if t is None else t.to(acc)
@@ -153,24 +153,30 @@ def _torch_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups) -> Tensor:
 
 # ---------------------------------------------------------------------------------------
 # The implementation records. cpp and cuda run a fused forward and compose the backward from
-# their depthwise records; triton runs fused kernels where its tiles fit, else composes too.
+# their depthwise records; triton has two paths: triton-fused where its tiles fit the halo,
+# else triton-composed (its depthwise records and two small matmuls).
 
 
-def _triton_fused(w0: Tensor, w1: Tensor, dilation: int) -> bool:
-    """Whether the fused Triton kernels take this geometry (else the composed path runs).
+def _triton_tiles_fit(k1: int = 3, k2: int = 3, dilation: int = 2, **_) -> tuple[bool, str]:
+    """Whether the fused Triton kernels take this geometry (the ``triton-fused`` path's supports).
 
     Their tuned tiles leave a useful inner region only for a backward halo
     ``k1//2 + dilation*(k2//2)`` up to ``MAX_TUNED_HALO`` (6): k_size 7 and 11. Larger
-    halos would need a tile that spills registers, so they go through the Triton
-    depthwise kernels and two small matmuls instead.
+    halos would need a tile that spills registers, so they take the ``triton-composed``
+    path: the Triton depthwise kernels and two small matmuls. (Defaults: k_size 7.)
     """
-    from ..triton import hlk_conv as tk
+    from ..triton.hlk_conv import MAX_TUNED_HALO
 
-    return w0.shape[2] // 2 + dilation * (w1.shape[2] // 2) <= tk.MAX_TUNED_HALO
+    halo = hlk_halos(k1, k2, dilation)[1]
+    if halo <= MAX_TUNED_HALO:
+        return True, ""
+    return False, (f"the fused Triton HLKConv kernels' tuned tiles take a backward halo k1//2 + dilation*(k2//2) "
+                   f"<= {MAX_TUNED_HALO}; got {halo} (k1={k1}, k2={k2}, dilation={dilation})")
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _geometry(w0: Tensor, w1: Tensor, dilation: int) -> dict:
+    """The hyper-parameters the paths' ``supports`` read: ``k1``, ``k2``, ``dilation``."""
+    return dict(k1=w0.shape[2], k2=w1.shape[2], dilation=dilation)
 
 
 class _Chain(NamedTuple):
@@ -212,7 +218,7 @@ def _composed_forward(backend: str, x, w0, b0, w1, b1, w_pw, b_pw, dilation: int
     "Precision contract").
     """
     n, c, h, w = x.shape
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
     wa, wd = _split_pw(w_pw, groups, acc)
     a, d = _Chain.of(backend, w0, w1, dilation).a_and_d(*_cast(acc, x, w0, b0, w1, b1))
     y = (torch.einsum("goc,ngcp->ngop", wa, a.reshape(n, groups, c // groups, h * w))
@@ -244,7 +250,7 @@ def _composed_backward(backend: str, grad_y, x, w0, b0, w1, b1, w_pw, dilation, 
     function (docs/ops.md, "Precision contract").
     """
     n, c, h, w = x.shape
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
     wa, wd = _split_pw(w_pw, groups, acc)
     chain = _Chain.of(backend, w0, w1, dilation)
     xa, w0a, b0a, w1a, b1a = _cast(acc, x, w0, b0, w1, b1)
@@ -264,15 +270,7 @@ def _composed_backward(backend: str, grad_y, x, w0, b0, w1, b1, w_pw, dilation, 
     return HlkGrads(*rounded, g_pw, g_bpw)
 
 
-def _triton_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation: int, groups: int) -> Tensor:
-    if not _triton_fused(w0, w1, dilation):
-        return _composed_forward("triton", x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    return _dispatch.lazy("hlk_conv", "hlk_fwd")(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-
-
-def _triton_backward(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask: HlkGrads) -> HlkGrads:
-    if not _triton_fused(w0, w1, dilation):
-        return _composed_backward("triton", grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask)
+def _triton_fused_backward(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask: HlkGrads) -> HlkGrads:
     grads = _dispatch.lazy("hlk_conv", "hlk_bwd")(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, tuple(mask))
     return HlkGrads(*grads)
 
@@ -283,22 +281,23 @@ def _register_extension(backend: str) -> None:
     def forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation: int, groups: int) -> Tensor:
         return fused(x, w0.contiguous(), b0, w1.contiguous(), b1, w_pw.contiguous(), b_pw, dilation, groups)
 
-    def backward(*args) -> HlkGrads:
-        return _composed_backward(backend, *args)
-
-    _dispatch.register(OP, backend, forward, backward)
+    _dispatch.register(OP, backend, forward, partial(_composed_backward, backend))
 
 
 _dispatch.register(OP, "torch", _torch_forward)  # differentiated by autograd
 _register_extension("cpp")
 _register_extension("cuda")
-_dispatch.register(OP, "triton", _triton_forward, _triton_backward)
+_dispatch.register(OP, "triton", _dispatch.lazy("hlk_conv", "hlk_fwd"), _triton_fused_backward, _triton_tiles_fit,
+                   path="triton-fused")
+_dispatch.register(OP, "triton", partial(_composed_forward, "triton"), partial(_composed_backward, "triton"),
+                   path="triton-composed")
 
 
 @torch.library.custom_op("istd::hlk_conv", mutates_args=())
 def _hlk_op(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | None, w_pw: Tensor,
             b_pw: Tensor | None, dilation: int, groups: int, backend: str) -> Tensor:
-    return _dispatch.impl(OP, backend).forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
+    return _dispatch.impl(OP, backend, **_geometry(w0, w1, dilation)).forward(x, w0, b0, w1, b1, w_pw, b_pw,
+                                                                              dilation, groups)
 
 
 @_hlk_op.register_fake
@@ -312,7 +311,8 @@ def _hlk_backward_op(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Tensor | None, w
                      output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of (x, w0, b0, w1, b1, w_pw, b_pw); one not asked for in ``output_mask`` is empty."""
     mask = HlkGrads(*(bool(m) for m in output_mask))
-    grads = _dispatch.impl(OP, backend).backward(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, mask)
+    grads = _dispatch.impl(OP, backend, **_geometry(w0, w1, dilation)).backward(grad_y, x, w0, b0, w1, b1, w_pw,
+                                                                                dilation, groups, mask)
     # Outputs of a custom op may not alias one another or an input: a fresh empty tensor per
     # unused slot, and a copy of any gradient sharing a buffer (kernels may reduce several
     # parameter gradients into one; those are small).
@@ -341,11 +341,13 @@ def _backward(ctx, grad_y):
     # A missing bias gets no gradient, whatever needs_input_grad says about the None.
     mask = [bool(need) and ctx.has_bias.get(name, True) for name, need in zip(HlkGrads._fields, ctx.needs_input_grad)]
     dilation, groups, backend = ctx.conf
-    grads = _hlk_backward_op(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, backend, mask)
+    grads = _hlk_backward(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, backend, mask)
     return tuple(g if m else None for g, m in zip(grads, mask)) + (None, None, None)
 
 
 _hlk_op.register_autograd(_backward, setup_context=_setup_context)
+_hlk_backward = _transforms.backward_op(_hlk_backward_op, OP)
+_hlk = _transforms.differentiable_op(_hlk_op, _setup_context, _backward)
 
 
 def hlk_conv(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | None, w_pw: Tensor,
@@ -378,7 +380,7 @@ def hlk_conv(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | 
     """
     x, w0, b0, w1, b1, w_pw, b_pw = autocast_cast(x, x, w0, b0, w1, b1, w_pw, b_pw)
     _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    name = _dispatch.choose(OP, x.device, x.dtype, backend)
+    name = _dispatch.choose(OP, x.device, x.dtype, backend, **_geometry(w0, w1, dilation))
     if name == "torch":
         return _torch_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    return _hlk_op(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, name)
+    return _hlk(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, name)

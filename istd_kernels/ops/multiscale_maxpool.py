@@ -32,11 +32,10 @@ from torch import Tensor
 
 from ..layout import index_dtype, output_memory_format
 from ..limits import MMP_MAX_SCALE
-from . import _dispatch
+from . import _dispatch, _transforms
 from ._checks import check_int, check_tensor, is_int
 
 OP = "istd.multiscale_maxpool"
-BACKENDS = ("torch", "cpp", "cuda", "triton")
 #: Window offsets are stored as int32 at worst: s*s must stay far below 2**31.
 MAX_SCALE = MMP_MAX_SCALE
 
@@ -195,11 +194,13 @@ def _backward(ctx, grads):
     # A level that did not reach the loss may arrive as None.
     gl = [g if g is not None else torch.zeros(shape, dtype=dt, device=dev)
           for g, (shape, dt, dev) in zip(list(grads)[:radix], ctx.level_meta)]
-    gu = _mmp_backward_op(gl, indices, d, h, w, groups, radix, scales, channels_last, backend)
+    gu = _mmp_backward(gl, indices, d, h, w, groups, radix, scales, channels_last, backend)
     return gu, None, None, None, None
 
 
 _mmp_op.register_autograd(_backward, setup_context=_setup_context)
+_mmp_backward = _transforms.backward_op(_mmp_backward_op, OP)
+_mmp = _transforms.differentiable_op(_mmp_op, _setup_context, _backward)
 
 
 def multiscale_maxpool(u: Tensor, groups: int, radix: int, scales: Sequence[int] | None = None,
@@ -209,8 +210,8 @@ def multiscale_maxpool(u: Tensor, groups: int, radix: int, scales: Sequence[int]
     Args:
         u: ``[N, D, H, W]``, float16/bfloat16/float32/float64, any memory layout (the cpp,
             cuda and Triton kernels read it in place through its strides).
-            ``D = groups * radix * c`` and ``u`` is group-major: channel ``(k*radix + j)*c + i`` is channel ``i`` of branch
-            ``j`` of group ``k``.
+            ``D = groups * radix * c`` and ``u`` is group-major: channel ``(k*radix + j)*c + i``
+            is channel ``i`` of branch ``j`` of group ``k``.
         groups: int >= 1. radix: int >= 1.
         scales: ``radix`` ints >= 1, one per branch; default ``(2, 4, ..., 2**radix)``.
         backend: ``"torch"``, ``"cpp"``, ``"cuda"``, ``"triton"``, ``"auto"`` or None (see
@@ -229,4 +230,4 @@ def multiscale_maxpool(u: Tensor, groups: int, radix: int, scales: Sequence[int]
     name = _dispatch.choose(OP, u.device, u.dtype, backend)
     if name == "torch":
         return multiscale_maxpool_ref(u, groups, radix, scales)
-    return list(_mmp_op(u, groups, radix, list(scales), name)[:radix])
+    return list(_mmp(u, groups, radix, list(scales), name)[:radix])

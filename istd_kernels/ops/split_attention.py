@@ -27,13 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layout import empty_output, output_memory_format
+from ..layout import acc_dtype, empty_output, output_memory_format
 from ..limits import SA_CUDA_MAX_LCM, SA_MAX_BRANCHES, SA_MAX_SCALE
-from . import _dispatch
+from . import _dispatch, _transforms
 from ._checks import autocast_cast, check_int, check_same, check_tensor, is_int
 
 OP = "istd.split_attention"
-BACKENDS = ("torch", "cpp", "cuda", "triton")
 #: Branches the cpp and cuda kernels handle (per-branch state lives in fixed-size arrays).
 MAX_KERNEL_BRANCHES = SA_MAX_BRANCHES
 #: The cuda backward tiles 32x32-ish blocks whose sides are multiples of every scale, so
@@ -128,7 +127,7 @@ def split_attention_ref(branches: Sequence[Tensor], logits: Tensor, temperature:
     kernels. Args and result as :func:`split_attention` (no ``backend``).
     """
     r, scales = _check(branches, logits, temperature, residual, v, groups, scales)
-    acc = torch.float64 if residual.dtype == torch.float64 else torch.float32
+    acc = acc_dtype(residual.dtype)
     n, d, h, w = residual.shape
     weights = torch.softmax(logits.to(acc).unflatten(1, (groups, r)) / temperature.to(acc).reshape(()), dim=2)
     a = residual.to(acc).unflatten(1, (groups, d // groups))
@@ -265,7 +264,7 @@ def _backward(ctx, grad_z):
     saved = ctx.saved_tensors
     r = ctx.r
     groups, scales, backend = ctx.conf
-    grads = _sa_backward_op(grad_z, list(saved[:r]), *saved[r:], groups, scales, backend)
+    grads = _sa_backward(grad_z, list(saved[:r]), *saved[r:], groups, scales, backend)
     need = ctx.needs_input_grad
     # For the List[Tensor] argument needs_input_grad holds one bool per branch.
     need_b = need[0] if isinstance(need[0], (list, tuple)) else [need[0]] * r
@@ -275,6 +274,8 @@ def _backward(ctx, grad_z):
 
 
 _sa_op.register_autograd(_backward, setup_context=_setup_context)
+_sa_backward = _transforms.backward_op(_sa_backward_op, OP)
+_sa = _transforms.differentiable_op(_sa_op, _setup_context, _backward)
 
 
 def split_attention(branches: Sequence[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor, v: Tensor,
@@ -314,4 +315,4 @@ def split_attention(branches: Sequence[Tensor], logits: Tensor, temperature: Ten
     name = _dispatch.choose(OP, residual.device, residual.dtype, backend, scales=scales)
     if name == "torch":
         return split_attention_ref(list(branches), logits, temperature, residual, v, groups, scales)
-    return _sa_op(list(branches), logits, temperature, residual, v, groups, list(scales), name)
+    return _sa(list(branches), logits, temperature, residual, v, groups, list(scales), name)

@@ -19,7 +19,18 @@ import torch
 import triton
 import triton.language as tl
 
+from ..layout import acc_dtype
+
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
+
+_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+
+def acc(dtype: torch.dtype) -> tuple:
+    """``(triton dtype, torch dtype)`` of the accumulator for inputs of ``dtype``
+    (:func:`istd_kernels.layout.acc_dtype`)."""
+    torch_acc = acc_dtype(dtype)
+    return _TL_DTYPES[torch_acc], torch_acc
 
 
 def np2(v: int) -> int:

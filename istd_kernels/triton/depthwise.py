@@ -30,9 +30,10 @@ import triton.language as tl
 
 # The one layout rule shared by every backend and the meta implementation, so
 # compiled graphs see the strides these kernels produce.
+from ..layout import acc_dtype
 from ..layout import output_memory_format as _memory_format
 from . import _workspace
-from ._launch import INTERPRET, device_ctx, launch, np2, plane_tile
+from ._launch import INTERPRET, acc, device_ctx, launch, np2, plane_tile
 from ._workspace import accumulate, item_run, used_rows_jit
 
 __all__ = [
@@ -379,14 +380,6 @@ def _kw_chunk(kw: int) -> int:
     return triton.cdiv(kw, triton.cdiv(kw, KW_UNROLL_MAX))
 
 
-def _acc_dtype(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _acc_torch(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _out_hw(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
@@ -422,7 +415,7 @@ def depthwise_fwd(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding, 
             C, H, W, Ho, Wo,
             *x.stride(), *y.stride(),
             SH, SW, PH, PW, DH, DW, KH)
-    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), HAS_BIAS=bias is not None, ACC_DTYPE=_acc_dtype(x.dtype))
+    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), HAS_BIAS=bias is not None, ACC_DTYPE=acc(x.dtype)[0])
     grid = lambda meta: (N * C * _tiles(Ho, Wo, meta),)  # noqa: E731
     with device_ctx(x):
         launch(_dw_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, consts)
@@ -449,7 +442,7 @@ def depthwise_bwd_input(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, st
             C, H, W, Ho, Wo,
             *grad_y.stride(), *gx.stride(),
             SH, SW, PH, PW, DH, DW, KH)
-    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), ACC_DTYPE=_acc_dtype(grad_y.dtype))
+    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), ACC_DTYPE=acc(grad_y.dtype)[0])
     grid = lambda meta: (N * C * _tiles(H, W, meta),)  # noqa: E731
     with device_ctx(grad_y):
         launch(_dw_bwd_input_kernel, _bwd_input_tuned, BWD_INPUT_CONFIGS, grid, args, consts)
@@ -461,7 +454,7 @@ def _wgrad_rows(N: int, C: int, H: int, W: int, Ho: int, Wo: int, K1: int, dtype
     # rows suit the one with the most tiles; the kernel spreads any tiling over them.
     candidates = _prune_wgrad(BWD_WEIGHT_CONFIGS, dict(Ho=Ho, Wo=Wo, K1=K1))
     items = N * max(_tiles(Ho, Wo, cfg.kwargs) for cfg in candidates)
-    row_bytes = C * K1 * _acc_torch(dtype).itemsize
+    row_bytes = C * K1 * acc_dtype(dtype).itemsize
     return candidates, _workspace.rows(items, row_bytes, N * C * H * W * dtype.itemsize)
 
 
@@ -476,7 +469,7 @@ def wgrad_workspace_bytes(N: int, C: int, H: int, W: int, Ho: int, Wo: int, kern
     if C == 0 or N == 0 or Ho * Wo == 0 or H * W == 0:
         return 0
     K1 = kernel_size[0] * kernel_size[1] + int(bool(need_bias))
-    return _wgrad_rows(N, C, H, W, Ho, Wo, K1, dtype)[1] * C * K1 * _acc_torch(dtype).itemsize
+    return _wgrad_rows(N, C, H, W, Ho, Wo, K1, dtype)[1] * C * K1 * acc_dtype(dtype).itemsize
 
 
 def _wgrad_without_products(grad_y, x, gw, gb):
@@ -487,7 +480,7 @@ def _wgrad_without_products(grad_y, x, gw, gb):
         if grad_y.numel() == 0:
             gb.zero_()
         else:
-            gb.copy_(grad_y.sum(dim=(0, 2, 3), dtype=_acc_torch(x.dtype)).to(x.dtype))
+            gb.copy_(grad_y.sum(dim=(0, 2, 3), dtype=acc_dtype(x.dtype)).to(x.dtype))
     return gw, gb
 
 
@@ -496,7 +489,7 @@ def _wgrad_reduce(ws, gw, gb, rows: int, K1: int, KK: int):
     rcfg = WGRAD_REDUCE_CONFIGS[0]
     _dw_wgrad_reduce_kernel[(triton.cdiv(M, rcfg.kwargs["BLOCK_M"]),)](
         ws, gw, gb if gb is not None else gw, rows, M, K1, KK,
-        HAS_BIAS=gb is not None, ACC_DTYPE=_acc_dtype(gw.dtype), **rcfg.all_kwargs())
+        HAS_BIAS=gb is not None, ACC_DTYPE=acc(gw.dtype)[0], **rcfg.all_kwargs())
 
 
 def depthwise_bwd_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size, stride, padding, dilation,
@@ -518,10 +511,10 @@ def depthwise_bwd_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size, str
     if N == 0 or Ho * Wo == 0 or x.numel() == 0:
         return _wgrad_without_products(grad_y, x, gw, gb)
     candidates, rows = _wgrad_rows(N, C, H, W, Ho, Wo, K1, x.dtype)
-    ws = torch.zeros((rows, C, K1), dtype=_acc_torch(x.dtype), device=x.device)
+    ws = torch.zeros((rows, C, K1), dtype=acc_dtype(x.dtype), device=x.device)
     args = (grad_y, x, ws, N, C, H, W, Ho, Wo, *grad_y.stride(), *x.stride(),
             *stride, *padding, *dilation, KH, K1, rows)
-    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), HAS_BIAS=need_bias, ACC_DTYPE=_acc_dtype(x.dtype))
+    consts = dict(KW=KW, KW_CHUNK=_kw_chunk(KW), HAS_BIAS=need_bias, ACC_DTYPE=acc(x.dtype)[0])
     grid = lambda meta: (C * _workspace.used_rows(N * _tiles(Ho, Wo, meta), rows),)  # noqa: E731
     # Deterministic mode pins the tile shape (the first candidate) too, so
     # the partial sums, not just their reduction, match in every process.

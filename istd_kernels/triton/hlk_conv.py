@@ -48,10 +48,10 @@ grad_x pass is autotuned over tile shape (the forward and weight pass have a
 single spill-free tile each); under ``TRITON_INTERPRET=1`` (read at import by
 ``depthwise``) the first config that fits the halo is launched directly.
 
-Tiles are small (256 / 512 positions: the register budget), so a tuned tile
-serves halos up to 6; larger halos use one 32x32 fallback tile that is
-correct but spills, and above MAX_GPU_HALO (12) a GPU launch raises
-NotImplementedError because no tile fits in shared memory.
+Tiles are small (256 / 512 positions: the register budget), so the tiles
+serve backward halos up to MAX_TUNED_HALO (6); the registry routes larger ones
+(k_size 23 and up) to the composed path (``triton-composed`` in
+istd_kernels/ops/hlk_conv.py), and the launchers refuse them.
 
 Channel chunks: the forward and the grad_x pass contract 16-channel chunks with
 ``tl.dot``; the weight passes take 8 channels and contract grad_y as outer products
@@ -71,13 +71,13 @@ import torch
 import triton
 import triton.language as tl
 
+from ..layout import hlk_halos
 from ..layout import output_memory_format as _memory_format
 from . import _workspace
-from ._launch import INTERPRET, device_ctx, launch, np2
+from ._launch import INTERPRET, acc, device_ctx, launch, np2
 from ._workspace import accumulate, item_run
 
 __all__ = [
-    "MAX_GPU_HALO",
     "MAX_TUNED_HALO",
     "FWD_CONFIGS",
     "BWD_GX_CONFIGS",
@@ -434,6 +434,14 @@ def _wgrad_bpw(ws_bpw, gy_n, sp_g, owned, sgc, g, Og, ACC_DTYPE: tl.constexpr, C
         accumulate(ws_bpw + oc, tl.sum(gy.to(ACC_DTYPE), axis=1), o_ok)
 
 
+# The backward kernel's passes (its NEED_W constexpr): the grad_x pass, and three weight
+# passes, each adding to its own columns of the workspace.
+GX_PASS = tl.constexpr(0)  # no weight gradient
+W0_PASS = tl.constexpr(1)  # w0 and b0, from g_a
+PW_PASS = tl.constexpr(2)  # the pointwise w_pw and b_pw, which need neither g_a nor g_d
+W1_PASS = tl.constexpr(3)  # w1 and b1, from g_d
+
+
 @triton.jit
 def _hlk_bwd_kernel(
     gy_ptr, x_ptr, w0_ptr, b0_ptr, w1_ptr, b1_ptr, wpw_ptr, gx_ptr, ws_ptr,
@@ -447,8 +455,7 @@ def _hlk_bwd_kernel(
 ):
     # HALO here is k1 // 2 + dilation * (k2 // 2): g_d is needed on the whole
     # tile, g_a on it less h2, grad_x and the owned pixels less the full halo.
-    # NEED_W: 0 no weights, 1 w0 and b0 (from g_a), 3 w1 and b1 (from g_d), 2 the pointwise
-    # ones (w_pw, b_pw, which need neither g_a nor g_d).  Program (workspace row r, group g)
+    # NEED_W: which pass (GX_PASS, W0_PASS, W1_PASS, PW_PASS).  Program (workspace row r, group g)
     # handles r's run of (image, tile) items in order (_workspace.item_run); the grad_x
     # pass gets ROWS >= items, one item each.
     P: tl.constexpr = TH * TW
@@ -466,17 +473,17 @@ def _hlk_bwd_kernel(
         sp_x = ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
         gy_n = gy_ptr + n.to(tl.int64) * sgn
         x_n = x_ptr + n.to(tl.int64) * sxn
-        if NEED_W != 0:
+        if NEED_W != GX_PASS:
             # This item adds to what the previous one stored in the row: order them.
             tl.debug_barrier()
         for c0 in range(0, Cg, C_CHUNK):
             cc = c0 + tl.arange(0, C_CHUNK)
             c_ok = cc < Cg
-            if NEED_W == 2:
+            if NEED_W == PW_PASS:
                 _wgrad_pw_chunk(ws_row + (LW - G * Og * (2 * Cg + 1)), x_n, w0_ptr, b0_ptr, w1_ptr, b1_ptr,
                                 gy_n, sp_x, sp_g, ih, iw, owned, g, cc, c_ok, H, W, Cg, Og, K1, K2, DIL, TW,
                                 sxc, sxh, sxw, sgc, HAS_B0, HAS_B1, ACC_DTYPE, C_CHUNK, P)
-            elif NEED_W == 3:
+            elif NEED_W == W1_PASS:
                 _wgrad_w1_chunk(ws_row, x_n, w0_ptr, b0_ptr, wpw_ptr, gy_n, sp_x, sp_g, ih, iw, in_img, owned, g,
                                 cc, c_ok, H, W, Cg, Og, G, K1, K2, DIL, TW, sxc, sxh, sxw, sgc, HAS_B0, ACC_DTYPE,
                                 C_CHUNK, CO_BLOCK, P)
@@ -487,10 +494,10 @@ def _hlk_bwd_kernel(
                     _store_grad_x(gx_ptr + n.to(tl.int64) * sqn, g_a, w0_ptr + (g * Cg + cc) * (K1 * K1),
                                   g * Cg + cc, c_ok, owned, ih, iw, H, W, K1, TW, sqc, sqh, sqw,
                                   ACC_DTYPE, C_CHUNK, P)
-                if NEED_W == 1:
+                if NEED_W == W0_PASS:
                     _wgrad_w0_chunk(ws_row, g_a, x_n, sp_x, ih, iw, owned, g, cc, c_ok, H, W, Cg, G, K1,
                                     sxc, sxh, sxw, ACC_DTYPE)
-        if NEED_W == 2:
+        if NEED_W == PW_PASS:
             _wgrad_bpw(ws_row + (LW - G * Og), gy_n, sp_g, owned, sgc, g, Og, ACC_DTYPE, CO_BLOCK, P)
 
 
@@ -549,7 +556,7 @@ def bwd_gx_configs(dtype: torch.dtype) -> list:
 
 # Smallest inner region (per side) a tuned tile must leave.  Below it the
 # halo recompute dominates so badly (a 2x2 output from a 16x16 tile) that
-# the big fallback tile is the better deal even though it spills.
+# the composed path is the better deal (MAX_TUNED_HALO follows from it).
 _MIN_INNER = 4
 
 
@@ -565,36 +572,19 @@ def _candidates(configs, halo: int, h: int, w: int, og: int):
     keep = [cfg for cfg in configs if _fits(cfg.kwargs, halo, h, w)]
     # Wider output blocks only pay off when there are that many outputs.
     small = [cfg for cfg in keep if cfg.kwargs["CO_BLOCK"] <= max(16, np2(og))]
-    keep = small or keep
-    if keep:
-        return keep
-    # Halo of 7 or more (e.g. k2=7, dilation=3; backward: k1//2 + h2): no
-    # tuned tile leaves _MIN_INNER.  One square tile just big enough for an
-    # inner region of 8 is launched instead.  It is correct but NOT
-    # spill-free (32x32 at 16 warps spills ~0.5-2k words) and is not in
-    # aot_specs(); 32x32 fits sm_86's shared memory, 64x64 and up do not.
-    side = np2(2 * halo + 8)
-    return [triton.Config({"TH": side, "TW": side, "C_CHUNK": 16, "CO_BLOCK": 16},
-                          num_warps=16, num_stages=1)]
+    return small or keep
 
 
-# Largest halo the tuned, spill-free tiles serve (16 - 2 * 6 = _MIN_INNER). The op layer
-# sends larger halos (k_size 23 and up) to the composed path instead of the fallback tile.
+# Largest halo the tuned, spill-free tiles serve (16 - 2 * 6 = _MIN_INNER). The registry
+# sends larger halos (k_size 23 and up) to the composed path.
 MAX_TUNED_HALO = 6
 
 
-# Largest halo a GPU launch accepts: the fallback tile for it is 32x32, whose
-# gather / dot staging (~65 KB) still fits sm_86 shared memory.  A 64x64
-# tile would need ~260 KB, more than any target has.  Forward halo is
-# dilation * (k2 // 2); backward adds k1 // 2.
-MAX_GPU_HALO = 12
-
-
-def _check_halo(t: torch.Tensor, halo: int, what: str) -> None:
-    if t.is_cuda and halo > MAX_GPU_HALO:
-        raise NotImplementedError(
-            f"hlk_conv Triton {what}: halo {halo} > {MAX_GPU_HALO} needs a tile larger than shared "
-            f"memory allows; use another backend")
+def _check_halo(halo: int, what: str) -> None:
+    # The op routes larger halos to the composed path; a direct call gets the reason.
+    if halo > MAX_TUNED_HALO:
+        raise ValueError(f"hlk_conv Triton {what}: halo {halo} > {MAX_TUNED_HALO}, which no tuned tile serves; "
+                         f"call istd_kernels.ops.hlk_conv, which composes the Triton depthwise kernels instead")
 
 
 def _prune(configs, named_args, **kwargs):
@@ -622,18 +612,6 @@ else:
                                     prune_configs_by={"early_config_prune": _prune})(_hlk_bwd_kernel)
 
 
-def _acc(dtype: torch.dtype):
-    return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
-
-
-def _tuned_or_fixed(tuned, configs, cands):
-    # The autotuner only knows FWD/BWD_CONFIGS; the oversized fallback tile
-    # (not in the list) is launched directly.
-    if tuned is None or any(c not in configs for c in cands):
-        return None
-    return tuned
-
-
 # ---------------------------------------------------------------------------
 # Launch helpers
 # ---------------------------------------------------------------------------
@@ -655,7 +633,7 @@ def hlk_fwd(x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1, w_pw: t
     Cg, Og = C // G, Cout // G
     K1, K2 = int(w0.shape[-1]), int(w1.shape[-1])
     DIL = int(dilation)
-    halo = DIL * (K2 // 2)
+    halo = hlk_halos(K1, K2, DIL)[0]
     y = torch.empty((N, Cout, H, W), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
     if y.numel() == 0:
         return y
@@ -665,8 +643,8 @@ def hlk_fwd(x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1, w_pw: t
             return y.zero_()
         return y.copy_(b_pw.to(y.dtype).view(1, Cout, 1, 1).expand_as(y))
 
-    _check_halo(x, halo, "forward")
-    acc_tl, _ = _acc(x.dtype)
+    _check_halo(hlk_halos(K1, K2, DIL)[1], "forward")
+    acc_tl, _ = acc(x.dtype)
     w0c, w1c, wpc = w0.contiguous(), w1.contiguous(), w_pw.contiguous()
     ph = w0c  # placeholder pointer for absent biases, never read
     args = (x, w0c, b0.contiguous() if b0 is not None else ph, w1c,
@@ -679,8 +657,7 @@ def hlk_fwd(x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1, w_pw: t
     cands = _candidates(FWD_CONFIGS, halo, H, W, Og)
     grid = lambda meta: (N * G * _tiles(H, W, halo, meta) * triton.cdiv(Og, meta["CO_BLOCK"]),)  # noqa: E731
     with device_ctx(x):
-        launch(_hlk_fwd_kernel, _tuned_or_fixed(_fwd_tuned, FWD_CONFIGS, cands), cands, grid, args,
-                consts)
+        launch(_hlk_fwd_kernel, _fwd_tuned, cands, grid, args, consts)
     return y
 
 
@@ -692,10 +669,10 @@ def _ws_columns(C: int, Cout: int, Cg: int, K1: int, K2: int) -> list[int]:
 def _ws_plan(N: int, C: int, H: int, W: int, Cout: int, groups: int, K1: int, K2: int, dilation: int,
              dtype: torch.dtype):
     # (weight-pass config, workspace rows, row length) of one backward call.
-    halo = K1 // 2 + dilation * (K2 // 2)
+    halo = hlk_halos(K1, K2, dilation)[1]
     cfg = _candidates(BWD_W_CONFIGS, halo, H, W, Cout // groups)[0]
     lw = sum(_ws_columns(C, Cout, C // groups, K1, K2))
-    row_bytes = lw * _acc(dtype)[1].itemsize
+    row_bytes = lw * acc(dtype)[1].itemsize
     items = N * _tiles(H, W, halo, cfg.kwargs)
     return cfg, _workspace.rows(items, row_bytes, N * C * H * W * dtype.itemsize), lw
 
@@ -713,7 +690,7 @@ def bwd_workspace_bytes(N: int, C: int, H: int, W: int, Cout: int, groups: int, 
     if N * H * W == 0:
         return 0
     _, rows, lw = _ws_plan(N, C, H, W, Cout, groups, k1, k2, dilation, dtype)
-    return rows * lw * _acc(dtype)[1].itemsize
+    return rows * lw * acc(dtype)[1].itemsize
 
 
 def _split_grads(gx, wsum, cols, need, shapes, dtype):
@@ -726,9 +703,9 @@ def _split_grads(gx, wsum, cols, need, shapes, dtype):
 
 
 def _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, cfg_or_cands, tuned, w_pass):
-    # One launch of _hlk_bwd_kernel: the grad_x pass (w_pass 0, ws unused) or weight pass
-    # w_pass (NEED_W; gx unused).
-    need_gx = w_pass == 0
+    # One launch of _hlk_bwd_kernel: the grad_x pass (w_pass GX_PASS, ws unused) or a weight
+    # pass (gx unused).
+    need_gx = w_pass == GX_PASS.value
     H, W = int(x.shape[2]), int(x.shape[3])
     w0c, b0p, w1c, b1p, wpc, geo, flags = pass_args
     args = (grad_y, x, w0c, b0p, w1c, b1p, wpc, gx if need_gx else w0c, ws, N, H, W, *geo, rows,
@@ -754,8 +731,8 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
     N, C, H, W = (int(s) for s in x.shape)
     Cout, G, DIL = int(w_pw.shape[0]), int(groups), int(dilation)
     K1, K2 = int(w0.shape[-1]), int(w1.shape[-1])
-    halo = K1 // 2 + DIL * (K2 // 2)
-    acc_tl, acc_t = _acc(x.dtype)
+    halo = hlk_halos(K1, K2, DIL)[1]
+    acc_tl, acc_t = acc(x.dtype)
     gx = torch.empty((N, C, H, W), dtype=x.dtype, device=x.device, memory_format=_memory_format(x)) if need[0] else None
     cols = _ws_columns(C, Cout, C // G, K1, K2)
     shapes = [tuple(w0.shape), (C,), tuple(w1.shape), (C,), tuple(w_pw.shape), (Cout,)]
@@ -766,7 +743,7 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
         return _split_grads(gx.zero_() if gx is not None else None, wsum, cols, need, shapes, x.dtype)
     if not any(need):
         return (None,) * 7
-    _check_halo(x, halo, "backward")
+    _check_halo(halo, "backward")
     w0c = w0.contiguous()
     pass_args = (w0c, b0.contiguous() if b0 is not None else w0c, w1.contiguous(),
                  b1.contiguous() if b1 is not None else w0c, w_pw.contiguous(),
@@ -778,8 +755,9 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
             # least the item count of any tile, so every program takes one item.
             ws_ph = torch.empty(1, dtype=torch.float32, device=x.device)
             cands = _candidates(bwd_gx_configs(x.dtype), halo, H, W, Cout // G)
-            _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws_ph, N * H * W, cands,
-                        _tuned_or_fixed(_bwd_gx_tuned, BWD_GX_CONFIGS, cands), 0)
+            # The autotuner knows BWD_GX_CONFIGS only: fp64's configs launch directly.
+            tuned = _bwd_gx_tuned if bwd_gx_configs(x.dtype) is BWD_GX_CONFIGS else None
+            _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws_ph, N * H * W, cands, tuned, GX_PASS.value)
         if not any(need[1:]):
             return (gx,) + (None,) * 6
         # A single, fixed tile and a split that depends on the shape only: the partial sums,
@@ -788,9 +766,9 @@ def hlk_bwd(grad_y: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, b0, w1: tor
         ws = torch.zeros((rows, lw), dtype=acc_t, device=x.device)
         # Three weight passes into disjoint columns (w0/b0, w1/b1, the pointwise ones): one
         # program doing more keeps g_a, g_d, a and d in flight and spills.
-        for w_pass, slots in ((1, need[1:3]), (3, need[3:5]), (2, need[5:])):
+        for w_pass, slots in ((W0_PASS, need[1:3]), (W1_PASS, need[3:5]), (PW_PASS, need[5:])):
             if any(slots):
-                _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, [cfg], None, w_pass)
+                _bwd_launch(pass_args, grad_y, x, N, G, halo, gx, ws, rows, [cfg], None, w_pass.value)
     # torch.sum over a fixed-shape dim is a fixed-order reduction (no atomics).
     return _split_grads(gx, ws.sum(dim=0), cols, need, shapes, x.dtype)
 
@@ -812,8 +790,7 @@ def aot_specs() -> list[dict]:
     backward kernel appears four times, as its grad_x pass and its three weight passes
     (the constexpr variants launched).
     k1 / k2 are runtime arguments, so the (3, 3) and (5, 7) kernels are the
-    same binary and compiled once.  The large-halo fallback tile of
-    ``_candidates`` is deliberately absent: it is known to spill.
+    same binary and compiled once.
     """
     from ._launch import AOT_DTYPES, aot_spec
 
@@ -835,13 +812,13 @@ def aot_specs() -> list[dict]:
                           "sqn", "sqc", "sqh", "sqw"]
         kernels += [
             ("_hlk_bwd_kernel[grad_x]", _hlk_bwd_kernel, bwd_gx_configs(dt.dtype), bwd_ptrs, bwd_ints,
-             dict(NEED_GX=True, NEED_W=0, HAS_B0=True, HAS_B1=True)),
+             dict(NEED_GX=True, NEED_W=GX_PASS.value, HAS_B0=True, HAS_B1=True)),
             ("_hlk_bwd_kernel[weights_w0]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
-             dict(NEED_GX=False, NEED_W=1, HAS_B0=True, HAS_B1=True)),
+             dict(NEED_GX=False, NEED_W=W0_PASS.value, HAS_B0=True, HAS_B1=True)),
             ("_hlk_bwd_kernel[weights_w1]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
-             dict(NEED_GX=False, NEED_W=3, HAS_B0=True, HAS_B1=True)),
+             dict(NEED_GX=False, NEED_W=W1_PASS.value, HAS_B0=True, HAS_B1=True)),
             ("_hlk_bwd_kernel[weights_pw]", _hlk_bwd_kernel, BWD_W_CONFIGS, bwd_ptrs, bwd_ints,
-             dict(NEED_GX=False, NEED_W=2, HAS_B0=True, HAS_B1=True)),
+             dict(NEED_GX=False, NEED_W=PW_PASS.value, HAS_B0=True, HAS_B1=True)),
         ]
         for name, fn, configs, ptrs, ints, extra in kernels:
             for cfg in configs:

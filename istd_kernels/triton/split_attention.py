@@ -51,7 +51,7 @@ import triton
 import triton.language as tl
 
 from ..layout import output_memory_format as _memory_format
-from ._launch import AOT_DTYPES, INTERPRET, aot_spec, device_ctx, launch, np2, pad, plane_tile
+from ._launch import AOT_DTYPES, INTERPRET, acc, aot_spec, device_ctx, launch, np2, pad, plane_tile
 
 __all__ = [
     "MAX_BRANCHES",
@@ -326,10 +326,6 @@ else:
 # ---------------------------------------------------------------------------
 
 
-def _acc(dtype: torch.dtype):
-    return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
-
-
 def _tiles(h: int, w: int, bh: int, bw: int) -> int:
     return triton.cdiv(h, bh) * triton.cdiv(w, bw)
 
@@ -373,7 +369,7 @@ def split_attention_fwd(branches, logits: torch.Tensor, temperature: torch.Tenso
     tt = temperature.reshape(1).contiguous()
     args = (*_pad4(bs, bs[0]), lg, tt, res, vc, z,
             D, H, W, G, D // G, *_pad4(scales, 1), *z.stride())
-    consts = dict(R=r, ACC_DTYPE=_acc(residual.dtype)[0])
+    consts = dict(R=r, ACC_DTYPE=acc(residual.dtype)[0])
     grid = lambda meta: (N * G * _tiles(H, W, meta["BH"], meta["BW"]),)  # noqa: E731
     with device_ctx(residual):
         launch(_sa_fwd_kernel, _fwd_tuned, FWD_CONFIGS, grid, args, consts)
@@ -395,7 +391,7 @@ def split_attention_bwd(grad_z: torch.Tensor, branches, logits: torch.Tensor, te
     N, D, H, W = (int(s) for s in residual.shape)
     G = int(groups)
     dt, dev = residual.dtype, residual.device
-    acc_tl, acc_t = _acc(dt)
+    acc_tl, acc_t = acc(dt)
     gbs = [torch.empty(b.shape, dtype=dt, device=dev) for b in branches]
     glg = torch.empty(logits.shape, dtype=dt, device=dev)
     gres = torch.empty(residual.shape, dtype=dt, device=dev)

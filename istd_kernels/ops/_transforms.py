@@ -1,0 +1,181 @@
+"""``torch.func`` support for the ops' custom ops: grad, jacrev, vjp, vmap, functional_call.
+
+The autograd that ``register_autograd`` gives a ``torch.library`` custom op is an
+``autograd.Function`` without a ``setup_context``, which ``torch.func`` refuses. Under a
+function transform an op therefore runs its custom op inside an ``autograd.Function`` that
+has one (the op's own ``setup_context`` and ``backward``) and generates its vmap rule; the
+custom ops get a vmap rule that runs them once per batch entry. Outside transforms the
+custom op is called directly, so ``torch.compile`` and ``opcheck`` see it unchanged.
+
+The kernel backwards are not differentiable: a second derivative raises a RuntimeError
+naming ``backend="torch"``, whose plain-PyTorch ops differentiate any number of times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+
+def transforming() -> bool:
+    """Whether a ``torch.func`` transform (grad, vjp, jacrev, vmap, ...) is active.
+
+    False while torch.compile traces: Dynamo runs the custom ops as they are (it reports an
+    interpreter stack of its own while tracing).
+    """
+    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def current() -> str:
+    """The name of the innermost active transform (\"vmap\", \"grad\", \"jvp\", ...)."""
+    return str(torch._C._functorch.peek_interpreter_stack().key()).rsplit(".", 1)[-1].lower()
+
+
+def double_backward_error(op: str) -> RuntimeError:
+    """The error of differentiating ``op``'s kernel backward."""
+    return RuntimeError(f"{op}: double backward (a gradient of the gradient, e.g. torch.func.grad of grad, or "
+                        "create_graph=True then backward) is not supported by the kernel backends, whose backward "
+                        "is a kernel; backend=\"torch\" supports it")
+
+
+def _take(arg, dim, i: int):
+    """Entry ``i`` along the vmapped dimension ``dim`` of one custom-op argument."""
+    if isinstance(arg, (list, tuple)) and isinstance(dim, (list, tuple)):
+        return [_take(a, d, i) for a, d in zip(arg, dim)]
+    if isinstance(arg, Tensor) and dim is not None:
+        return arg.select(dim, i)
+    return arg
+
+
+def _stack(outs: list):
+    first = outs[0]
+    if isinstance(first, Tensor):
+        return torch.stack(outs)
+    return type(first)(torch.stack(list(parts)) for parts in zip(*outs))
+
+
+def register_loop_vmap(op) -> None:
+    """Give custom op ``op`` a vmap rule: one call per batch entry, outputs stacked on dim 0."""
+
+    def rule(info, in_dims, *args):
+        outs = [op(*(_take(a, d, i) for a, d in zip(args, in_dims))) for i in range(info.batch_size)]
+        return _stack(outs), 0
+
+    op.register_vmap(rule)
+
+
+def _raise_double_backward(op: str) -> Callable:
+    def backward(ctx, *grads):
+        raise double_backward_error(op)
+
+    return backward
+
+
+def backward_op(op, name: str) -> Callable:
+    """``op`` (a custom op computing a kernel backward) made transform-ready and closed to a
+    second derivative: the returned callable runs it, inside an ``autograd.Function`` under
+    transforms; differentiating its result raises :func:`double_backward_error`."""
+    op.register_autograd(_raise_double_backward(name), setup_context=lambda ctx, inputs, output: None)
+    register_loop_vmap(op)
+
+    class Backward(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(*args):
+            out = op(*args)
+            return tuple(out) if isinstance(out, list) else out
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        backward = staticmethod(_raise_double_backward(name))
+
+    def call(*args):
+        if not transforming():
+            return op(*args)
+        out = Backward.apply(*args)
+        return list(out) if isinstance(out, tuple) and not isinstance(out, Tensor) else out
+
+    return call
+
+
+def _flatten(args: Sequence) -> tuple[tuple, tuple]:
+    """``args`` with each list of tensors spread out, and the lengths to regroup them (None: kept)."""
+    flat, spec = [], []
+    for a in args:
+        if isinstance(a, (list, tuple)) and a and all(isinstance(t, Tensor) for t in a):
+            flat.extend(a)
+            spec.append(len(a))
+        else:
+            flat.append(a)
+            spec.append(None)
+    return tuple(spec), tuple(flat)
+
+
+def _group(spec: tuple, flat: Sequence) -> list:
+    out, i = [], 0
+    for n in spec:
+        if n is None:
+            out.append(flat[i])
+            i += 1
+        else:
+            out.append(list(flat[i:i + n]))
+            i += n
+    return out
+
+
+def _spread(spec: tuple, grouped: Sequence) -> list:
+    out = []
+    for n, g in zip(spec, grouped):
+        out.extend((g if g is not None else [None] * n) if n is not None else [g])
+    return out
+
+
+def differentiable_op(op, setup_context: Callable, backward: Callable) -> Callable:
+    """``op`` (a custom op with ``register_autograd(backward, setup_context=setup_context)``)
+    as a callable that also runs under ``torch.func`` transforms.
+
+    Outside transforms it is ``op``. Under them, an ``autograd.Function`` runs ``op`` with the
+    same ``setup_context`` and ``backward``; list-of-tensor inputs are spread into separate
+    arguments (a Function tracks only direct tensor arguments) and a list output becomes a
+    tuple, both regrouped for ``setup_context`` and ``backward``.
+    """
+    register_loop_vmap(op)
+
+    class Function(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(spec, *flat):
+            out = op(*_group(spec, flat))
+            return tuple(out) if isinstance(out, list) else out
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            spec, *flat = inputs
+            ctx.istd_spec = spec
+            ctx.istd_list_out = isinstance(output, tuple)
+            setup_context(ctx, _group(spec, flat), list(output) if ctx.istd_list_out else output)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            spec, flat_need = ctx.istd_spec, ctx.needs_input_grad
+            ctx.needs_input_grad = tuple(_group(spec, flat_need[1:]))
+            try:
+                grouped = backward(ctx, list(grads)) if ctx.istd_list_out else backward(ctx, *grads)
+            finally:
+                ctx.needs_input_grad = flat_need
+            return (None, *_spread(spec, grouped))
+
+    def call(*args):
+        if not transforming():
+            return op(*args)
+        spec, flat = _flatten(args)
+        out = Function.apply(spec, *flat)
+        return list(out) if isinstance(out, tuple) else out
+
+    return call
