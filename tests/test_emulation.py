@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import emulation_build
 import pytest
+import test_split_attention as sa_cases
 import torch
+from depthwise_cases import expected_and_grads
 
 from istd_kernels.ops.components import component_stats as component_stats_op
 from istd_kernels.ops.components import connected_components_ref
 from istd_kernels.ops.depthwise import depthwise_conv2d_ref
 from istd_kernels.ops.hlk_conv import hlk_conv_ref
 from istd_kernels.ops.multiscale_maxpool import multiscale_maxpool_ref
-from istd_kernels.ops.split_attention import split_attention_ref
 
 pytestmark = [pytest.mark.emulation,
               pytest.mark.skipif(emulation_build.compiler() is None, reason="no host C++ compiler (g++)")]
@@ -65,13 +66,11 @@ def test_depthwise(case, dtype, channels_last):
     b = rand((c,), dtype, seed=3)
     emu.clear_log()
     y = emu.dw_fwd(x, wt, b, s, p, d)
-    close(y, depthwise_conv2d_ref(x, wt, b, s, p, d))
     assert any(f"kTiled = {str(tiled).lower()}" in sig for sig in signatures())
-
-    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, wt, b))
-    y64 = depthwise_conv2d_ref(x64, w64, b64, s, p, d)
-    gy = rand(y64.shape, dtype, channels_last, 4)
-    gx_ref, gw_ref, gb_ref = torch.autograd.grad(y64, (x64, w64, b64), gy.double())
+    # The comparison test_depthwise.py makes: F.conv2d and its gradients in float64.
+    gy = rand(y.shape, dtype, channels_last, 4)
+    y_ref, (gx_ref, gw_ref, gb_ref) = expected_and_grads(x, wt, b, gy, s, p, d)
+    close(y, y_ref, dtype)
     close(emu.dw_bwd_input(gy, wt, (h, w), s, p, d), gx_ref, dtype)
     if not tiled and (dtype != torch.float32 or channels_last):
         # Grad-weight has one path, run in every dtype and format by the tiled cases; its
@@ -173,12 +172,11 @@ def test_split_attention(case, dtype, channels_last):
     shape, groups, scales = case
     branches, logits, temp, res, v = _sa_inputs(shape, groups, scales, dtype, channels_last)
     z = emu.sa_fwd(branches, logits, temp, res, v, groups, scales)
-    close(z, split_attention_ref(branches, logits, temp, res, v, groups, scales))
-    leaves = [t.detach().double().requires_grad_() for t in (*branches, logits, temp, res, v)]
     r = len(scales)
-    z64 = split_attention_ref(leaves[:r], *leaves[r:], groups, scales)
     gz = rand(shape, dtype, channels_last, 9)
-    ref = torch.autograd.grad(z64, leaves, gz.double())
+    # The float64 reference and gradients test_split_attention.py compares with.
+    z_ref, ref = sa_cases.expected((branches, logits, temp, res, v), groups, gz, scales)
+    close(z, z_ref, dtype)
     gb, gl, gt, gr, gv = emu.sa_bwd(gz, branches, logits, temp, res, v, groups, scales)
     for got, want in zip([*gb, gl, gr, gv], [*ref[:r], ref[r], ref[r + 2], ref[r + 3]]):
         close(got, want, dtype)
