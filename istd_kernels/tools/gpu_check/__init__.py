@@ -11,7 +11,9 @@ Steps, each time-boxed, each result written to ``report.json`` as soon as its st
 
 The exit status is 0 only when every correctness check ran and passed. ``--dry-run`` prints
 the plan; ``--cpu-smoke`` runs steps 3-4 at tiny sizes on the CPU; ``--build-only`` builds the
-extensions for sm_86/sm_90 on a CPU machine for ``--prebuilt``. See docs/gpu.md.
+extensions for sm_86/sm_90 on a CPU machine for ``--prebuilt``; ``--machine`` is the lent GPU
+machine's one command: ``pip install -e .`` of the checkout first, everything in 540 s, four
+files in ``--out``. See docs/gpu.md.
 
 ``worker.py`` runs a step in its own interpreter (started by file path, so that it imports only
 what the step needs): a step that hangs is killed at its budget and a CUDA fault in one step
