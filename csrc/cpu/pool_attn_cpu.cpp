@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "vec_math.h"
+
 namespace istd {
 namespace cpu {
 namespace {
@@ -23,35 +25,78 @@ ISTD_INLINE T* at4w(void* base, const Strides4& s, int64_t n, int64_t c, int64_t
   return static_cast<T*>(base) + n * s.n + c * s.c + h * s.h + w * s.w;
 }
 
+// Column offset, in branch j's row, of the low-resolution cell of every pixel x of a row:
+// col[j * W + x] = (x / s_j) * stride_w. Computed once per call so the row loops divide
+// nothing (a 64-bit division per element and branch cost more than the arithmetic).
+std::vector<int64_t> sa_columns(const SaInputs& in, const SaGeometry& g) {
+  std::vector<int64_t> col(static_cast<size_t>(g.R * g.W));
+  for (int j = 0; j < g.R; ++j)
+    for (int64_t x = 0; x < g.W; ++x) col[j * g.W + x] = (x / g.scales[j]) * in.branch_s[j].w;
+  return col;
+}
+
+// A of one channel row: a[x] = residual[x] + sum_j w_j[x] up_j[x] (w_j[x] = wbuf[j * wstride
+// + x]), summed in sa_combine's order (residual first, then the branches in order), one
+// branch at a time over the row.
+template <int R, typename T>
+ISTD_INLINE void sa_combine_row(const SaInputs& in, const SaGeometry& g, const int64_t* col, const T* wbuf,
+                                size_t wstride, int64_t n, int64_t c, int64_t y, T* a) {
+  const int64_t W = g.W;
+  const T* res = at4<T>(in.residual, in.residual_s, n, c, y, 0);
+  const int64_t rs = in.residual_s.w;
+  for (int64_t x = 0; x < W; ++x) a[x] = res[x * rs];
+  for (int j = 0; j < R; ++j) {
+    const T* b = at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], 0);
+    const T* wj = wbuf + j * wstride;
+    const int64_t* cj = col + j * W;
+    for (int64_t x = 0; x < W; ++x) a[x] += wj[x] * b[cj[x]];
+  }
+}
+
+// The row's softmax weights, branch-major: wbuf[j * W + x].
+template <int R, typename T>
+ISTD_INLINE void sa_weights_row(const SaInputs& in, const SaGeometry& g, T inv_t, int64_t n, int64_t k, int64_t y,
+                                T* wbuf) {
+  for (int64_t x = 0; x < g.W; ++x) {
+    T e[R], w[R];
+    const auto logit = [&](int j) { return *at4<T>(in.logits, in.logits_s, n, k * R + j, y, x); };
+    sa_softmax<R, T>(logit, inv_t, e, w);
+    for (int j = 0; j < R; ++j) wbuf[j * g.W + x] = w[j];
+  }
+}
+
+// Loads a strided row into a contiguous buffer (the vector loops then see unit stride).
+template <typename T>
+ISTD_INLINE void load_row(const T* src, int64_t stride, int64_t n, T* dst) {
+  for (int64_t x = 0; x < n; ++x) dst[x] = src[x * stride];
+}
+
+// Work is split by rows (n, group, y); each row computes its softmax weights once, then
+// every channel of the group runs the row as a few unit-stride loops (combine, two
+// sigmoids, gate) that the compiler vectorises.
 template <int R, typename T>
 void sa_forward_r(const SaInputs& in, T* z, Strides4 zs, const SaGeometry& g) {
   const int64_t N = g.N, G = g.G, H = g.H, W = g.W, Dg = g.D / g.G;
   const T inv_t = T(1) / *static_cast<const T*>(in.temperature);
   const int64_t rows = N * G * H;
+  const std::vector<int64_t> col = sa_columns(in, g);
 #pragma omp parallel
   {
-    // The row's softmax weights, computed once and reused by every channel of the group.
-    std::vector<T> wbuf(static_cast<size_t>(R * W));
+    std::vector<T> buf(static_cast<size_t>((R + 4) * W));
+    T *wbuf = buf.data(), *a = wbuf + R * W, *v = a + W, *sa = v + W, *sv = sa + W;
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < rows; ++t) {
       const int64_t y = t % H, nk = t / H, k = nk % G, n = nk / G;
-      for (int64_t x = 0; x < W; ++x) {
-        T e[R], w[R];
-        const auto logit = [&](int j) { return *at4<T>(in.logits, in.logits_s, n, k * R + j, y, x); };
-        sa_softmax<R, T>(logit, inv_t, e, w);
-        for (int j = 0; j < R; ++j) wbuf[j * W + x] = w[j];
-      }
+      sa_weights_row<R, T>(in, g, inv_t, n, k, y, wbuf);
       for (int64_t ci = 0; ci < Dg; ++ci) {
         const int64_t c = k * Dg + ci;
-        for (int64_t x = 0; x < W; ++x) {
-          T w[R], up[R];
-          for (int j = 0; j < R; ++j) {
-            w[j] = wbuf[j * W + x];
-            up[j] = *at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], x / g.scales[j]);
-          }
-          const T a = sa_combine<R, T>(*at4<T>(in.residual, in.residual_s, n, c, y, x), w, up);
-          z[n * zs.n + c * zs.c + y * zs.h + x * zs.w] = sa_gate<T>(a, *at4<T>(in.v, in.v_s, n, c, y, x));
-        }
+        sa_combine_row<R, T>(in, g, col.data(), wbuf, static_cast<size_t>(W), n, c, y, a);
+        load_row(at4<T>(in.v, in.v_s, n, c, y, 0), in.v_s.w, W, v);
+        sigmoid_row(a, sa, W);
+        sigmoid_row(v, sv, W);
+        T* zr = z + n * zs.n + c * zs.c + y * zs.h;
+        // sa_gate's product order: SiLU(a) * SiLU(v).
+        for (int64_t x = 0; x < W; ++x) zr[x * zs.w] = a[x] * sa[x] * (v[x] * sv[x]);
       }
     }
   }
@@ -73,10 +118,12 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
   const int64_t bands = (H + band - 1) / band;
   const int64_t tasks = N * G * bands;
   std::vector<T> partial(static_cast<size_t>(tasks));
+  const std::vector<int64_t> col = sa_columns(in, g);
 #pragma omp parallel
   {
     const size_t px = static_cast<size_t>(band * W);
-    std::vector<T> wbuf(R * px), gwbuf(R * px), gabuf(px);
+    std::vector<T> wbuf(R * px), gwbuf(R * px), gabuf(px), rows(static_cast<size_t>(5 * W));
+    T *a = rows.data(), *v = a + W, *gzr = v + W, *sa = gzr + W, *sv = sa + W;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t b = t % bands, nk = t / bands, k = nk % G, n = nk / G;
@@ -96,23 +143,29 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
         }
       for (int64_t ci = 0; ci < Dg; ++ci) {
         const int64_t c = k * Dg + ci;
-        for (int64_t y = y0; y < y1; ++y)
+        for (int64_t y = y0; y < y1; ++y) {
+          const size_t p = static_cast<size_t>((y - y0) * W);
+          sa_combine_row<R, T>(in, g, col.data(), wbuf.data() + p, px, n, c, y, a);
+          load_row(at4<T>(in.v, in.v_s, n, c, y, 0), in.v_s.w, W, v);
+          load_row(gz + n * gzs.n + c * gzs.c + y * gzs.h, gzs.w, W, gzr);
+          sigmoid_row(a, sa, W);
+          sigmoid_row(v, sv, W);
+          T* ga = gabuf.data() + p;
+          T* gr = at4w<T>(out.residual, out.residual_s, n, c, y, 0);
+          T* gv = at4w<T>(out.v, out.v_s, n, c, y, 0);
+          // sa_gate_grad's formulas and order; d SiLU(x)/dx = s (1 + x (1 - s)).
           for (int64_t x = 0; x < W; ++x) {
-            const size_t p = static_cast<size_t>((y - y0) * W + x);
-            T w[R], up[R];
-            for (int j = 0; j < R; ++j) {
-              w[j] = wbuf[j * px + p];
-              up[j] = *at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], x / g.scales[j]);
-            }
-            const T a = sa_combine<R, T>(*at4<T>(in.residual, in.residual_s, n, c, y, x), w, up);
-            T ga, gv;
-            sa_gate_grad<T>(a, *at4<T>(in.v, in.v_s, n, c, y, x), gz[n * gzs.n + c * gzs.c + y * gzs.h + x * gzs.w],
-                            &ga, &gv);
-            *at4w<T>(out.residual, out.residual_s, n, c, y, x) = ga;
-            *at4w<T>(out.v, out.v_s, n, c, y, x) = gv;
-            for (int j = 0; j < R; ++j) gwbuf[j * px + p] += ga * up[j];
-            gabuf[p] = ga;
+            ga[x] = gzr[x] * (v[x] * sv[x]) * (sa[x] * (T(1) + a[x] * (T(1) - sa[x])));
+            gv[x * out.v_s.w] = gzr[x] * (a[x] * sa[x]) * (sv[x] * (T(1) + v[x] * (T(1) - sv[x])));
           }
+          for (int64_t x = 0; x < W; ++x) gr[x * out.residual_s.w] = ga[x];
+          for (int j = 0; j < R; ++j) {
+            const T* brow = at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], 0);
+            const int64_t* cj = col.data() + j * W;
+            T* gw = gwbuf.data() + j * px + p;
+            for (int64_t x = 0; x < W; ++x) gw[x] += ga[x] * brow[cj[x]];
+          }
+        }
         for (int j = 0; j < R; ++j) {
           const int s = g.scales[j];
           const T* wj = wbuf.data() + j * px;
