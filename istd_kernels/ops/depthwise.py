@@ -150,12 +150,13 @@ def _register_extension(backend: str) -> None:
     fwd, bwd_in, bwd_w = (_dispatch.extension_kernel(backend, f"depthwise_{k}")
                           for k in ("fwd", "bwd_input", "bwd_weight"))
 
-    # The bindings take (stride, padding, dilation) as one list: their DwParams.
+    # The bindings take (stride, padding, dilation) as one list: their DwParams. They also
+    # make the weights contiguous (and read x and grad_y through their strides).
     def forward(x, weight, bias, stride, padding, dilation):
-        return fwd(x, weight.contiguous(), bias, [*stride, *padding, *dilation])
+        return fwd(x, weight, bias, [*stride, *padding, *dilation])
 
     def bwd_input(grad_y, weight, input_hw, stride, padding, dilation):
-        return bwd_in(grad_y, weight.contiguous(), *input_hw, [*stride, *padding, *dilation])
+        return bwd_in(grad_y, weight, *input_hw, [*stride, *padding, *dilation])
 
     def bwd_weight(grad_y, x, kernel, stride, padding, dilation, need_bias):
         return bwd_w(grad_y, x, *kernel, [*stride, *padding, *dilation], need_bias)

@@ -149,7 +149,7 @@ def _lcm(scales: Sequence[int]) -> int:
 
 
 def _kernel_supports(backend: str):
-    def supports(scales: Sequence[int] = ()) -> tuple[bool, str]:
+    def supports(scales: Sequence[int] = (), **_) -> tuple[bool, str]:
         r = len(scales)
         if r > MAX_KERNEL_BRANCHES:
             return False, (f"the {backend} backend of split_attention supports at most {MAX_KERNEL_BRANCHES} "
@@ -162,14 +162,10 @@ def _kernel_supports(backend: str):
     return supports
 
 
-def _triton_supports(scales: Sequence[int] = ()) -> tuple[bool, str]:
-    from ..triton.split_attention import check_triton_args
+def _triton_supports(scales: Sequence[int] = (), **_) -> tuple[bool, str]:
+    from ..triton.split_attention import triton_supports
 
-    try:
-        check_triton_args(len(scales), scales)
-    except ValueError as err:
-        return False, str(err).rsplit(". Use backend=", 1)[0]
-    return True, ""
+    return triton_supports(len(scales), scales)
 
 
 def _register_extension(backend: str) -> None:

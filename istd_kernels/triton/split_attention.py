@@ -62,6 +62,7 @@ __all__ = [
     "split_attention_fwd",
     "split_attention_bwd",
     "check_triton_args",
+    "triton_supports",
     "aot_specs",
 ]
 
@@ -330,15 +331,22 @@ def _tiles(h: int, w: int, bh: int, bw: int) -> int:
     return triton.cdiv(h, bh) * triton.cdiv(w, bw)
 
 
+def triton_supports(r: int, scales) -> tuple[bool, str]:
+    """Whether the Triton kernels take ``r`` branches with these ``scales``, and why not."""
+    if r > MAX_BRANCHES:
+        return False, (f"the triton backend of split_attention supports at most {MAX_BRANCHES} branches "
+                       f"(len(branches) <= {MAX_BRANCHES}); got {r}")
+    if any(s > MAX_SCALE or s & (s - 1) for s in scales):
+        return False, (f"the triton backend of split_attention needs scales that are powers of two <= {MAX_SCALE} "
+                       f"(its backward tiles by them); got scales={tuple(scales)}")
+    return True, ""
+
+
 def check_triton_args(r: int, scales) -> None:
     """Raise ValueError unless the Triton kernels support ``r`` branches with these ``scales``."""
-    if r > MAX_BRANCHES:
-        raise ValueError(f"the triton backend of split_attention supports at most {MAX_BRANCHES} branches "
-                         f"(len(branches) <= {MAX_BRANCHES}); got {r}. Use backend='torch'")
-    bad = [s for s in scales if s > MAX_SCALE or s & (s - 1)]
-    if bad:
-        raise ValueError(f"the triton backend of split_attention needs scales that are powers of two <= {MAX_SCALE} "
-                         f"(its backward tiles by them); got scales={tuple(scales)}. Use backend='torch'")
+    ok, reason = triton_supports(r, scales)
+    if not ok:
+        raise ValueError(f"{reason}. Use backend='torch'")
 
 
 def _pad4(items, filler):
