@@ -66,8 +66,9 @@ def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="IoU, nIoU, Pd, Fa of weights or of saved predictions on a data set",
                        description="Score --model/--weights, or the saved predictions of any model (--pred DIR; "
                        "several --pred print a comparison table). A pixel is positive when its probability "
-                       "is > --threshold; PNG maps are divided by 255 (8-bit) or 65535 (16-bit), float arrays "
-                       "with values above 1 are read as 0-255 maps.",
+                       "is > --threshold; PNG maps are divided by 255 (8-bit) or 65535 (16-bit) unless every "
+                       "image of the folder holds only 0 and 1, float arrays with values above 1 are read as 0-255 "
+                       "maps. Ground-truth masks: any nonzero pixel is target (docs/cli.md).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _model_flags(p, required=False)
     _data_flags(p)

@@ -4,6 +4,7 @@ and the two ways a run can end that are not its own errors: SIGTERM and a failed
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import sys
@@ -26,8 +27,12 @@ def sigterm_raises():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    owner = os.getpid()
 
     def raise_terminated(signum, frame):
+        if os.getpid() != owner:  # a forked DataLoader worker: die quietly, the main process reports
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, raise_terminated)
