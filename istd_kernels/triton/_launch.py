@@ -104,12 +104,15 @@ class AotDtype(NamedTuple):
     dtype: torch.dtype
 
 
-# Every float dtype the ops accept: half types accumulate in fp32, fp64 in fp64 (the
-# gradcheck dtype; Triton 3.7.1 once failed to compile an fp64 tl.dot, hence in the gate).
-AOT_DTYPES = (AotDtype("fp32", tl.float32, "*fp32", torch.float32),
-              AotDtype("fp16", tl.float32, "*fp32", torch.float16),
-              AotDtype("bf16", tl.float32, "*fp32", torch.bfloat16),
-              AotDtype("fp64", tl.float64, "*fp64", torch.float64))
+def _aot_dtype(name: str, dtype: torch.dtype) -> AotDtype:
+    tl_acc = acc(dtype)[0]
+    return AotDtype(name, tl_acc, f"*{tl_acc.name}", dtype)
+
+
+# Every float dtype the ops accept, with its accumulator (:func:`acc`); fp64 is the gradcheck
+# dtype (Triton 3.7.1 once failed to compile an fp64 tl.dot, hence in the gate).
+AOT_DTYPES = tuple(_aot_dtype(name, dtype) for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16),
+                                                                ("bf16", torch.bfloat16), ("fp64", torch.float64)))
 
 
 def aot_spec(name: str, fn, ptrs, ints, consts: dict, cfg, label: str) -> dict:
