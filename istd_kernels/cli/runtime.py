@@ -30,9 +30,9 @@ def sigterm_raises():
     owner = os.getpid()
 
     def raise_terminated(signum, frame):
-        if os.getpid() != owner:  # a forked DataLoader worker: die quietly, the main process reports
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+        if os.getpid() != owner:  # a forked DataLoader worker: the main process unwinds and ends it
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, raise_terminated)
