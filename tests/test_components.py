@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.measure import label as sk_label
 from skimage.measure import regionprops
+from tiers import example_counts
 
 import istd_kernels
 from istd_kernels import BackendUnavailableError
@@ -37,14 +38,17 @@ def check_labels(mask, conn, backend, fg=None):
     return labels, counts
 
 
-@settings(max_examples=200, deadline=None)
-@given(n=st.integers(1, 3), h=st.integers(1, 24), w=st.integers(1, 24),
-       density=st.sampled_from([0.05, 0.3, 0.5, 0.6, 0.8, 0.97]), seed=st.integers(0, 2**32 - 1),
-       conn=st.sampled_from(CONNS))
-def test_random_masks_match_skimage(n, h, w, density, seed, conn):
-    mask = torch.from_numpy(np.random.default_rng(seed).random((n, h, w)) < density)
-    for backend in BACKENDS:
-        check_labels(mask, conn, backend)
+@example_counts(200)
+def test_random_masks_match_skimage(examples):
+    @settings(max_examples=examples, deadline=None)
+    @given(n=st.integers(1, 3), h=st.integers(1, 24), w=st.integers(1, 24),
+           density=st.sampled_from([0.05, 0.3, 0.5, 0.6, 0.8, 0.97]), seed=st.integers(0, 2**32 - 1),
+           conn=st.sampled_from(CONNS))
+    def check(n, h, w, density, seed, conn):
+        mask = torch.from_numpy(np.random.default_rng(seed).random((n, h, w)) < density)
+        for backend in BACKENDS:
+            check_labels(mask, conn, backend)
+    check()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_components import cv2_stats, diagonal_chains, ir_like_masks, ours_as_rows, zigzag
 from test_metrics import batch
+from tiers import example_counts
 
 from istd_kernels import BackendUnavailableError
 from istd_kernels.metrics import ISTDMetrics, _fused
@@ -30,15 +31,18 @@ def assert_same_stats(got, want):
         assert torch.equal(a, b), name
 
 
-@settings(max_examples=150, deadline=None)
-@given(n=st.integers(1, 3), h=st.integers(1, 30), w=st.integers(1, 30),
-       density=st.sampled_from([0.03, 0.3, 0.5, 0.6, 0.8, 1.0]), seed=st.integers(0, 2**32 - 1),
-       conn=st.sampled_from(CONNS))
-def test_random_masks_equal_label_then_measure(n, h, w, density, seed, conn):
-    mask = torch.from_numpy(np.random.default_rng(seed).random((n, h, w)) < density)
-    want = expected_stats(mask, conn)
-    for backend in BACKENDS:
-        assert_same_stats(measure_components(mask, conn, backend=backend), want)
+@example_counts(150)
+def test_random_masks_equal_label_then_measure(examples):
+    @settings(max_examples=examples, deadline=None)
+    @given(n=st.integers(1, 3), h=st.integers(1, 30), w=st.integers(1, 30),
+           density=st.sampled_from([0.03, 0.3, 0.5, 0.6, 0.8, 1.0]), seed=st.integers(0, 2**32 - 1),
+           conn=st.sampled_from(CONNS))
+    def check(n, h, w, density, seed, conn):
+        mask = torch.from_numpy(np.random.default_rng(seed).random((n, h, w)) < density)
+        want = expected_stats(mask, conn)
+        for backend in BACKENDS:
+            assert_same_stats(measure_components(mask, conn, backend=backend), want)
+    check()
 
 
 @pytest.mark.parametrize("conn", CONNS)

@@ -18,6 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
+from tiers import example_counts
 
 from istd_kernels.metrics import ROC, IoU, ISTDMetrics, NIoU, PdFa
 from istd_kernels.metrics.reference import oracle_pdfa, oracle_pixels
@@ -167,17 +168,20 @@ def test_first_remaining_prediction_in_label_order():
                                                            "pixels": 600}
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2 ** 32 - 1), st.booleans())
-def test_pdfa_dense_tiny_components(seed, legacy):
-    # Sparse random pixels on a small grid: many 1-3 px components, so equal areas and
-    # contested matches are the rule here rather than the exception.
-    rng = np.random.default_rng(seed)
-    target = rng.random((3, 12, 12)) < 0.12
-    pred = np.where(rng.random((3, 12, 12)) < 0.7, target, rng.random((3, 12, 12)) < 0.12)
-    m = PdFa(legacy=legacy)
-    m.update(torch.from_numpy(pred), torch.from_numpy(target))
-    assert pdfa_counts(m) == oracle_pdfa(pred, target, legacy=legacy)
+@example_counts(40, quick=10)
+def test_pdfa_dense_tiny_components(examples):
+    @settings(max_examples=examples, deadline=None)
+    @given(st.integers(0, 2 ** 32 - 1), st.booleans())
+    def check(seed, legacy):
+        # Sparse random pixels on a small grid: many 1-3 px components, so equal areas and
+        # contested matches are the rule here rather than the exception.
+        rng = np.random.default_rng(seed)
+        target = rng.random((3, 12, 12)) < 0.12
+        pred = np.where(rng.random((3, 12, 12)) < 0.7, target, rng.random((3, 12, 12)) < 0.12)
+        m = PdFa(legacy=legacy)
+        m.update(torch.from_numpy(pred), torch.from_numpy(target))
+        assert pdfa_counts(m) == oracle_pdfa(pred, target, legacy=legacy)
+    check()
 
 
 # -- IoU / nIoU ------------------------------------------------------------------------------
