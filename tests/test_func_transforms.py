@@ -39,6 +39,16 @@ def test_grad_over_depthwise_on_the_default_backend():
     torch.testing.assert_close(grad(loss)(w, None), grad(loss)(w, "torch"))
 
 
+def test_grad_over_depthwise_on_triton():
+    pytest.importorskip("triton")
+    x, w = (t.float() for t in _dw_inputs())
+
+    def loss(w, backend):
+        return (depthwise_conv2d(x, w, padding=1, backend=backend) ** 2).sum()
+
+    torch.testing.assert_close(grad(loss)(w, "triton"), grad(loss)(w, "torch"), rtol=1e-4, atol=1e-4)
+
+
 def test_jacrev_over_depthwise():
     x, w = _dw_inputs()
     x = x[:1, :, :4, :4]
@@ -157,3 +167,19 @@ def test_double_backward_runs_on_the_torch_backend():
     _, w = _dw_inputs()
     hess = torch.func.hessian(lambda w: _hessian_loss(w, "torch"))(w)
     assert hess.shape == (*w.shape, *w.shape)
+
+
+def test_double_backward_through_list_inputs_names_the_torch_backend():
+    # split_attention takes its branches as a list and multiscale_maxpool returns a list: the
+    # second derivative of their kernel backwards must fail with the same clear error.
+    g = _gen(3)
+    u = torch.randn(1, 8, 8, 8, generator=g, dtype=torch.float64)
+    logits = torch.randn(1, 2, 8, 8, generator=g, dtype=torch.float64)
+    temperature = torch.tensor(1.5, dtype=torch.float64)
+
+    def loss(u):
+        branches = multiscale_maxpool(u, 1, 2, backend=KERNEL)
+        return split_attention(branches, logits, temperature, u[:, :4], u[:, 4:], 1, backend=KERNEL).pow(3).sum()
+
+    with pytest.raises(RuntimeError, match='backend="torch"'):
+        grad(lambda u: grad(loss)(u).sum())(u)

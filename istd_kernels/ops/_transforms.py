@@ -84,8 +84,8 @@ def backward_op(op, name: str) -> Callable:
         generate_vmap_rule = True
 
         @staticmethod
-        def forward(*args):
-            out = op(*args)
+        def forward(spec, *flat):
+            out = op(*_group(spec, flat))
             return tuple(out) if isinstance(out, list) else out
 
         @staticmethod
@@ -97,14 +97,16 @@ def backward_op(op, name: str) -> Callable:
     def call(*args):
         if not transforming():
             return op(*args)
-        out = Backward.apply(*args)
-        return list(out) if isinstance(out, tuple) and not isinstance(out, Tensor) else out
+        out = Backward.apply(*_flatten(args))
+        return list(out) if isinstance(out, tuple) else out
 
     return call
 
 
-def _flatten(args: Sequence) -> tuple[tuple, tuple]:
-    """``args`` with each list of tensors spread out, and the lengths to regroup them (None: kept)."""
+def _flatten(args: Sequence) -> tuple:
+    """``(spec, *flat)``: ``args`` with each list of tensors spread out (an ``autograd.Function``
+    tracks direct tensor arguments only), after ``spec``, the lengths that regroup them
+    (None: an argument kept as it is)."""
     flat, spec = [], []
     for a in args:
         if isinstance(a, (list, tuple)) and a and all(isinstance(t, Tensor) for t in a):
@@ -113,7 +115,7 @@ def _flatten(args: Sequence) -> tuple[tuple, tuple]:
         else:
             flat.append(a)
             spec.append(None)
-    return tuple(spec), tuple(flat)
+    return (tuple(spec), *flat)
 
 
 def _group(spec: tuple, flat: Sequence) -> list:
@@ -174,8 +176,7 @@ def differentiable_op(op, setup_context: Callable, backward: Callable) -> Callab
     def call(*args):
         if not transforming():
             return op(*args)
-        spec, flat = _flatten(args)
-        out = Function.apply(spec, *flat)
+        out = Function.apply(*_flatten(args))
         return list(out) if isinstance(out, tuple) else out
 
     return call
