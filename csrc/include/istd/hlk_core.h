@@ -20,7 +20,8 @@ struct HlkGeometry {
 };
 
 // Padding of the first depthwise step and of the (dilated) second one. Their sum is the
-// halo of x an output pixel depends on.
+// halo of x an output pixel depends on (the same rule as hlk_halos in istd_kernels/layout.py,
+// which the Triton tiles and the op's routing use).
 ISTD_HD ISTD_INLINE int hlk_pad1(const HlkGeometry& g) { return g.k1 / 2; }
 ISTD_HD ISTD_INLINE int64_t hlk_pad2(const HlkGeometry& g) { return static_cast<int64_t>(g.dilation) * (g.k2 / 2); }
 
