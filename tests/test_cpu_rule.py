@@ -35,12 +35,12 @@ def test_size_is_passed_only_when_auto_chooses():
 def test_auto_routes_large_planes_to_torch_and_explicit_cpp_still_runs():
     cpu = torch.device("cpu")
     assert _dispatch.choose(OP, cpu, torch.float32, None, **GEOMETRY, pixels=64 * 64) == "torch"
-    assert _dispatch.choose(OP, cpu, torch.float32, None, **GEOMETRY, pixels=32 * 32) == "cpp"
+    assert _dispatch.choose(OP, cpu, torch.float32, None, **GEOMETRY, pixels=16 * 16) == "cpp"
     assert _dispatch.choose(OP, cpu, torch.float32, "cpp", **GEOMETRY) == "cpp"
     torch.manual_seed(0)
     m = HLKConv(8, 7, out_dim=8, groups=2)
-    x = torch.randn(1, 8, 40, 40)
-    ref = m(x)  # auto: 1600 pixels, torch
+    x = torch.randn(1, 8, 20, 20)
+    ref = m(x)  # auto: 400 pixels, torch
     m.backend = "cpp"
     torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-5)
 
@@ -48,7 +48,7 @@ def test_auto_routes_large_planes_to_torch_and_explicit_cpp_still_runs():
 @needs_cpp
 def test_explain_names_the_rule():
     out = explain_call(_parse(["--explain", "hlk_conv", "--size", "64x64"]))
-    assert "runs torch" in out.splitlines()[0] and "32x32" in out
-    assert "runs cpp" in explain_call(_parse(["--explain", "hlk_conv", "--size", "32x32"])).splitlines()[0]
+    assert "runs torch" in out.splitlines()[0] and "16x16" in out
+    assert "runs cpp" in explain_call(_parse(["--explain", "hlk_conv", "--size", "16x16"])).splitlines()[0]
     with pytest.raises(SystemExit):
         _parse(["--explain", "hlk_conv", "--size", "64"])

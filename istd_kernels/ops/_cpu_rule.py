@@ -4,8 +4,9 @@
 2-core x86-64 CPU (docs/performance.md, "The default path on the CPU") the cpp
 ``split_attention`` and ``multiscale_maxpool`` kernels are at least as fast as their PyTorch
 compositions at every LCRNet level, but the fused cpp HLKConv forward loses to oneDNN's
-convolution chain once a plane is larger than 32x32 (its per-pixel pointwise step cannot
-match oneDNN's blocked AVX-512 1x1 and depthwise kernels), so ``auto`` sends those calls to
+convolution chain once a plane is larger than 16x16 (its per-pixel pointwise step cannot
+match oneDNN's blocked AVX-512 1x1 and depthwise kernels; at 32x32 it won forward with 2
+threads but lost with 1 thread and forward+backward), so ``auto`` sends those calls to
 ``torch``. The rule applies to ``auto`` only: a backend named explicitly runs whatever the
 size (the size is passed to ``supports`` only when ``auto`` chooses).
 """
@@ -17,7 +18,7 @@ from torch import Tensor
 from ..backend import requested
 
 #: Largest plane (H * W pixels) on which ``auto`` runs the cpp HLKConv; measured, see above.
-HLK_CPP_MAX_PIXELS = 32 * 32
+HLK_CPP_MAX_PIXELS = 16 * 16
 
 
 def auto_size(x: Tensor, backend: str | None) -> dict:
@@ -29,5 +30,5 @@ def hlk_cpp_takes(pixels: int | None = None, **_) -> tuple[bool, str]:
     """The cpp HLKConv record's ``supports``: every call, except under ``auto`` on planes over the limit."""
     if pixels is None or pixels <= HLK_CPP_MAX_PIXELS:
         return True, ""
-    return False, (f"auto prefers torch to the cpp HLKConv on planes over {HLK_CPP_MAX_PIXELS} pixels (32x32), "
+    return False, (f"auto prefers torch to the cpp HLKConv on planes over {HLK_CPP_MAX_PIXELS} pixels (16x16), "
                    f"where oneDNN's convolutions measured faster on the CPU (docs/performance.md); got {pixels}")
