@@ -117,8 +117,13 @@ def _binary_image_folder(folder: str, mtime_ns: int) -> bool:
     """Whether every image file (PNG/BMP/TIFF) in ``folder`` holds only the values 0 and 1, and
     one holds a 1: then they are 0/1 masks, not 0-255 maps (``mtime_ns`` keys the cache)."""
     images = [f for f in sorted(Path(folder).iterdir()) if f.suffix.lower() in _IMAGE_PREDS and f.is_file()]
-    tops = [int(_load_image(f).max(initial=0)) for f in images]
-    return bool(tops) and max(tops) == 1
+    found_one = False
+    for f in images:  # stops at the first value above 1: a 0-255 folder costs one decode, not one per file
+        top = int(_load_image(f).max(initial=0))
+        if top > 1:
+            return False
+        found_one |= top == 1
+    return found_one
 
 
 def _detect_scale(arr: np.ndarray, path: Path) -> tuple[float, str]:
