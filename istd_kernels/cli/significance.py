@@ -163,6 +163,9 @@ def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(args.workers) as pool:
+            # a folder's first file settles its folder-wide scale rule (predictions.py caches it)
+            # once, before several threads would each work it out
+            list(pool.map(lambda f: read_prediction(f[keep[0]], args.pred_scale), files))
             for k, (target, preds) in zip(keep, _ahead(pool, load, keep)):
                 for scorer, kind, (prob, how) in zip(scorers, kinds, preds):
                     scorer.update(torch.from_numpy(prob), target, ds.pairs[k][0])
