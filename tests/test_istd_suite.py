@@ -349,3 +349,40 @@ def test_bundle_with_extras_rejects_a_bad_map_before_counting():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         m.update(torch.full((1, 8, 8), 3.0), torch.zeros(1, 8, 8))
     assert m.compute()["images"] == 0
+
+
+def test_docs_example():
+    """docs/metrics.md §11, number for number."""
+    t, p = np.zeros((2, 32, 32), bool), np.zeros((2, 32, 32), np.float32)
+    t[0, 4:7, 4:7], p[0, 5:8, 4:7] = True, 0.9
+    t[0, 20, 20], p[0, 22, 21] = True, 0.8
+    t[0, 10:12, 25:27], p[0, 8:13, 23:28] = True, 0.7
+    t[0, 28, 5] = True
+    p[0, 2, 28:30] = p[0, 20, 24] = p[1, 16, 16] = 0.9
+    table = {"distance": {}, "shooting": {"matching": "shooting"}, "opdc": {"matching": "opdc"},
+             "pyirstd": {"matching": "opdc", "pyirstd": True}}
+    got = {name: ours(lambda: PdFa(**kw), p, t) for name, kw in table.items()}
+    want = {"distance": (75.00, 1953.12, 50.00, 60.00), "shooting": (50.00, 1464.84, 33.33, 40.00),
+            "opdc": (75.00, 1953.12, 50.00, 60.00), "pyirstd": (40.00, 2441.41, 33.33, 36.36)}
+    for name, (pd, fa, precision, f1) in want.items():
+        g = got[name]
+        assert (round(100 * g["pd"], 2), round(1e6 * g["fa"], 2), round(100 * g["precision"], 2),
+                round(100 * g["f1"], 2)) == (pd, fa, precision, f1), name
+    for flag, (hiou, seg, loc) in ((False, (9.43, 22.00, 42.86)), (True, (7.33, 33.00, 22.22))):
+        h = ours(lambda: HIoU(pyirstd=flag), p, t)
+        assert tuple(round(100 * h[k], 2) for k in ("hiou", "seg_iou", "loc_iou")) == (hiou, seg, loc)
+    basic = ours(lambda: ISTDMetrics(), p, t)
+    assert (round(100 * basic["iou"], 2), round(100 * basic["niou"], 2)) == (22.73, 11.63)
+
+
+@pytest.mark.cuda
+def test_cuda_equals_cpu():
+    preds, masks = batch(9, "clutter")
+    cpu = ours(lambda: ISTDMetrics(metrics=("all",), thresholds=TEN), preds, masks)
+    m = ISTDMetrics(metrics=("all",), thresholds=TEN)
+    m.update(torch.from_numpy(preds).cuda(), torch.from_numpy(masks).cuda())
+    gpu = m.compute()
+    assert set(gpu) == set(cpu)
+    for k, v in cpu.items():
+        assert torch.allclose(torch.as_tensor(gpu[k]).cpu().double(), torch.as_tensor(v).double(), rtol=0,
+                              atol=1e-12), k

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from . import rules
 from ._base import RangeCheck, binarize_pred, binarize_target, check_pair
 from ._fused import measure_pair
 from .hiou import HIoU
 from .pdfa import PdFa
 from .pixel import IoU, NIoU, intersection_union
 from .pixel_curves import PixelMetrics
-from .sweep import check_values
+from .sweep import above, check_values, levels
 
 BASIC = ("iou", "niou", "pdfa")
 # The metrics beyond the basic four, by the name ``metrics=`` takes; ``pdfa_shooting`` and
@@ -53,8 +54,26 @@ class ExtraMetrics:
         return bool(self.members)
 
     def update(self, pred: Tensor, target: Tensor) -> None:
+        """Each cut is thresholded and labelled once for every member, and OPDC runs once
+        for both its members."""
+        p, t = check_pair(pred, target)
+        sweeping = [m for m in self.members.values() if not isinstance(m, PixelMetrics)]
         for m in self.members.values():
-            m.update(pred, target)
+            if isinstance(m, PixelMetrics):
+                m.update(p, t)  # its checks come first: a bad map raises before any count
+        if not sweeping or p.shape[0] == 0:
+            return
+        first = sweeping[0]
+        check_values(p, first.logits)
+        target_bin = binarize_target(t)
+        values, cuts = levels(p, first.thresholds, first.logits)
+        target_lab = rules.label(target_bin, first.connectivity, first.backend, index=True)
+        adds = [m.sweep(target_bin, values, cuts, target_lab) for m in sweeping]
+        for k, cut in enumerate(cuts):
+            pred_bin = above(values, cut)
+            pred_lab, shared = rules.label(pred_bin, first.connectivity, first.backend), {}
+            for add in adds:
+                add(k, pred_bin, pred_lab, shared)
 
     def compute(self) -> dict:
         out: dict = {}

@@ -19,7 +19,6 @@ closer than ``distance``. docs/metrics.md has the formulas.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -72,13 +71,24 @@ class HIoU(Metric):
         check_values(p, self.logits)
         if p.shape[0] == 0:
             return
-        target_lab = rules.label(binarize_target(t), self.connectivity, self.backend)
         values, cuts = levels(p, self.thresholds, self.logits)
-        sums = [rules.opdc_batch(target_lab, rules.label(above(values, c), self.connectivity, self.backend),
-                                 p.shape[1] * p.shape[2], self.overlap, self.distance, self.pyirstd)
-                for c in cuts]
-        state = self._on(p.device)
-        state["opdc_sums"] += torch.from_numpy(np.stack(sums)).to(p.device)
+        add = self.sweep(binarize_target(t), values, cuts)
+        for k, cut in enumerate(cuts):
+            add(k, above(values, cut), None, {})
+
+    def sweep(self, target_bin: Tensor, values: Tensor, cuts: tuple[float, ...], target: rules.Labelled | None = None):
+        """As :meth:`.PdFa.sweep`: ``add(k, pred_bin, pred, shared)`` counts cut ``k``."""
+        state = self._on(values.device)
+        if target is None:
+            target = rules.label(target_bin, self.connectivity, self.backend, index=True)
+        pixels = values.shape[1] * values.shape[2]
+
+        def add(k: int, pred_bin: Tensor, pred: rules.Labelled | None, shared: dict) -> None:
+            if pred is None:
+                pred = rules.label(pred_bin, self.connectivity, self.backend)
+            sums = rules.opdc_sums_of(shared, target, pred, pixels, self.overlap, self.distance, self.pyirstd)
+            state["opdc_sums"][k] += torch.from_numpy(sums).to(values.device)
+        return add
 
     def compute(self) -> dict:
         s = dict(zip(rules.OPDC_FIELDS, self.sync()["opdc_sums"].cpu().T))

@@ -137,8 +137,11 @@ def _near_pairs(t_img: Tensor, t_cent: Tensor, p_img: Tensor, p_cent: Tensor, di
     row_start = (keys(t_img, t_cent)[:, None] + torch.tensor([-side - 1, -1, side - 1], device=device)).view(-1)
     lo = torch.searchsorted(p_keys, row_start)
     count = torch.searchsorted(p_keys, row_start + 2, right=True) - lo               # [G * 3]
-    span = torch.arange(count.numel(), device=device).repeat_interleave(count)       # the range of each candidate
-    rank = torch.arange(span.numel(), device=device) - (torch.cumsum(count, 0) - count)[span]
+    # The range of each candidate. (repeat_interleave does the same but took 16 ms on a
+    # 60-element input on a loaded CPU, its thread pool's start-up; a search takes microseconds.)
+    ends = torch.cumsum(count, 0)
+    span = torch.searchsorted(ends, torch.arange(int(ends[-1]) if ends.numel() else 0, device=device), right=True)
+    rank = torch.arange(span.numel(), device=device) - (ends - count)[span]
     pair_t, pair_p = span // 3, p_order[lo[span] + rank]
     # sqrt(dr^2 + dc^2) rather than a squared comparison: a centroid exactly at the
     # threshold then rounds as the reference's vector norm does.
@@ -268,47 +271,62 @@ class PdFa(Metric):
             return
         target_bin = binarize_target(t)
         values, cuts = levels(p, self.thresholds, self.logits)
-        if self.matching == "distance":
-            add = self._distance_sweep(target_bin)
-        elif self.matching == "shooting":
-            add = self._shooting_sweep(values, cuts, target_bin)
-        else:
-            add = self._opdc_sweep(target_bin, p.shape[1] * p.shape[2])
-        state = self._on(p.device)
+        add = self.sweep(target_bin, values, cuts)
         for k, cut in enumerate(cuts):
-            for name, value in add(k, above(values, cut)).items():
-                state[name][k] += torch.as_tensor(value, device=p.device).to(torch.int64)
-        state["pixels"] += p.numel()
+            add(k, above(values, cut), None, {})
+
+    def sweep(self, target_bin: Tensor, values: Tensor, cuts: tuple[float, ...], target: rules.Labelled | None = None):
+        """Counts a batch cut by cut (what ``update`` does, open to :class:`.bundle.ExtraMetrics`,
+        which labels each cut once for all its members): returns ``add(k, pred_bin, pred,
+        shared)`` that counts cut ``k`` into the state. ``target``/``pred``: the labelled maps
+        (``rules.label``; ``target`` with ``index=True``), or None to label here; ``shared``: a
+        dict the members of one cut share (OPDC's sums, which hIoU needs too)."""
+        state = self._on(values.device)
+        state["pixels"] += values.numel()
+        if self.matching == "distance":
+            count = self._distance_sweep(target_bin)
+        else:
+            if target is None:
+                target = rules.label(target_bin, self.connectivity, self.backend, index=True)
+            if self.matching == "shooting":
+                count = self._shooting_sweep(values, cuts, target)
+            else:
+                count = self._opdc_sweep(target, values.shape[1] * values.shape[2])
+
+        def add(k: int, pred_bin: Tensor, pred: rules.Labelled | None, shared: dict) -> None:
+            if pred is None and self.matching != "distance":
+                pred = rules.label(pred_bin, self.connectivity, self.backend)
+            for name, value in count(k, pred_bin, pred, shared).items():
+                state[name][k] += torch.as_tensor(value, device=values.device).to(torch.int64)
+        return add
 
     def _distance_sweep(self, target_bin: Tensor):
         t_counts, _, t_cent = measure(target_bin, self.connectivity, self.backend)
 
-        def add(k: int, pred_bin: Tensor) -> dict:
-            p_counts, p_area, p_cent = measure(pred_bin, self.connectivity, self.backend)
+        def count(k: int, pred_bin: Tensor, pred, shared: dict) -> dict:
+            if pred is None:
+                p_counts, p_area, p_cent = measure(pred_bin, self.connectivity, self.backend)
+            else:
+                p_counts, p_area, p_cent = pred.counts, pred.area, pred.centroid
             detected, false_pixels = match(t_counts, t_cent, p_counts, p_area, p_cent, self.distance, self.legacy)
             return {"detected": detected.sum(), "targets": t_counts.sum(), "predictions": p_counts.sum(),
                     "matched_predictions": detected.sum(), "false_pixels": false_pixels.sum()}
-        return add
+        return count
 
-    def _shooting_sweep(self, values: Tensor, cuts: tuple[float, ...], target_bin: Tensor):
-        target = rules.label(target_bin, self.connectivity, self.backend)
+    def _shooting_sweep(self, values: Tensor, cuts: tuple[float, ...], target: rules.Labelled):
         prep = rules.shooting_prep(values, target, self.box_radii)
 
-        def add(k: int, pred_bin: Tensor) -> dict:
-            pred = rules.label(pred_bin, self.connectivity, self.backend)
+        def count(k: int, pred_bin: Tensor, pred: rules.Labelled, shared: dict) -> dict:
             return rules.shooting_counts(prep, pred_bin, pred, above(prep.hit_level, cuts[k]))
-        return add
+        return count
 
-    def _opdc_sweep(self, target_bin: Tensor, pixels: int):
-        target = rules.label(target_bin, self.connectivity, self.backend)
-
-        def add(k: int, pred_bin: Tensor) -> dict:
-            pred = rules.label(pred_bin, self.connectivity, self.backend)
-            s = dict(zip(rules.OPDC_FIELDS, rules.opdc_batch(target, pred, pixels, self.overlap, self.distance,
-                                                             self.pyirstd).tolist()))
+    def _opdc_sweep(self, target: rules.Labelled, pixels: int):
+        def count(k: int, pred_bin: Tensor, pred: rules.Labelled, shared: dict) -> dict:
+            s = dict(zip(rules.OPDC_FIELDS, rules.opdc_sums_of(shared, target, pred, pixels, self.overlap,
+                                                               self.distance, self.pyirstd).tolist()))
             return {"detected": s["tp"], "targets": s["tp"] + s["fn_objs"], "predictions": pred.counts.sum(),
                     "matched_predictions": s["tp"], "false_pixels": s["fp_area"]}
-        return add
+        return count
 
     def _add(self, pred_bin: Tensor, target_bin: Tensor) -> None:
         """Update from bool [N, H, W] maps (thresholds already applied)."""

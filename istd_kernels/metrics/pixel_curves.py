@@ -100,10 +100,10 @@ class PixelMetrics(Metric):
         # How many cuts each pixel reaches: pred >= e_j for j < reached.
         cuts = torch.stack([at_least(values, e) for e in self.edges]).to(values.device)
         reached = torch.bucketize(values, cuts, right=True)
-        slot = torch.arange(n, device=values.device)[:, None] * (k + 1) + reached
-        hist = [torch.zeros(n * (k + 1), dtype=torch.int64, device=values.device)
-                .index_add_(0, slot[sel].flatten(), torch.ones_like(slot[sel].flatten())).view(n, k + 1)
-                for sel in (mask, ~mask)]
+        # One count per (image, target or not, cuts reached): a single bincount over the batch.
+        slot = (torch.arange(n, device=values.device)[:, None] * 2 + mask) * (k + 1) + reached
+        hist = torch.bincount(slot.flatten(), minlength=n * 2 * (k + 1)).view(n, 2, k + 1)
+        hist = (hist[:, 1], hist[:, 0])  # target pixels, background pixels
         # >= e_j counts, highest cut first: the reverse cumulative histogram without bucket 0.
         tps, fps = (h.flip(1).cumsum(1)[:, :k] for h in hist)                     # [N, K]
         curve = torch.stack((tps, fps, bg[:, None] - fps, fg[:, None] - tps))    # [4, N, K]

@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -25,61 +24,63 @@ from ..ops import connected_components_with_stats
 
 class Labelled(NamedTuple):
     """Components of a bool [N, H, W] batch: labels int32 [N, H, W], counts int64 [N],
-    area int64 [N, M], centroid float64 [N, M, 2] (zero-padded past each image's count)."""
+    area int64 [N, M], centroid float64 [N, M, 2] (zero-padded past each image's count);
+    for targets also ``fg``, the flat indices (int64) of the foreground pixels."""
 
     labels: Tensor
     counts: Tensor
     area: Tensor
     centroid: Tensor
+    fg: Tensor | None = None
 
 
-def label(mask_bin: Tensor, connectivity: int, backend: str | None) -> Labelled:
+def label(mask_bin: Tensor, connectivity: int, backend: str | None, index: bool = False) -> Labelled:
     labels, stats = connected_components_with_stats(mask_bin, connectivity, backend)
+    fg = mask_bin.reshape(-1).nonzero()[:, 0] if index else None
     return Labelled(labels, stats.counts.to(torch.int64), stats.area.to(torch.int64),
-                    stats.centroid.to(torch.float64))
+                    stats.centroid.to(torch.float64), fg)
 
 
 # -- shooting rule --------------------------------------------------------------------------
 
-def box_max(values: Tensor, radius: int) -> Tensor:
-    """The maximum of [N, H, W] ``values`` over the (2 radius + 1)^2 box around each pixel,
-    clipped at the borders (max pooling pads with -inf)."""
-    x = values.unsqueeze(1)
-    if not x.dtype.is_floating_point:
-        x = x.to(torch.float32)
-    k = 2 * radius + 1
-    x = F.max_pool2d(x, (k, 1), stride=1, padding=(radius, 0))
-    return F.max_pool2d(x, (1, k), stride=1, padding=(0, radius))[:, 0]
-
-
-def per_label_max(values: Tensor, lab: Labelled) -> Tensor:
-    """[N, M]: the maximum of ``values`` over each component (padding entries: -inf)."""
-    n, m = lab.area.shape
-    flat = (lab.labels.reshape(n, -1).to(torch.int64))
-    out = torch.full((n, m + 1), -torch.inf, dtype=values.dtype, device=values.device)
-    out.scatter_reduce_(1, flat, values.reshape(n, -1), "amax")
-    return out[:, 1:]
+def box_neighbours(fg: Tensor, shape: tuple[int, int, int], radius: int) -> tuple[Tensor, Tensor]:
+    """(which, where): for every foreground pixel ``fg[which]`` (flat indices into an
+    [N, H, W] batch), the flat index ``where`` of each pixel of the (2 radius + 1)^2 box
+    around it that lies inside the image (boxes are clipped at the border). The work is
+    foreground x box size, never the whole map."""
+    _, h, w = shape
+    row, col = (fg // w) % h, fg % w
+    which, where = [], []
+    for dr in range(-radius, radius + 1):
+        for dc in range(-radius, radius + 1):
+            ok = (row + dr >= 0) & (row + dr < h) & (col + dc >= 0) & (col + dc < w)
+            which.append(ok.nonzero()[:, 0])
+            where.append(fg[ok] + dr * w + dc)
+    return torch.cat(which), torch.cat(where)
 
 
 class ShootingPrep(NamedTuple):
     """What the shooting rule needs from a batch, whatever the threshold."""
 
     hit_level: Tensor   # [N, G]: target g is hit at threshold t iff hit_level > t
-    near: Tensor        # bool [N, H, W]: within box_radii[0] of a target pixel
-    far: Tensor         # bool [N, H, W]: outside box_radii[1] of every target pixel
+    near: Tensor        # int64 [K]: flat indices of the pixels within box_radii[0] of a target pixel
+    close: Tensor       # int64 [L]: flat indices of the pixels within box_radii[1] of a target pixel
     target_counts: Tensor
 
 
-def shooting_prep(prob: Tensor, target: Labelled, box_radii: tuple[int, int]) -> ShootingPrep:
+def shooting_prep(values: Tensor, target: Labelled, box_radii: tuple[int, int]) -> ShootingPrep:
     """A target is hit when a predicted pixel lies in the box of radius ``box_radii[0]``
-    around one of its pixels, i.e. when the box maximum of ``prob`` over the target exceeds
-    the threshold: thresholding commutes with the maximum, so one pooling serves every
-    threshold."""
-    fg = target.labels > 0
-    level = per_label_max(box_max(prob, box_radii[0]), target)
-    near = box_max(fg, box_radii[0]) > 0
-    far = box_max(fg, box_radii[1]) == 0
-    return ShootingPrep(level, near, far, target.counts)
+    around one of its pixels, i.e. when the maximum of ``values`` over those boxes exceeds
+    the threshold: thresholding commutes with the maximum, so one pass serves every
+    threshold. ``target`` must be labelled with ``index=True``."""
+    n, m = target.area.shape
+    which, near = box_neighbours(target.fg, values.shape, box_radii[0])
+    owner = (target.fg // (values.shape[1] * values.shape[2])) * (m + 1) + \
+        target.labels.reshape(-1)[target.fg].to(torch.int64)
+    level = torch.full((n * (m + 1),), -torch.inf, dtype=values.dtype, device=values.device)
+    level.scatter_reduce_(0, owner[which], values.reshape(-1)[near], "amax")
+    close = box_neighbours(target.fg, values.shape, box_radii[1])[1].unique()
+    return ShootingPrep(level.view(n, m + 1)[:, 1:], near.unique(), close, target.counts)
 
 
 def shooting_counts(prep: ShootingPrep, pred_bin: Tensor, pred: Labelled, hit: Tensor) -> dict[str, Tensor]:
@@ -89,9 +90,13 @@ def shooting_counts(prep: ShootingPrep, pred_bin: Tensor, pred: Labelled, hit: T
     pixels)."""
     valid = torch.arange(hit.shape[1], device=pred_bin.device) < prep.target_counts[:, None]
     detected = (hit & valid).sum()
-    touching = per_label_max(prep.near.to(torch.float32), pred) > 0
+    image_pixels = pred_bin.shape[1] * pred_bin.shape[2]
+    lab = pred.labels.reshape(-1)[prep.near].to(torch.int64)
+    keys = (prep.near // image_pixels) * (pred.area.shape[1] + 1) + lab
+    touching = keys[lab > 0].unique().numel()
+    false_pixels = pred.area.sum() - pred_bin.reshape(-1)[prep.close].sum()
     return {"detected": detected, "targets": prep.target_counts.sum(), "predictions": pred.counts.sum(),
-            "matched_predictions": touching.sum(), "false_pixels": (pred_bin & prep.far).sum()}
+            "matched_predictions": touching, "false_pixels": false_pixels}
 
 
 # -- OPDC -----------------------------------------------------------------------------------
@@ -122,11 +127,14 @@ def flatten(lab: Labelled) -> Flat:
 def overlap_table(target: Labelled, pred: Labelled, t: Flat, p: Flat) -> tuple[np.ndarray, ...]:
     """The pixels each (target, prediction) pair shares, over the batch, on the host: flat
     target and prediction indices and pixel counts (int64), sorted by (target, prediction).
-    Only overlapping pairs appear, so its size is bounded by the foreground, not by G x P."""
-    both = (target.labels > 0) & (pred.labels > 0)
+    Only the target pixels are read (``target`` labelled with ``index=True``), and only
+    overlapping pairs appear: its size is bounded by the targets' area, not by G x P."""
     g1, p1 = target.area.shape[1] + 1, pred.area.shape[1] + 1
-    img = torch.arange(both.shape[0], device=both.device).view(-1, 1, 1).expand_as(both)[both]
-    key = (img * g1 + target.labels[both].to(torch.int64)) * p1 + pred.labels[both].to(torch.int64)
+    pl = pred.labels.reshape(-1)[target.fg].to(torch.int64)
+    on = pl > 0
+    fg = target.fg[on]
+    img = fg // (target.labels.shape[1] * target.labels.shape[2])
+    key = (img * g1 + target.labels.reshape(-1)[fg].to(torch.int64)) * p1 + pl[on]
     key, pixels = torch.unique(key, return_counts=True)
     key, pixels = key.cpu().numpy(), pixels.cpu().numpy()
     img = key // (g1 * p1)
@@ -150,6 +158,16 @@ def opdc_batch(target: Labelled, pred: Labelled, pixels: int, overlap: float, di
         local = (shared[0][mine] - t.offset[i], shared[1][mine] - p.offset[i], shared[2][mine])
         total += opdc_image(t.area[ts], t.centroid[ts], p.area[ps], p.centroid[ps], local, overlap, distance)
     return total
+
+
+def opdc_sums_of(shared: dict, target: Labelled, pred: Labelled, pixels: int, overlap: float, distance: float,
+                 pyirstd: bool) -> np.ndarray:
+    """:func:`opdc_batch`, computed once per cut for all the metrics that share ``shared``
+    (one dict per cut and batch) with the same settings."""
+    key = ("opdc", overlap, distance, pyirstd)
+    if key not in shared:
+        shared[key] = opdc_batch(target, pred, pixels, overlap, distance, pyirstd)
+    return shared[key]
 
 
 def opdc_image(t_area, t_cent, p_area, p_cent, shared, overlap: float, distance: float) -> np.ndarray:
