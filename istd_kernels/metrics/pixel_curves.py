@@ -89,23 +89,25 @@ class PixelMetrics(Metric):
         mask = binarize_target(t).flatten(1)
         values = levels(p, (0.0,), self.logits)[0].flatten(1)
         n, k = values.shape[0], self.bins - 1
-        fg = mask.sum(1)
-        bg = values.shape[1] - fg
-        # A Python float against the map's dtype, as numpy >= 2 compares it in CMMetrics (the
-        # curves' float64 edges, by contrast, are compared as float64: see at_least).
-        hit = values > self.threshold
-        tp = (hit & mask).sum(1)
-        fp = hit.sum(1) - tp
+        # Every count comes from one histogram of how many cuts each pixel reaches (pred >= c).
+        # The curves' float64 edges compare as float64 (at_least); the binary threshold, a
+        # Python float, compares in the map's dtype as numpy >= 2 does in CMMetrics:
+        # pred > t there is pred >= the next value of the dtype above t.
+        binary_cut = torch.tensor(self.threshold, dtype=values.dtype)
+        cuts = torch.stack([at_least(values, e) for e in self.edges] +
+                           [torch.nextafter(binary_cut, torch.tensor(math.inf, dtype=values.dtype))])
+        cuts, order = torch.sort(cuts, stable=True)
+        reached = torch.bucketize(values, cuts.to(values.device), right=True)
+        # One count per (image, background or target, cuts reached): a single bincount.
+        slot = (torch.arange(n, device=values.device)[:, None] * 2 + mask) * (k + 2) + reached
+        hist = torch.bincount(slot.flatten(), minlength=n * 2 * (k + 2)).view(n, 2, k + 2)
+        total = hist.sum(2)                                                        # [N, 2]: bg, fg
+        at_or_above = torch.empty_like(hist[:, :, :k + 1])
+        at_or_above[:, :, order.to(values.device)] = total[:, :, None] - hist.cumsum(2)[:, :, :k + 1]
+        bg, fg = total[:, 0], total[:, 1]
+        tp, fp = at_or_above[:, 1, k], at_or_above[:, 0, k]
         binary = torch.stack((tp, fp, bg - fp, fg - tp))                          # [4, N]
-        # How many cuts each pixel reaches: pred >= e_j for j < reached.
-        cuts = torch.stack([at_least(values, e) for e in self.edges]).to(values.device)
-        reached = torch.bucketize(values, cuts, right=True)
-        # One count per (image, target or not, cuts reached): a single bincount over the batch.
-        slot = (torch.arange(n, device=values.device)[:, None] * 2 + mask) * (k + 1) + reached
-        hist = torch.bincount(slot.flatten(), minlength=n * 2 * (k + 1)).view(n, 2, k + 1)
-        hist = (hist[:, 1], hist[:, 0])  # target pixels, background pixels
-        # >= e_j counts, highest cut first: the reverse cumulative histogram without bucket 0.
-        tps, fps = (h.flip(1).cumsum(1)[:, :k] for h in hist)                     # [N, K]
+        tps, fps = at_or_above[:, 1, :k].flip(1), at_or_above[:, 0, :k].flip(1)   # highest edge first, [N, K]
         curve = torch.stack((tps, fps, bg[:, None] - fps, fg[:, None] - tps))    # [4, N, K]
         state = self._on(p.device)
         state["binary_counts"] += binary.sum(1)

@@ -49,14 +49,12 @@ def box_neighbours(fg: Tensor, shape: tuple[int, int, int], radius: int) -> tupl
     around it that lies inside the image (boxes are clipped at the border). The work is
     foreground x box size, never the whole map."""
     _, h, w = shape
-    row, col = (fg // w) % h, fg % w
-    which, where = [], []
-    for dr in range(-radius, radius + 1):
-        for dc in range(-radius, radius + 1):
-            ok = (row + dr >= 0) & (row + dr < h) & (col + dc >= 0) & (col + dc < w)
-            which.append(ok.nonzero()[:, 0])
-            where.append(fg[ok] + dr * w + dc)
-    return torch.cat(which), torch.cat(where)
+    step = torch.arange(-radius, radius + 1, device=fg.device)
+    dr, dc = step[:, None].expand(-1, len(step)).reshape(-1), step.repeat(len(step))  # the box's offsets
+    row, col = ((fg // w) % h)[:, None] + dr, (fg % w)[:, None] + dc           # [F, box]
+    ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+    which = torch.arange(len(fg), device=fg.device)[:, None].expand_as(ok)[ok]
+    return which, (fg[:, None] + dr * w + dc)[ok]
 
 
 class ShootingPrep(NamedTuple):
