@@ -101,7 +101,9 @@ def autocast_cast(like: object, *tensors):
     Non-tensors, None and non-floating tensors pass through for the checks to judge.
     """
     # Devices without autocast (meta, used for shape propagation) take the inputs as they are.
-    if (not isinstance(like, torch.Tensor) or not torch.amp.is_autocast_available(like.device.type)
+    # A tuple, not torch.amp.is_autocast_available: torch 2.11's dynamo cannot trace that call,
+    # which broke fullgraph compiles of the ops there; the package runs on cpu and cuda only.
+    if (not isinstance(like, torch.Tensor) or like.device.type not in ("cpu", "cuda")
             or not torch.is_autocast_enabled(like.device.type)):
         return tensors
     dtype = torch.get_autocast_dtype(like.device.type)
