@@ -64,7 +64,8 @@ class ExtraMetrics:
         if not sweeping or p.shape[0] == 0:
             return
         first = sweeping[0]
-        check_values(p, first.logits)
+        if len(sweeping) == len(self.members):  # else PixelMetrics has checked the map
+            check_values(p, first.logits)
         target_bin = binarize_target(t)
         values, cuts = levels(p, first.thresholds, first.logits)
         target_lab = rules.label(target_bin, first.connectivity, first.backend, index=True)
