@@ -40,7 +40,7 @@ BUGS = [
      "          out[taps] += row_sum(gr, Wo);\n", "\n",
      ["tests/test_hlk_conv.py", "-k", "cpp"], True),
     ("pdfa-distance-le-instead-of-lt", "istd_kernels/metrics/pdfa.py",
-     ") < distance\n", ") <= distance\n",
+     " < _squared_bound(distance)\n", " <= _squared_bound(distance)\n",
      ["tests/test_metrics.py", "tests/test_pdfa_matching.py"], False),
     ("labelling-ignores-diagonals", "csrc/cpu/run_components.cpp",
      "reach_(connectivity == 8 ? 1 : 0)", "reach_(0)",

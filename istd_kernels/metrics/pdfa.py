@@ -143,11 +143,25 @@ def _near_pairs(t_img: Tensor, t_cent: Tensor, p_img: Tensor, p_cent: Tensor, di
     span = torch.searchsorted(ends, torch.arange(int(ends[-1]) if ends.numel() else 0, device=device), right=True)
     rank = torch.arange(span.numel(), device=device) - (ends - count)[span]
     pair_t, pair_p = span // 3, p_order[lo[span] + rank]
-    # sqrt(dr^2 + dc^2) rather than a squared comparison: a centroid exactly at the
-    # threshold then rounds as the reference's vector norm does.
     d = t_cent[pair_t] - p_cent[pair_p]
-    near = torch.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) < distance
+    near = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] < _squared_bound(distance)
     return pair_t[near], pair_p[near]
+
+
+def _squared_bound(distance: float) -> float:
+    """The least float64 ``b`` with ``math.sqrt(b) >= distance``, so that ``d2 < b`` exactly when
+    the reference's ``math.sqrt(d2) < distance`` (a correctly rounded square root).
+
+    Not ``torch.sqrt(d2) < distance``: float64 ``torch.sqrt`` on the CPU is not correctly
+    rounded in every build (torch 2.13.0+cpu returns 1.414213562373095 for 2.0, one ulp low),
+    which let a centroid exactly ``sqrt(2)`` away match at ``distance=sqrt(2)``.
+    """
+    b = distance * distance
+    while b > 0 and math.sqrt(math.nextafter(b, 0.0)) >= distance:
+        b = math.nextafter(b, 0.0)
+    while math.sqrt(b) < distance:
+        b = math.nextafter(b, math.inf)
+    return b
 
 
 def _resolve(pair_t: Tensor, pair_p: Tensor, targets: int, preds: int) -> Tensor:
