@@ -80,8 +80,9 @@ def _pattern(glob: str) -> re.Pattern:
     # Only `*` is a wildcard; `[...]` inside a pattern is a character class (kwargs[123]),
     # while the brackets of the parameter list are literal.
     head, sep, params = glob.partition("[")
-    body = ".*".join(map(re.escape, head.split("*"))) + (r"\[" + ".*".join(_class_or_escape(p) for p in params[:-1].split("*")) + r"\]"
-                              if sep else "")
+    body = ".*".join(map(re.escape, head.split("*")))
+    if sep:
+        body += r"\[" + ".*".join(_class_or_escape(p) for p in params[:-1].split("*")) + r"\]"
     return re.compile(body + r"\Z")
 
 

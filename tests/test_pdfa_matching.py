@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from istd_kernels.metrics import ISTDMetrics, PdFa
+from istd_kernels.metrics import ISTDMetrics, PdFa, near
 from istd_kernels.metrics import pdfa as pdfa_module
 from istd_kernels.metrics.pdfa import match
 from istd_kernels.metrics.reference import greedy_match, oracle_pdfa
@@ -121,7 +121,7 @@ def test_coarse_grid_gives_the_same_counts(monkeypatch):
     target = rng.random((2, 48, 48)) < 0.15
     pred = rng.random((2, 48, 48)) < 0.15
     expect = oracle_pdfa(pred, target)
-    monkeypatch.setattr(pdfa_module, "_MAX_CELLS", 4)
+    monkeypatch.setattr(near, "_MAX_CELLS", 4)
     assert pdfa_counts(pred, target) == expect
 
 

@@ -11,7 +11,7 @@ The greedy matching runs for the whole batch at once on the device, in memory an
 linear in the number of components (G targets, P predictions), never G x P:
 
 1. Candidates: predicted centroids are sorted into a grid of cells as wide as ``distance``,
-   so the predictions near a target lie in the 3 x 3 cells around it (:func:`_near_pairs`).
+   so the predictions near a target lie in the 3 x 3 cells around it (:func:`.near.near_pairs`).
 2. Greedy order: the sequential rule is replayed in rounds over those pairs
    (:func:`_resolve`); each round settles every target whose choice no earlier target can
    still change, which takes a few tens of rounds even on pure noise masks (see there
@@ -33,6 +33,7 @@ from torch import Tensor
 from .. import ops as _ops
 from . import rules
 from ._base import Metric, binarize_pred, binarize_target, check_backend, check_flag, check_pair
+from .near import near_pairs
 from .sweep import above, check_thresholds, check_values, levels
 
 
@@ -99,69 +100,11 @@ def _greedy(valid_t: Tensor, target_centroid: Tensor, valid_p: Tensor, pred_cent
     p_img, p_idx = valid_p.nonzero(as_tuple=True)
     if t_img.numel() == 0 or p_img.numel() == 0:
         return taken
-    pair_t, pair_p = _near_pairs(t_img, target_centroid[t_img, t_idx], p_img, pred_centroid[p_img, p_idx],
+    pair_t, pair_p = near_pairs(t_img, target_centroid[t_img, t_idx], p_img, pred_centroid[p_img, p_idx],
                                  distance)
     won = _resolve(pair_t, pair_p, t_img.numel(), p_img.numel())
     taken[p_img[won], p_idx[won]] = True
     return taken
-
-
-# Cells per axis of the matching grid at most: keeps (image, row cell, column cell) keys far
-# inside int64 for any batch, at the price of larger cells when `distance` is tiny.
-_MAX_CELLS = 1 << 16
-
-
-def _near_pairs(t_img: Tensor, t_cent: Tensor, p_img: Tensor, p_cent: Tensor, distance: float
-                ) -> tuple[Tensor, Tensor]:
-    """All (target, prediction) index pairs of one image whose centroids are closer than
-    ``distance``, from flat lists ([G] images, [G, 2] centroids; [P], [P, 2]).
-
-    Predictions are bucketed into a grid of square cells at least ``distance`` wide, so a
-    target's candidates lie in its own cell and the 8 around it: the work and memory grow
-    with G + P + the candidates found, never with G x P.
-    """
-    # A hair wider than `distance`: a pair closer than `distance` then never lands two cells
-    # apart through the rounding of the division below.
-    low, high = (float(v) for v in torch.aminmax(torch.cat((t_cent, p_cent))))
-    cell = max(distance * (1 + 2.0 ** -20), (high - low) / (_MAX_CELLS - 3))
-    side = int((high - low) / cell) + 3  # cells per axis, one spare on each side for the neighbours
-
-    def keys(img: Tensor, cent: Tensor) -> Tensor:
-        rc = ((cent - low) / cell).floor().to(torch.int64) + 1
-        return (img * side + rc[:, 0]) * side + rc[:, 1]
-
-    p_keys, p_order = torch.sort(keys(p_img, p_cent), stable=True)
-    # The three cells left of, at and right of a target's column have consecutive keys, so
-    # each of the rows above, at and below it is one range of the sorted predictions.
-    device = p_keys.device
-    row_start = (keys(t_img, t_cent)[:, None] + torch.tensor([-side - 1, -1, side - 1], device=device)).view(-1)
-    lo = torch.searchsorted(p_keys, row_start)
-    count = torch.searchsorted(p_keys, row_start + 2, right=True) - lo               # [G * 3]
-    # The range of each candidate. (repeat_interleave does the same but took 16 ms on a
-    # 60-element input on a loaded CPU, its thread pool's start-up; a search takes microseconds.)
-    ends = torch.cumsum(count, 0)
-    span = torch.searchsorted(ends, torch.arange(int(ends[-1]) if ends.numel() else 0, device=device), right=True)
-    rank = torch.arange(span.numel(), device=device) - (ends - count)[span]
-    pair_t, pair_p = span // 3, p_order[lo[span] + rank]
-    d = t_cent[pair_t] - p_cent[pair_p]
-    near = d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] < _squared_bound(distance)
-    return pair_t[near], pair_p[near]
-
-
-def _squared_bound(distance: float) -> float:
-    """The least float64 ``b`` with ``math.sqrt(b) >= distance``, so that ``d2 < b`` exactly when
-    the reference's ``math.sqrt(d2) < distance`` (a correctly rounded square root).
-
-    Not ``torch.sqrt(d2) < distance``: float64 ``torch.sqrt`` on the CPU is not correctly
-    rounded in every build (torch 2.13.0+cpu returns 1.414213562373095 for 2.0, one ulp low),
-    which let a centroid exactly ``sqrt(2)`` away match at ``distance=sqrt(2)``.
-    """
-    b = distance * distance
-    while b > 0 and math.sqrt(math.nextafter(b, 0.0)) >= distance:
-        b = math.nextafter(b, 0.0)
-    while math.sqrt(b) < distance:
-        b = math.nextafter(b, math.inf)
-    return b
 
 
 def _resolve(pair_t: Tensor, pair_p: Tensor, targets: int, preds: int) -> Tensor:

@@ -20,6 +20,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from ..ops import connected_components_with_stats
+from .near import near_pairs
 
 
 class Labelled(NamedTuple):
@@ -207,10 +208,9 @@ def opdc_sparse(t: Flat, p: Flat, shared, overlap: float, distance: float) -> np
     """OPDC by its paper's definition, for a whole batch: the most pairs with IoU >=
     ``overlap``, at the least total centroid distance; then, among the targets and
     predictions left, the most pairs closer than ``distance``, at the least total distance.
-    Candidates come from the overlap table and the grid search of :mod:`.pdfa`, and each
+    Candidates come from the overlap table and the grid search of :mod:`.near`, and each
     connected group of candidates is assigned on its own, so memory grows with the
     candidate pairs, never with G x P."""
-    from .pdfa import _near_pairs  # the grid search; imported late, pdfa imports this module
 
     ti, pj, inter = shared
     iou = inter / (t.area[ti] + p.area[pj] - inter)
@@ -219,7 +219,7 @@ def opdc_sparse(t: Flat, p: Flat, shared, overlap: float, distance: float) -> np
     r, c = ti[first][m1], pj[first][m1]
     near_t = near_p = np.zeros(0, dtype=np.int64)
     if len(t.area) and len(p.area):
-        near_t, near_p = (v.numpy() for v in _near_pairs(
+        near_t, near_p = (v.numpy() for v in near_pairs(
             torch.from_numpy(t.image), torch.from_numpy(t.centroid), torch.from_numpy(p.image),
             torch.from_numpy(p.centroid), distance))
     done_t, done_p = np.zeros(len(t.area), bool), np.zeros(len(p.area), bool)
