@@ -82,11 +82,7 @@ def backward_op(op, name: str) -> Callable:
 
     class Backward(torch.autograd.Function):
         generate_vmap_rule = True
-
-        @staticmethod
-        def forward(spec, *flat):
-            out = op(*_group(spec, flat))
-            return tuple(out) if isinstance(out, list) else out
+        forward = _forward_on_flat(op)
 
         @staticmethod
         def setup_context(ctx, inputs, output):
@@ -94,10 +90,25 @@ def backward_op(op, name: str) -> Callable:
 
         backward = staticmethod(_raise_double_backward(name))
 
+    return _under_transforms_via(op, Backward)
+
+
+def _forward_on_flat(op) -> staticmethod:
+    """An ``autograd.Function.forward`` that regroups the spread arguments (:func:`_flatten`)
+    for ``op`` and returns a list output as a tuple (a Function returns tensors or tuples)."""
+    def forward(spec, *flat):
+        out = op(*_group(spec, flat))
+        return tuple(out) if isinstance(out, list) else out
+
+    return staticmethod(forward)
+
+
+def _under_transforms_via(op, function: type) -> Callable:
+    """``op`` outside transforms; under them, ``function.apply`` on the spread arguments."""
     def call(*args):
         if not transforming():
             return op(*args)
-        out = Backward.apply(*_flatten(args))
+        out = function.apply(*_flatten(args))
         return list(out) if isinstance(out, tuple) else out
 
     return call
@@ -150,11 +161,7 @@ def differentiable_op(op, setup_context: Callable, backward: Callable) -> Callab
 
     class Function(torch.autograd.Function):
         generate_vmap_rule = True
-
-        @staticmethod
-        def forward(spec, *flat):
-            out = op(*_group(spec, flat))
-            return tuple(out) if isinstance(out, list) else out
+        forward = _forward_on_flat(op)
 
         @staticmethod
         def setup_context(ctx, inputs, output):
@@ -173,10 +180,4 @@ def differentiable_op(op, setup_context: Callable, backward: Callable) -> Callab
                 ctx.needs_input_grad = flat_need
             return (None, *_spread(spec, grouped))
 
-    def call(*args):
-        if not transforming():
-            return op(*args)
-        out = Function.apply(*_flatten(args))
-        return list(out) if isinstance(out, tuple) else out
-
-    return call
+    return _under_transforms_via(op, Function)
