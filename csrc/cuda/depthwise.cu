@@ -92,6 +92,31 @@ __device__ ISTD_INLINE void fill_plane_slots(PlaneSlots& s, int64_t p0, int np, 
   }
 }
 
+// Stages one group of np planes: the group's slots, its weights in Acc and, for the tiled
+// kernels, the zero-padded IH x IW window of `src` whose top-left is (r0, c0) in an H x W
+// plane addressed by src_s. Both kernels read only these, so the barrier in front keeps
+// the previous group's readers from seeing the new data and the one behind publishes it.
+template <bool kTiled, typename T, typename Acc>
+__device__ ISTD_INLINE void stage_plane_group(PlaneSlots& slots, int64_t p0, int np, const DwGeometry& g,
+                                              const Strides4& src_s, const Strides4& dst_s,
+                                              const T* __restrict__ w, Acc* s_w, const T* __restrict__ src,
+                                              T* s_win, const TileCfg& tc, int r0, int c0, int H, int W) {
+  const int taps = g.KH * g.KW;
+  __syncthreads();
+  fill_plane_slots(slots, p0, np, g, src_s, dst_s);
+  __syncthreads();
+  for (int t = threadIdx.x; t < np * taps; t += kThreads) {
+    const int pl = t / taps;
+    s_w[t] = convert<Acc>(w[slots.channel[pl] * taps + (t - pl * taps)]);
+  }
+  if constexpr (kTiled) {
+    stage_zero_padded_window<kThreads>(s_win, np, tc.IH, tc.IW, r0, c0, H, W, [&](int pl, int r, int c) {
+      return src[slots.in_off[pl] + r * src_s.h + c * src_s.w];
+    });
+  }
+  __syncthreads();
+}
+
 template <typename T, typename Acc, bool kTiled>
 __global__ void __launch_bounds__(kThreads)
     dw_fwd_kernel(const T* __restrict__ x, Strides4 xs, const T* __restrict__ w, const T* __restrict__ bias,
@@ -114,19 +139,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t p0 = static_cast<int64_t>(blockIdx.x) * tc.PB; p0 < planes;
        p0 += static_cast<int64_t>(gridDim.x) * tc.PB) {
     const int np = static_cast<int>(planes - p0 < tc.PB ? planes - p0 : tc.PB);
-    __syncthreads();  // the previous group's readers are done with shared memory
-    fill_plane_slots(slots, p0, np, g, xs, ys);
-    __syncthreads();
-    for (int t = tid; t < np * taps; t += kThreads) {
-      const int pl = t / taps;
-      s_w[t] = convert<Acc>(w[slots.channel[pl] * taps + (t - pl * taps)]);
-    }
-    if constexpr (kTiled) {
-      stage_zero_padded_window<kThreads>(s_in, np, tc.IH, tc.IW, ih0, iw0, H, W, [&](int pl, int gh, int gw) {
-        return x[slots.in_off[pl] + gh * xs.h + gw * xs.w];
-      });
-    }
-    __syncthreads();
+    stage_plane_group<kTiled>(slots, p0, np, g, xs, ys, w, s_w, x, s_in, tc, ih0, iw0, H, W);
     for (int e = tid; e < np * outputs; e += kThreads) {
       const int pl = e / outputs, ee = e - pl * outputs;
       const int ty = ee / tc.TW, tx = ee - ty * tc.TW;
@@ -175,19 +188,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t p0 = static_cast<int64_t>(blockIdx.x) * tc.PB; p0 < planes;
        p0 += static_cast<int64_t>(gridDim.x) * tc.PB) {
     const int np = static_cast<int>(planes - p0 < tc.PB ? planes - p0 : tc.PB);
-    __syncthreads();
-    fill_plane_slots(slots, p0, np, g, gys, gxs);
-    __syncthreads();
-    for (int t = tid; t < np * taps; t += kThreads) {
-      const int pl = t / taps;
-      s_w[t] = convert<Acc>(w[slots.channel[pl] * taps + (t - pl * taps)]);
-    }
-    if constexpr (kTiled) {
-      stage_zero_padded_window<kThreads>(s_gy, np, tc.IH, tc.IW, row0, col0, Ho, Wo, [&](int pl, int oh, int ow) {
-        return gy[slots.in_off[pl] + oh * gys.h + ow * gys.w];
-      });
-    }
-    __syncthreads();
+    stage_plane_group<kTiled>(slots, p0, np, g, gys, gxs, w, s_w, gy, s_gy, tc, row0, col0, Ho, Wo);
     for (int e = tid; e < np * pixels; e += kThreads) {
       const int pl = e / pixels, ee = e - pl * pixels;
       const int ty = ee / tc.TW, tx = ee - ty * tc.TW;
