@@ -92,29 +92,42 @@ __device__ ISTD_INLINE void fill_plane_slots(PlaneSlots& s, int64_t p0, int np, 
   }
 }
 
-// Stages one group of np planes: the group's slots, its weights in Acc and, for the tiled
-// kernels, the zero-padded IH x IW window of `src` whose top-left is (r0, c0) in an H x W
-// plane addressed by src_s. Both kernels read only these, so the barrier in front keeps
-// the previous group's readers from seeing the new data and the one behind publishes it.
-template <bool kTiled, typename T, typename Acc>
-__device__ ISTD_INLINE void stage_plane_group(PlaneSlots& slots, int64_t p0, int np, const DwGeometry& g,
-                                              const Strides4& src_s, const Strides4& dst_s,
-                                              const T* __restrict__ w, Acc* s_w, const T* __restrict__ src,
-                                              T* s_win, const TileCfg& tc, int r0, int c0, int H, int W) {
+// Walks the block's groups of tc.PB planes (blockIdx.x strides over them) and calls
+// element(pl, ty, tx) for each plane of the group and each position of the TH x TW tile.
+// Before the elements of a group run, the block stages its slots, its weights in Acc and,
+// for the tiled kernels, the zero-padded IH x IW window of `src` whose top-left is (r0, c0)
+// in an H x W plane addressed by src_s; the barrier in front keeps the previous group's
+// readers from seeing the new data and the one behind publishes it.
+template <bool kTiled, typename T, typename Acc, typename Element>
+__device__ ISTD_INLINE void for_each_tile_element(PlaneSlots& slots, const DwGeometry& g, const Strides4& src_s,
+                                                  const Strides4& dst_s, const T* __restrict__ w, Acc* s_w,
+                                                  const T* __restrict__ src, T* s_win, const TileCfg& tc, int r0,
+                                                  int c0, int H, int W, Element element) {
   const int taps = g.KH * g.KW;
-  __syncthreads();
-  fill_plane_slots(slots, p0, np, g, src_s, dst_s);
-  __syncthreads();
-  for (int t = threadIdx.x; t < np * taps; t += kThreads) {
-    const int pl = t / taps;
-    s_w[t] = convert<Acc>(w[slots.channel[pl] * taps + (t - pl * taps)]);
+  const int64_t planes = g.N * g.C;
+  const int tile = tc.TH * tc.TW;
+  for (int64_t p0 = static_cast<int64_t>(blockIdx.x) * tc.PB; p0 < planes;
+       p0 += static_cast<int64_t>(gridDim.x) * tc.PB) {
+    const int np = static_cast<int>(planes - p0 < tc.PB ? planes - p0 : tc.PB);
+    __syncthreads();
+    fill_plane_slots(slots, p0, np, g, src_s, dst_s);
+    __syncthreads();
+    for (int t = threadIdx.x; t < np * taps; t += kThreads) {
+      const int pl = t / taps;
+      s_w[t] = convert<Acc>(w[slots.channel[pl] * taps + (t - pl * taps)]);
+    }
+    if constexpr (kTiled) {
+      stage_zero_padded_window<kThreads>(s_win, np, tc.IH, tc.IW, r0, c0, H, W, [&](int pl, int r, int c) {
+        return src[slots.in_off[pl] + r * src_s.h + c * src_s.w];
+      });
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < np * tile; e += kThreads) {
+      const int pl = e / tile, ee = e - pl * tile;
+      const int ty = ee / tc.TW;
+      element(pl, ty, ee - ty * tc.TW);
+    }
   }
-  if constexpr (kTiled) {
-    stage_zero_padded_window<kThreads>(s_win, np, tc.IH, tc.IW, r0, c0, H, W, [&](int pl, int r, int c) {
-      return src[slots.in_off[pl] + r * src_s.h + c * src_s.w];
-    });
-  }
-  __syncthreads();
 }
 
 template <typename T, typename Acc, bool kTiled>
@@ -126,39 +139,28 @@ __global__ void __launch_bounds__(kThreads)
   const int taps = g.KH * g.KW;
   Acc* s_w = reinterpret_cast<Acc*>(smem);
   T* s_in = reinterpret_cast<T*>(smem + align16(static_cast<int64_t>(tc.PB) * taps * sizeof(Acc)));
-  const int tid = threadIdx.x;
   // Coordinates are 32-bit (the launcher guarantees they fit); element offsets 64-bit.
   const int H = static_cast<int>(g.H), W = static_cast<int>(g.W);
   const int Ho = static_cast<int>(g.Ho), Wo = static_cast<int>(g.Wo);
   const int oh0 = static_cast<int>(blockIdx.y) * tc.TH, ow0 = static_cast<int>(blockIdx.z) * tc.TW;
   const int ih0 = oh0 * g.SH - g.PH, iw0 = ow0 * g.SW - g.PW;
-  const int64_t planes = g.N * g.C;
-  const int outputs = tc.TH * tc.TW;
   const int window = tc.IH * tc.IW;
-
-  for (int64_t p0 = static_cast<int64_t>(blockIdx.x) * tc.PB; p0 < planes;
-       p0 += static_cast<int64_t>(gridDim.x) * tc.PB) {
-    const int np = static_cast<int>(planes - p0 < tc.PB ? planes - p0 : tc.PB);
-    stage_plane_group<kTiled>(slots, p0, np, g, xs, ys, w, s_w, x, s_in, tc, ih0, iw0, H, W);
-    for (int e = tid; e < np * outputs; e += kThreads) {
-      const int pl = e / outputs, ee = e - pl * outputs;
-      const int ty = ee / tc.TW, tx = ee - ty * tc.TW;
-      const int oh = oh0 + ty, ow = ow0 + tx;
-      if (oh >= Ho || ow >= Wo) continue;
-      Acc acc;
-      if constexpr (kTiled) {
-        const Plane2D<T, int> in{s_in + pl * window, tc.IW, 1, ih0, iw0, H, W};
-        acc = dw_fwd_pixel<T, Acc, Acc, int, int>(in, s_w + pl * taps, g.KH, g.KW, g.DH, g.DW, ih0 + ty * g.SH,
-                                                  iw0 + tx * g.SW);
-      } else {
-        const Plane2D<T, int, int64_t> in{x + slots.in_off[pl], xs.h, xs.w, 0, 0, H, W};
-        acc = dw_fwd_pixel<T, Acc, Acc, int, int64_t>(in, s_w + pl * taps, g.KH, g.KW, g.DH, g.DW,
-                                                      oh * g.SH - g.PH, ow * g.SW - g.PW);
-      }
-      if (bias != nullptr) acc += convert<Acc>(bias[slots.channel[pl]]);
-      y[slots.out_off[pl] + oh * ys.h + ow * ys.w] = convert<T>(acc);
+  for_each_tile_element<kTiled>(slots, g, xs, ys, w, s_w, x, s_in, tc, ih0, iw0, H, W, [&](int pl, int ty, int tx) {
+    const int oh = oh0 + ty, ow = ow0 + tx;
+    if (oh >= Ho || ow >= Wo) return;
+    Acc acc;
+    if constexpr (kTiled) {
+      const Plane2D<T, int> in{s_in + pl * window, tc.IW, 1, ih0, iw0, H, W};
+      acc = dw_fwd_pixel<T, Acc, Acc, int, int>(in, s_w + pl * taps, g.KH, g.KW, g.DH, g.DW, ih0 + ty * g.SH,
+                                                iw0 + tx * g.SW);
+    } else {
+      const Plane2D<T, int, int64_t> in{x + slots.in_off[pl], xs.h, xs.w, 0, 0, H, W};
+      acc = dw_fwd_pixel<T, Acc, Acc, int, int64_t>(in, s_w + pl * taps, g.KH, g.KW, g.DH, g.DW,
+                                                    oh * g.SH - g.PH, ow * g.SW - g.PW);
     }
-  }
+    if (bias != nullptr) acc += convert<Acc>(bias[slots.channel[pl]]);
+    y[slots.out_off[pl] + oh * ys.h + ow * ys.w] = convert<T>(acc);
+  });
 }
 
 // ------------------------------------------------------------------------------------
@@ -174,39 +176,29 @@ __global__ void __launch_bounds__(kThreads)
   const int taps = g.KH * g.KW;
   Acc* s_w = reinterpret_cast<Acc*>(smem);
   T* s_gy = reinterpret_cast<T*>(smem + align16(static_cast<int64_t>(tc.PB) * taps * sizeof(Acc)));
-  const int tid = threadIdx.x;
   const int H = static_cast<int>(g.H), W = static_cast<int>(g.W);
   const int Ho = static_cast<int>(g.Ho), Wo = static_cast<int>(g.Wo);
   const int ih_a = static_cast<int>(blockIdx.y) * tc.TH, iw_a = static_cast<int>(blockIdx.z) * tc.TW;
   // First grad_y row/column any pixel of the tile can read (smallest numerator / stride).
   const int row0 = static_cast<int>(ceil_div(ih_a + g.PH - (g.KH - 1) * g.DH, g.SH));
   const int col0 = static_cast<int>(ceil_div(iw_a + g.PW - (g.KW - 1) * g.DW, g.SW));
-  const int64_t planes = g.N * g.C;
-  const int pixels = tc.TH * tc.TW;
   const int window = tc.IH * tc.IW;
-
-  for (int64_t p0 = static_cast<int64_t>(blockIdx.x) * tc.PB; p0 < planes;
-       p0 += static_cast<int64_t>(gridDim.x) * tc.PB) {
-    const int np = static_cast<int>(planes - p0 < tc.PB ? planes - p0 : tc.PB);
-    stage_plane_group<kTiled>(slots, p0, np, g, gys, gxs, w, s_w, gy, s_gy, tc, row0, col0, Ho, Wo);
-    for (int e = tid; e < np * pixels; e += kThreads) {
-      const int pl = e / pixels, ee = e - pl * pixels;
-      const int ty = ee / tc.TW, tx = ee - ty * tc.TW;
-      const int ih = ih_a + ty, iw = iw_a + tx;
-      if (ih >= H || iw >= W) continue;
-      Acc acc;
-      if constexpr (kTiled) {
-        const Plane2D<T, int> gpl{s_gy + pl * window, tc.IW, 1, row0, col0, Ho, Wo};
-        acc = dw_bwd_input_pixel<T, Acc, Acc, int, int>(gpl, s_w + pl * taps, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
-                                                        g.DH, g.DW, ih, iw);
-      } else {
-        const Plane2D<T, int, int64_t> gpl{gy + slots.in_off[pl], gys.h, gys.w, 0, 0, Ho, Wo};
-        acc = dw_bwd_input_pixel<T, Acc, Acc, int, int64_t>(gpl, s_w + pl * taps, g.KH, g.KW, g.SH, g.SW, g.PH,
-                                                            g.PW, g.DH, g.DW, ih, iw);
-      }
-      gx[slots.out_off[pl] + ih * gxs.h + iw * gxs.w] = convert<T>(acc);
+  for_each_tile_element<kTiled>(slots, g, gys, gxs, w, s_w, gy, s_gy, tc, row0, col0, Ho, Wo,
+                                [&](int pl, int ty, int tx) {
+    const int ih = ih_a + ty, iw = iw_a + tx;
+    if (ih >= H || iw >= W) return;
+    Acc acc;
+    if constexpr (kTiled) {
+      const Plane2D<T, int> gpl{s_gy + pl * window, tc.IW, 1, row0, col0, Ho, Wo};
+      acc = dw_bwd_input_pixel<T, Acc, Acc, int, int>(gpl, s_w + pl * taps, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                                                      g.DH, g.DW, ih, iw);
+    } else {
+      const Plane2D<T, int, int64_t> gpl{gy + slots.in_off[pl], gys.h, gys.w, 0, 0, Ho, Wo};
+      acc = dw_bwd_input_pixel<T, Acc, Acc, int, int64_t>(gpl, s_w + pl * taps, g.KH, g.KW, g.SH, g.SW, g.PH,
+                                                          g.PW, g.DH, g.DW, ih, iw);
     }
-  }
+    gx[slots.out_off[pl] + ih * gxs.h + iw * gxs.w] = convert<T>(acc);
+  });
 }
 
 // ------------------------------------------------------------------------------------
