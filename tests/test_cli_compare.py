@@ -129,6 +129,21 @@ def test_no_targets_and_no_positives_are_undefined(capsys, tmp_path):
     assert "undefined" in out and not NAN.search(out)
 
 
+def test_out_never_replaces_what_it_did_not_write(capsys, synth, folders, tmp_path):
+    # An --out inside an input folder, or the data set's masks/, is refused before scoring.
+    for out in (folders["bad"] / "cmp", synth / "masks"):
+        rc, _, err = compare(capsys, synth, "--pred", folders["good"], "--pred", folders["bad"], "--out", out)
+        assert_one_line_error(rc, err, "--out", "choose another --out")
+    argv = ("--pred", folders["good"], "--pred", folders["bad"], "--out", tmp_path / "cmp")
+    assert compare(capsys, synth, *argv)[0] == 0
+    written = sorted((tmp_path / "cmp" / "good_vs_bad").iterdir())
+    assert len(written) == 3
+    # A second run would replace the first run's overlays: refused unless --overwrite.
+    rc, _, err = compare(capsys, synth, *argv)
+    assert_one_line_error(rc, err, "--out", "--overwrite")
+    assert compare(capsys, synth, *argv, "--overwrite")[0] == 0
+
+
 def test_folders_with_different_images(capsys, synth, folders, tmp_path):
     partial = masks_as_predictions(synth, tmp_path / "partial")
     gone = split_ids(synth)[5]

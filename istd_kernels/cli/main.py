@@ -15,6 +15,7 @@ import sys
 from . import CLIError
 from .compare import TABLE_FORMATS
 from .intervals import bootstrap_flags
+from .outputs import overwrite_flag
 from .runtime import SIGTERM_STATUS, Terminated, allocation_failure, sigterm_raises
 from .scoring import NIOU_EMPTY
 from .significance import compare_parser
@@ -55,11 +56,6 @@ def _tile_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
                    help="context pixels on each side of a tile's kept core (default: 32, rounded up to the "
                    "stride multiple, or less when the tile is small)")
-
-
-def _overwrite_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out that this run "
-                   "would write (default: refuse)")
 
 
 def _evaluate_parser(sub) -> None:
@@ -144,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.5, help="share of images in the test split")
     p.add_argument("--scr", type=float, nargs=2, default=[2.5, 8.0], metavar=("LOW", "HIGH"),
                    help="signal-to-clutter ratio range of the targets (default 2.5 8)")
-    _overwrite_flag(p)
+    overwrite_flag(p)
 
     p = sub.add_parser("train", help="train a model with the paper's recipe")
     _model_flags(p)
@@ -171,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many epochs in this call")
     p.add_argument("--log-every", type=int, default=None, help="print progress every N steps (default 50)")
     p.add_argument("--eval-batch-size", type=int, default=None, help="test-split batch size (default 1)")
-    _overwrite_flag(p)
+    overwrite_flag(p)
 
     _evaluate_parser(sub)
     _profile_parser(sub)
@@ -184,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write images with the targets circled")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     _tile_flags(p)
-    _overwrite_flag(p)
+    overwrite_flag(p)
     p.add_argument("images", nargs="+", help="image files or folders")
     return parser
 

@@ -83,6 +83,12 @@ def check_not_inputs(out: str | Path, flag: str, inputs: Iterable[str | Path] = 
     return p
 
 
+def overwrite_flag(p) -> None:
+    """``--overwrite`` on the argparse parser ``p`` of a command that writes into ``--out``."""
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out that this run "
+                   "would write (default: refuse)")
+
+
 def check_new_files(paths: Sequence[Path], flag: str, overwrite: bool) -> None:
     """Refuse to replace files a run did not create: unless ``overwrite`` (``--overwrite``), any
     of ``paths`` (the files the run is about to write) that exists already is a :class:`CLIError`."""

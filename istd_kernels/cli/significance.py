@@ -31,6 +31,7 @@ import numpy as np
 from . import CLIError
 from .compare import render_table
 from .intervals import UNIT_NAMES, UNITS, bootstrap_flags, check_bootstrap_args, count_table, fmt, fmt_interval
+from .outputs import overwrite_flag
 
 # The thread pool decodes this many images ahead of the scorer at most (bounded memory).
 _AHEAD = 16
@@ -64,6 +65,7 @@ def compare_parser(sub, data_flags, models: tuple[str, ...]) -> None:
     p.add_argument("--top", type=int, default=5, help="list this many most-disagreeing images per pair")
     p.add_argument("--overlays", type=int, default=3, help="overlay PNGs of this many of them per pair (with --out)")
     p.add_argument("--out", default=None, help="folder for the overlays (one subfolder per pair)")
+    overwrite_flag(p)
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--workers", type=int, default=4, help="threads decoding the files")
     p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="for --weights; default: "
@@ -75,7 +77,7 @@ def compare_parser(sub, data_flags, models: tuple[str, ...]) -> None:
 
 def _check_args(args) -> list[str]:
     from .checks import check_at_least
-    from .outputs import check_output_folder, check_output_path
+    from .outputs import check_not_inputs, check_output_folder, check_output_path
     if len(args.model) != len(args.weights):
         raise CLIError(f"give one --model per --weights (in the same order); got {len(args.model)} --model and "
                        f"{len(args.weights)} --weights")
@@ -100,6 +102,7 @@ def _check_args(args) -> list[str]:
         check_output_path(args.json, "--json")
     if args.out:
         check_output_folder(args.out, "--out")
+        check_not_inputs(args.out, "--out", args.pred)
     return names
 
 
@@ -274,6 +277,12 @@ def _print_pair(pair: dict, args) -> None:
         f"{d['detected_b']} of {d['targets']})" for d in pair["most_different"]))
 
 
+def _overlay_names(pair: dict, args) -> list[str]:
+    """The file names of the pair's overlays, most different image first."""
+    return [f"{rank:03d}_{str(d['id']).replace('/', '_')}.png"
+            for rank, d in enumerate(pair["most_different"][:args.overlays], 1)]
+
+
 def _overlays(pair: dict, ds, predicted: dict, folder: Path, args) -> list[str]:
     """Side-by-side overlays (``a`` left, ``b`` right) of the pair's most different images."""
     import cv2
@@ -283,7 +292,7 @@ def _overlays(pair: dict, ds, predicted: dict, folder: Path, args) -> list[str]:
     from .overlay import draw_overlay
     by_id = {p[0]: (k, p) for k, p in enumerate(ds.pairs)}
     written = []
-    for rank, d in enumerate(pair["most_different"][:args.overlays], 1):
+    for name, d in zip(_overlay_names(pair, args), pair["most_different"]):
         k, (ident, image_path, mask_path) = by_id[d["id"]]
         grey, truth = read_grey(image_path), read_mask(mask_path)
         sides = []
@@ -295,7 +304,7 @@ def _overlays(pair: dict, ds, predicted: dict, folder: Path, args) -> list[str]:
             sides.append(draw_overlay(grey, pred, truth, notes)[0])
         height = max(s.shape[0] for s in sides)
         sides = [cv2.copyMakeBorder(s, 0, height - s.shape[0], 0, 4, cv2.BORDER_CONSTANT) for s in sides]
-        path = folder / f"{rank:03d}_{str(ident).replace('/', '_')}.png"
+        path = folder / name
         write_image(path, np.concatenate(sides, axis=1), "--out")
         written.append(str(path))
     return written
@@ -341,7 +350,7 @@ def run(args) -> int:
     """The ``istd compare`` subcommand."""
     from ..metrics import bootstrap
     from .data import ISTDDataset
-    from .outputs import write_json
+    from .outputs import check_new_files, write_json
     names = _check_args(args)
     ds = ISTDDataset(args.data, args.subset, args.layout, args.split)
     keep, scorers, predicted = _score_all(ds, names, args)
@@ -355,8 +364,10 @@ def run(args) -> int:
     print(f"verdicts: A > B when A scores better (higher {', '.join(UNITS[k][0] for k in ('iou', 'niou', 'pd'))}, "
           f"lower Fa) and the {100 * args.ci:g} % interval of the difference excludes 0")
     if args.out and args.overlays:
-        for pair in pairs:
-            folder = Path(args.out) / f"{_safe(pair['a'])}_vs_{_safe(pair['b'])}"
+        folders = [Path(args.out) / f"{_safe(p['a'])}_vs_{_safe(p['b'])}" for p in pairs]
+        check_new_files([f / name for p, f in zip(pairs, folders) for name in _overlay_names(p, args)], "--out",
+                        args.overwrite)
+        for pair, folder in zip(pairs, folders):
             pair["overlays"] = _overlays(pair, ds, predicted, folder, args)
         print(f"wrote {sum(len(p['overlays']) for p in pairs)} overlay(s) to {Path(args.out).resolve()}")
     if args.json:
