@@ -74,3 +74,28 @@ def measure(benchmark, fn, device, key, batch, baseline=None):
             base = _baselines[key] = wall["median_ms"] / 1e3
         info["speedup"] = round(base / median, 3)
     info["baseline_median_s"] = _baselines[key]
+
+
+def write_noisy_predictions(folder, data, ids, missed: float, seed: int, size: int) -> None:
+    """8-bit probability PNGs in ``folder`` (created) made from the masks of the data set
+    ``data`` for ``ids``: each target kept with probability ``1 - missed`` and shifted by up to
+    2 px, 0-2 false blobs per image, background noise below 0.5 (what the evaluate and compare
+    benchmarks score)."""
+    import cv2
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in ids:
+        mask = cv2.imread(str(data / "masks" / f"{i}.png"), cv2.IMREAD_GRAYSCALE) > 0
+        n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        pred = np.zeros_like(mask)
+        for k in range(1, n):
+            if rng.random() >= missed:
+                dr, dc = rng.integers(-2, 3, 2)
+                pred |= np.roll(labels == k, (dr, dc), (0, 1))
+        for _ in range(rng.integers(0, 3)):
+            r, c = rng.integers(0, size - 3, 2)
+            pred[r:r + rng.integers(1, 4), c:c + rng.integers(1, 4)] = True
+        prob = np.where(pred, rng.integers(150, 256, pred.shape), rng.integers(0, 110, pred.shape))
+        assert cv2.imwrite(str(folder / f"{i}.png"), prob.astype(np.uint8))

@@ -21,10 +21,8 @@ import json
 import subprocess
 import sys
 
-import cv2
-import numpy as np
 import pytest
-from bench_utils import measure
+from bench_utils import measure, write_noisy_predictions
 
 from istd_kernels.cli.main import main
 from istd_kernels.cli.synth import write_dataset
@@ -32,24 +30,6 @@ from istd_kernels.cli.synth import write_dataset
 N, SIZE = 400, 512
 MISSED = (0.1, 0.1, 0.4)
 GROUP = f"compare: 3 folders of saved predictions cpu {N}x{SIZE}x{SIZE} score + paired bootstrap"
-
-
-def write_predictions(folder, data, ids, missed, seed):
-    folder.mkdir()
-    rng = np.random.default_rng(seed)
-    for i in ids:
-        mask = cv2.imread(str(data / "masks" / f"{i}.png"), cv2.IMREAD_GRAYSCALE) > 127
-        n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        pred = np.zeros_like(mask)
-        for k in range(1, n):
-            if rng.random() >= missed:
-                dr, dc = rng.integers(-2, 3, 2)
-                pred |= np.roll(labels == k, (dr, dc), (0, 1))
-        for _ in range(rng.integers(0, 3)):
-            r, c = rng.integers(0, SIZE - 3, 2)
-            pred[r:r + rng.integers(1, 4), c:c + rng.integers(1, 4)] = True
-        prob = np.where(pred, rng.integers(150, 256, pred.shape), rng.integers(0, 110, pred.shape))
-        assert cv2.imwrite(str(folder / f"{i}.png"), prob.astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +40,7 @@ def files(tmp_path_factory):
     assert len(ids) == N
     folders = [root / f"model{m}" for m in range(len(MISSED))]
     for m, (folder, missed) in enumerate(zip(folders, MISSED)):
-        write_predictions(folder, data, ids, missed, m)
+        write_noisy_predictions(folder, data, ids, missed, m, SIZE)
     return root, data, folders
 
 

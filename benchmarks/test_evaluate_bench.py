@@ -19,9 +19,8 @@ It is CPU heavy (two passes over 400 images per round, three rounds): run it on 
 import json
 
 import cv2
-import numpy as np
 import pytest
-from bench_utils import measure
+from bench_utils import measure, write_noisy_predictions
 
 from istd_kernels.cli.main import main
 from istd_kernels.cli.synth import write_dataset
@@ -38,21 +37,7 @@ def files(tmp_path_factory):
     ids = (data / "img_idx" / "test_synth.txt").read_text().split()
     assert len(ids) == N
     pred_dir = root / "pred"
-    pred_dir.mkdir()
-    rng = np.random.default_rng(0)
-    for i in ids:
-        mask = cv2.imread(str(data / "masks" / f"{i}.png"), cv2.IMREAD_GRAYSCALE) > 127
-        n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-        pred = np.zeros_like(mask)
-        for k in range(1, n):
-            if rng.random() < 0.9:
-                dr, dc = rng.integers(-2, 3, 2)
-                pred |= np.roll(labels == k, (dr, dc), (0, 1))
-        for _ in range(rng.integers(0, 3)):
-            r, c = rng.integers(0, SIZE - 3, 2)
-            pred[r:r + rng.integers(1, 4), c:c + rng.integers(1, 4)] = True
-        prob = np.where(pred, rng.integers(150, 256, pred.shape), rng.integers(0, 110, pred.shape))
-        assert cv2.imwrite(str(pred_dir / f"{i}.png"), prob.astype(np.uint8))
+    write_noisy_predictions(pred_dir, data, ids, 0.1, 0, SIZE)
     return data, pred_dir, ids
 
 
