@@ -349,6 +349,13 @@ _BWD_INPUT_KEY = ["C", "H", "W", "Ho", "Wo", "SH", "SW", "DH", "DW", "KH", "KW",
 # cached for another K1 could need more workspace rows than were allocated.
 _BWD_WEIGHT_KEY = ["C", "H", "W", "Ho", "Wo", "SH", "SW", "DH", "DW", "KH", "KW", "K1", "sgw", "sxw"]
 
+# The weight-gradient kernel adds into its zero-filled workspace, so every timing launch of
+# the autotuner would add into it again: reset_to_zero clears it before each candidate and
+# after the last (seen on an H200: wrong and irreproducible weight gradients on a key's first
+# call).  One dict, so that tests/test_autotune_repeats.py builds the same autotuner.
+BWD_WEIGHT_TUNING = dict(key=_BWD_WEIGHT_KEY, prune_configs_by={"early_config_prune": _prune_wgrad},
+                         reset_to_zero=["ws_ptr"])
+
 if INTERPRET:
     _fwd_tuned = None
     _bwd_input_tuned = None
@@ -359,9 +366,7 @@ else:
     _bwd_input_tuned = triton.autotune(BWD_INPUT_CONFIGS, key=_BWD_INPUT_KEY,
                                        prune_configs_by={"early_config_prune": _prune_by("H", "W")})(
                                            _dw_bwd_input_kernel)
-    _bwd_weight_tuned = triton.autotune(BWD_WEIGHT_CONFIGS, key=_BWD_WEIGHT_KEY,
-                                        prune_configs_by={"early_config_prune": _prune_wgrad})(
-                                            _dw_bwd_weight_kernel)
+    _bwd_weight_tuned = triton.autotune(BWD_WEIGHT_CONFIGS, **BWD_WEIGHT_TUNING)(_dw_bwd_weight_kernel)
 
 
 # ---------------------------------------------------------------------------
