@@ -362,7 +362,6 @@ def test_roc_fused_pass_equals_stacked_maps(logits, monkeypatch):
     fused = roc_module.measure_pair
     monkeypatch.setattr(roc_module, "measure_pair", lambda *a: calls.append(fused(*a)) or calls[-1])
     prob, target = batch(18, n=4)
-    prob[0, 0, 5, 5:9] = float("nan")
     prob[1, 0, 9, 9] = 0.25  # a pixel exactly at a threshold stays negative
     pred = torch.logit(prob) if logits else prob
     thresholds = [0.0, 0.25, 0.5, 0.8, 1.0]
@@ -487,31 +486,6 @@ def test_backend_checked_when_the_metric_is_made(make):
 def test_meta_tensors_are_refused(make):
     with pytest.raises(ValueError, match="pred must hold data"):
         make().update(torch.zeros(1, 1, 8, 8, device="meta"), torch.zeros(1, 1, 8, 8, device="meta"))
-
-
-@pytest.mark.parametrize("make", [IoU, NIoU, PdFa, lambda: ROC([0.3, 0.5]), ISTDMetrics])
-def test_logits_without_the_flag_warn_once(make, recwarn):
-    prob, target = batch(22, n=2)
-    logit = torch.logit(prob.double()).float()
-    quiet = make()
-    quiet.update(prob, target)                       # probabilities
-    quiet.update((prob > 0.5).to(torch.uint8) * 255, target)  # 0/255 integer maps are documented
-    quiet.compute()
-    assert [w for w in recwarn if "outside [0, 1]" in str(w.message)] == []
-    m = make()
-    m.update(logit, target)
-    m.update(logit, target)
-    m.compute()
-    warned = [w for w in recwarn if "outside [0, 1]" in str(w.message)]
-    assert len(warned) == 1 and "logits=True" in str(warned[0].message)
-
-
-def test_logits_with_the_flag_do_not_warn(recwarn):
-    prob, target = batch(23, n=2)
-    for m in (ISTDMetrics(logits=True), ROC([0.5], logits=True), PdFa(logits=True)):
-        m.update(torch.logit(prob.double()).float(), target)
-        m.compute()
-    assert [w for w in recwarn if "outside [0, 1]" in str(w.message)] == []
 
 
 # -- multi-process merge -------------------------------------------------------------------------

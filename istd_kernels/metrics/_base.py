@@ -9,7 +9,7 @@ costs at most one per batch, see :mod:`.pdfa`).
 
 from __future__ import annotations
 
-import warnings
+import math
 
 import torch
 from torch import Tensor
@@ -71,41 +71,53 @@ def check_backend(backend: object) -> str | None:
     return backend
 
 
-class RangeCheck:
-    """Warns once (per metric) when a floating-point ``pred`` given as probabilities has
-    values outside [0, 1] (or NaN): logits passed without ``logits=True`` would otherwise be
-    thresholded at 0.5 without a word.
+def check_values(pred: Tensor, logits: bool) -> None:
+    """The one rule for a ``pred``'s values: ValueError when a floating-point ``pred`` holds NaN
+    or infinities, or values outside [0, 1] while ``logits`` is False (logits thresholded at
+    0.5 as probabilities would give a wrong number without a word). One host read of its min
+    and max; integer and bool maps (0/1, 0/255) are masks and pass."""
+    if not pred.dtype.is_floating_point or pred.numel() == 0:
+        return
+    _check_range(*(float(v) for v in torch.aminmax(pred)), logits)
 
-    On the CPU the check reads the map when it comes; on a GPU the verdict stays on the
-    device until ``compute`` (``flush``), so that ``update`` still needs no host sync.
+
+def _check_range(low: float, high: float, logits: bool) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):  # NaN propagates into aminmax
+        raise ValueError("pred must be finite; got NaN or infinite values")
+    if not logits and not (0.0 <= low and high <= 1.0):
+        raise ValueError(f"pred must hold probabilities in [0, 1] (or pass logits=True); got values in "
+                         f"[{low}, {high}]")
+
+
+class ValueCheck:
+    """:func:`check_values` for metrics whose ``update`` needs no host sync.
+
+    On the CPU the map is checked when it comes and a bad one raises before any count. On a
+    GPU its min and max stay on the device until ``compute`` or ``sync`` (``flush``), which
+    raise the same ValueError then (the counts already hold the bad batch: ``reset`` first).
     """
 
     def __init__(self) -> None:
-        self.warned = False
         self._pending: Tensor | None = None
 
     def see(self, pred: Tensor, logits: bool) -> None:
-        if logits or self.warned or not pred.dtype.is_floating_point or pred.numel() == 0:
+        if not pred.dtype.is_floating_point or pred.numel() == 0:
+            return
+        if pred.device.type == "cpu":
+            check_values(pred, logits)
             return
         low, high = torch.aminmax(pred)
-        outside = ~((low >= 0) & (high <= 1))  # NaN fails both comparisons
-        if pred.device.type == "cpu":
-            if outside:
-                self._warn()
-        else:
-            self._pending = outside if self._pending is None else self._pending | outside
+        seen = torch.stack((low, high)).double()
+        if logits:  # only finiteness matters: keep the range inside [0, 1] when finite
+            seen = torch.where(torch.isfinite(seen), 0.5, seen)
+        if self._pending is not None:  # minimum/maximum propagate NaN
+            seen = torch.stack((torch.minimum(seen[0], self._pending[0]), torch.maximum(seen[1], self._pending[1])))
+        self._pending = seen
 
     def flush(self) -> None:
         pending, self._pending = self._pending, None
-        if pending is not None and not self.warned and bool(pending):
-            self._warn()
-
-    def _warn(self) -> None:
-        self.warned = True
-        # stacklevel 4: the caller of the metric's update or compute.
-        warnings.warn("pred has values outside [0, 1] (or NaN) although logits=False: they are thresholded at 0.5 as "
-                      "probabilities. Pass logits=True for logits, or apply sigmoid first.", UserWarning,
-                      stacklevel=4)
+        if pending is not None:
+            _check_range(*pending.tolist(), False)
 
 
 def binarize_target(target: Tensor) -> Tensor:
@@ -126,7 +138,7 @@ class Metric:
 
     def __init__(self, distributed: bool = True) -> None:
         self.distributed = check_flag(distributed, "distributed")
-        self.range_check = RangeCheck()
+        self.value_check = ValueCheck()
         self._state: dict[str, Tensor] = {}
         self.reset()
 
@@ -147,7 +159,7 @@ class Metric:
 
     def sync(self) -> dict[str, Tensor]:
         """Copies of the count tensors, summed over all processes when running distributed."""
-        self.range_check.flush()
+        self.value_check.flush()
         counts = {k: v.clone() for k, v in self._state.items()}
         dist = torch.distributed
         if not (self.distributed and dist.is_available() and dist.is_initialized()):

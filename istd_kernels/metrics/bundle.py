@@ -6,13 +6,13 @@ from __future__ import annotations
 from torch import Tensor
 
 from . import rules
-from ._base import RangeCheck, binarize_pred, binarize_target, check_pair
+from ._base import ValueCheck, binarize_pred, binarize_target, check_pair, check_values
 from ._fused import measure_pair
 from .hiou import HIoU
 from .pdfa import PdFa
 from .pixel import IoU, NIoU, intersection_union
 from .pixel_curves import PixelMetrics
-from .sweep import above, check_values, levels
+from .sweep import above, levels
 
 BASIC = ("iou", "niou", "pdfa")
 # The metrics beyond the basic four, by the name ``metrics=`` takes; ``pdfa_shooting`` and
@@ -96,8 +96,9 @@ class ISTDMetrics:
     (:class:`.HIoU`), ``pixel`` (:class:`.PixelMetrics`). ``thresholds`` (probabilities)
     sweeps the shooting, OPDC and hIoU members; the basic members stay at the one cut.
     ``pyirstd=True`` gives the OPDC, hIoU and pixel members PyIRSTDMetrics 1.0.2's rules.
-    With extra metrics, a non-finite ``pred`` or one outside [0, 1] (without ``logits``)
-    raises ValueError.
+    Mismatched shapes, a non-finite ``pred`` or one outside [0, 1] (without ``logits``)
+    raise ValueError (basic metrics only, on a GPU: at ``compute``, see
+    :class:`._base.ValueCheck`).
 
     ``compute()`` -> ``{"iou", "niou", "pd", "fa"}`` and the raw counts
     (``intersection, union, images, detected, targets, false_pixels, pixels``). Values are
@@ -116,7 +117,7 @@ class ISTDMetrics:
         self.pdfa = PdFa(distance=distance, connectivity=connectivity, legacy=legacy, logits=logits,
                          backend=backend, distributed=distributed)
         self.logits = self.iou.logits
-        self.range_check = RangeCheck()
+        self.value_check = ValueCheck()
         self.extra = ExtraMetrics(metrics, distance=distance, connectivity=connectivity, logits=logits,
                                   backend=backend, distributed=distributed, thresholds=thresholds, pyirstd=pyirstd)
 
@@ -130,7 +131,7 @@ class ISTDMetrics:
         if self.extra:
             check_values(p, self.logits)
         else:
-            self.range_check.see(p, self.logits)
+            self.value_check.see(p, self.logits)
         fused = measure_pair(p, t, 0.0 if self.logits else 0.5, self.pdfa.connectivity, self.pdfa.backend)
         if fused is not None:
             inter, union = fused.inter, fused.union
@@ -147,7 +148,7 @@ class ISTDMetrics:
     __call__ = update
 
     def compute(self) -> dict:
-        self.range_check.flush()
+        self.value_check.flush()
         out: dict = {}
         for m in (self.iou, self.niou, self.pdfa):
             out.update(m.compute())
@@ -156,7 +157,7 @@ class ISTDMetrics:
 
     def sync(self) -> dict:
         """The members' count tensors, summed over processes when running distributed."""
-        self.range_check.flush()
+        self.value_check.flush()
         out: dict = {}
         for m in (self.iou, self.niou, self.pdfa):
             out.update(m.sync())

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from . import rules
-from ._base import Metric, binarize_target, check_backend, check_flag, check_pair
+from ._base import Metric, binarize_target, check_backend, check_flag, check_pair, check_values
 from .pdfa import check_matching_args, check_overlap, rates
-from .sweep import above, check_thresholds, check_values, levels
+from .sweep import above, check_thresholds, levels
 
 HIOU_KEYS = ("hiou", "seg_iou", "seg_mrg_err", "seg_itf_err", "seg_pcp_err", "loc_iou", "loc_s2m_err",
              "loc_m2s_err", "loc_itf_err", "loc_pcp_err")

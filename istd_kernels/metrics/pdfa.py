@@ -32,9 +32,9 @@ from torch import Tensor
 
 from .. import ops as _ops
 from . import rules
-from ._base import Metric, binarize_pred, binarize_target, check_backend, check_flag, check_pair
+from ._base import Metric, binarize_pred, binarize_target, check_backend, check_flag, check_pair, check_values
 from .near import near_pairs
-from .sweep import above, check_thresholds, check_values, levels
+from .sweep import above, check_thresholds, levels
 
 
 def measure(mask_bin: Tensor, connectivity: int = 8, backend: str | None = None
@@ -186,9 +186,9 @@ class PdFa(Metric):
     ``matched_predictions / predictions`` (under the shooting rule the predicted components
     that reach a target's inner box). Ratios with an empty denominator are 0.
 
-    Errors: the rule arguments raise ValueError/TypeError naming them. With a rule other
-    than "distance" or with ``thresholds``, a non-finite ``pred`` or (without ``logits``)
-    one outside [0, 1] raises ValueError; the plain rule keeps its warning.
+    Errors: the rule arguments raise ValueError/TypeError naming them; mismatched shapes, a
+    non-finite ``pred`` or (without ``logits``) one outside [0, 1] raise ValueError (the
+    plain rule on a GPU: at ``compute``, see :class:`._base.ValueCheck`).
     """
 
     def __init__(self, distance: float = 3.0, connectivity: int = 8, legacy: bool = False,
@@ -220,7 +220,7 @@ class PdFa(Metric):
     def update(self, pred: Tensor, target: Tensor) -> None:
         p, t = check_pair(pred, target)
         if self.plain:
-            self.range_check.see(p, self.logits)
+            self.value_check.see(p, self.logits)
             self._add(binarize_pred(p, self.logits), binarize_target(t))
             return
         check_values(p, self.logits)

@@ -21,7 +21,11 @@ def intersection_union(pred_bin: Tensor, target_bin: Tensor, backend: str | None
 
 
 class _OverlapMetric(Metric):
-    """A metric fed by the per-image overlap counts of each batch (subclasses define ``_add``)."""
+    """A metric fed by the per-image overlap counts of each batch (subclasses define ``_add``).
+
+    ``update`` raises ValueError for mismatched shapes, a non-finite ``pred`` or (without
+    ``logits``) one outside [0, 1] (on a GPU at ``compute``: :class:`._base.ValueCheck`).
+    """
 
     def __init__(self, logits: bool = False, distributed: bool = True) -> None:
         self.logits = check_flag(logits, "logits")
@@ -29,7 +33,7 @@ class _OverlapMetric(Metric):
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         p, t = check_pair(pred, target)
-        self.range_check.see(p, self.logits)
+        self.value_check.see(p, self.logits)
         self._add(*intersection_union(binarize_pred(p, self.logits), binarize_target(t)), p.device)
 
     def _add(self, inter: Tensor, union: Tensor, device: torch.device) -> None:

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._base import Metric, binarize_target, check_flag, check_pair
-from .sweep import at_least, check_values, levels
+from ._base import Metric, binarize_target, check_flag, check_pair, check_values
+from .sweep import at_least, levels
 
 MEASURES = ("iou", "precision", "recall", "fmeasure", "fpr")
 

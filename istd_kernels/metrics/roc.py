@@ -68,6 +68,9 @@ class ROC(Metric):
     ``compute()`` returns lists, one entry per threshold in the order given:
     ``thresholds, tpr, fpr, pd, fa`` and the raw counts ``tp, fp, fn, tn, detected,
     false_pixels``, plus the scalars ``targets`` and ``pixels``.
+
+    Raises ValueError for mismatched shapes, a non-finite ``pred`` or (without ``logits``)
+    one outside [0, 1] (on a GPU at ``compute``: :class:`._base.ValueCheck`).
     """
 
     def __init__(self, thresholds: Tensor | Sequence[float], logits: bool = False,
@@ -101,7 +104,7 @@ class ROC(Metric):
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         p, t = check_pair(pred, target)
-        self.range_check.see(p, self.logits)
+        self.value_check.see(p, self.logits)
         n, h, w = p.shape
         if n == 0:
             return

@@ -41,19 +41,6 @@ def linspace_thresholds(k: int) -> tuple[float, ...] | None:
     return None if k == 1 else tuple(float(i) / k for i in range(k))
 
 
-def check_values(pred: Tensor, logits: bool) -> None:
-    """ValueError when a floating-point ``pred`` holds NaN or infinities, or values outside
-    [0, 1] while ``logits`` is False (one host read of its min and max)."""
-    if not pred.dtype.is_floating_point or pred.numel() == 0:
-        return
-    low, high = (float(v) for v in torch.aminmax(pred))
-    if not (math.isfinite(low) and math.isfinite(high)):  # NaN propagates into aminmax
-        raise ValueError("pred must be finite; got NaN or infinite values")
-    if not logits and not (0.0 <= low and high <= 1.0):
-        raise ValueError(f"pred must hold probabilities in [0, 1] (or pass logits=True); got values in "
-                         f"[{low}, {high}]")
-
-
 def levels(pred: Tensor, thresholds: tuple[float, ...] | None, logits: bool) -> tuple[Tensor, tuple[float, ...]]:
     """``(values, cuts)``: the map and the cuts whose ``values > cut`` are the binary
     predictions. ``thresholds=None``: ``pred`` itself (0/1 for bool maps) cut at 0.5, or at 0
