@@ -200,6 +200,17 @@ def explain(op: str, implemented: Iterable[str], device: torch.device, dtype: to
     return chosen, verdicts
 
 
+def resolve(implemented: Iterable[str], backend: str | None = None) -> str:
+    """The backend name a call of an op with backends ``implemented`` asks for (or ``"auto"``)."""
+    name = requested(backend)
+    if backend is None and name not in tuple(implemented):
+        # A use_backend() context or ISTD_BACKEND covers a whole model, whose ops need not
+        # all have that backend: those that lack it pick automatically. A per-call
+        # backend= is a demand about this op, and refusing it is the honest answer.
+        return "auto"
+    return name
+
+
 def select(op: str, implemented: Iterable[str], device: torch.device, dtype: torch.dtype,
            backend: str | None = None, supports: Supports | None = None) -> str:
     """The backend that runs ``op`` on tensors of ``device``/``dtype``.
@@ -214,12 +225,7 @@ def select(op: str, implemented: Iterable[str], device: torch.device, dtype: tor
     """
     implemented = tuple(implemented)
     supports = supports or _always
-    name = requested(backend)
-    if backend is None and name not in implemented:
-        # A use_backend() context or ISTD_BACKEND covers a whole model, whose ops need not
-        # all have that backend: those that lack it pick automatically. A per-call
-        # backend= is a demand about this op, and refusing it is the honest answer.
-        name = "auto"
+    name = resolve(implemented, backend)
     if name == "auto":
         for candidate in auto_order(device):
             if _verdict(candidate, implemented, device, dtype, supports).ok:

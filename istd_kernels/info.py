@@ -2,7 +2,9 @@
 
 ``python -m istd_kernels.info --explain split_attention --scales 3,5 [--device cuda]
 [--dtype float16] [--backend triton]`` tells which path runs that call and why each other
-path was skipped (``--explain hlk_conv --k-size 23`` for an HLKConv geometry).
+path was skipped: a path's own limits, or one of ``auto``'s measured preferences
+(:mod:`istd_kernels.ops._auto_rules`; ``--explain hlk_conv --k-size 23 --size 64x64`` for an
+HLKConv geometry and plane).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def _parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--k-size", type=int, default=None,
                         help="hlk_conv's receptive field, e.g. 7 or 23 (default: the fused paths' k_size 7)")
     parser.add_argument("--size", default=None, metavar="HxW",
-                        help="the call's plane, e.g. 64x64: auto's CPU size rule (istd_kernels/ops/_cpu_rule.py)")
+                        help="the call's plane, e.g. 64x64, which auto's measured preferences may read "
+                        "(istd_kernels/ops/_auto_rules.py)")
     args = parser.parse_args(argv)
     if args.explain is not None:
         args.explain = args.explain if args.explain.startswith("istd.") else "istd." + args.explain

@@ -66,7 +66,8 @@ def test_hlk_triton_has_a_fused_and_a_composed_path(gpu):
 
 def test_explain_lists_every_hlk_path(gpu):
     gpu.discard("cuda")
-    lines = _dispatch.explain(HLK, "cuda", torch.float32, k1=5, k2=7, dilation=3).splitlines()
+    # Named explicitly: auto on CUDA prefers cuDNN to both Triton paths (test_auto_on_a_gpu_...).
+    lines = _dispatch.explain(HLK, "cuda", torch.float32, "triton", k1=5, k2=7, dilation=3).splitlines()
     assert lines[0].endswith("runs triton-composed"), lines
     verdicts = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:]}
     assert set(verdicts) == {"cuda", "triton-fused", "triton-composed", "torch", "cpp"}
@@ -78,6 +79,28 @@ def test_auto_on_a_gpu_prefers_cuda(gpu):
     assert _dispatch.choose(SA, CUDA, torch.float32, scales=(2, 4)) == "cuda"
     # lcm 15 <= 32: the CUDA kernel takes non-power-of-two scales the Triton kernels refuse.
     assert _dispatch.choose(SA, CUDA, torch.float32, scales=(3, 5)) == "cuda"
+
+
+def test_auto_on_a_gpu_sends_convolutions_to_cudnn(gpu):
+    # Measured on an H200 (ops/_auto_rules.py): cuDNN beat the depthwise and HLKConv kernels,
+    # while the cuda split attention and max-pool made LCRNet's forward faster.
+    for op, call in ((dw_mod.OP, {}), (HLK, dict(k1=3, k2=3, dilation=2, pixels=64 * 64))):
+        assert _dispatch.choose(op, CUDA, torch.float32, **call) == "torch", op
+        assert _dispatch.choose(op, CUDA, torch.float16, "auto", **call) == "torch", op
+        assert _dispatch.choose(op, CUDA, torch.float32, "cuda", **call) == "cuda", op
+        assert _dispatch.choose(op, CUDA, torch.float32, "triton", **call) == "triton", op
+    assert _dispatch.choose("istd.multiscale_maxpool", CUDA, torch.float32) == "cuda"
+    # The preference is CUDA's: on CPU tensors the cpp depthwise kernel keeps its place.
+    assert [p.device for p in _dispatch.preferences(dw_mod.OP)] == ["cuda"]
+
+
+def test_explain_cites_the_gpu_measurement(gpu):
+    lines = _dispatch.explain(dw_mod.OP, "cuda", torch.float32).splitlines()
+    assert lines[0].endswith("runs torch"), lines
+    for line in lines[1:3]:
+        assert line.split()[1:5] == ["skipped:", "auto", "prefers", "torch"], line
+        assert "nvidia-h200/2026-12-04-machine/report.md" in line and "backward not measured" in line
+    assert _dispatch.explain(dw_mod.OP, "cuda", torch.float32, "cuda").splitlines()[0].endswith("runs cuda")
 
 
 def test_auto_reaches_triton_when_cuda_refuses_the_call(gpu, monkeypatch):

@@ -1,6 +1,6 @@
 """The ops: public functions with a plain-PyTorch reference (``*_ref``) and fast backends."""
 
-from . import mask_stats  # noqa: F401  (registers the metrics' routed ops)
+from . import _auto_rules, mask_stats  # noqa: F401  (auto's measured preferences; the metrics' routed ops)
 from .components import (
                          ComponentStats,
                          component_stats,

@@ -12,6 +12,12 @@ that can run the call, and an explicit request gets the refusing backend's reaso
 :func:`explain` tells, for a call, which path runs and why each other was skipped
 (``python -m istd_kernels.info --explain OP``).
 
+``supports`` says what CAN run; what ``auto`` SHOULD run is a separate, measured matter: a
+:class:`Preference` (:func:`prefer`) makes ``auto`` skip some backends for another on a
+device's tensors where that other measured faster. Preferences bind ``auto`` only; a backend
+named explicitly runs whenever its ``supports`` takes the call. The measured preferences
+have one home, :mod:`istd_kernels.ops._auto_rules`.
+
 Composed paths (HLKConv from depthwise kernels) call another op's record through
 :func:`impl`, never that op's private helpers; layers and metrics ask :func:`choose`.
 """
@@ -45,6 +51,24 @@ class Impl(NamedTuple):
 _REGISTRY: dict[str, dict[str, Impl]] = {}
 
 
+def _every_call(**call) -> bool:
+    return True
+
+
+class Preference(NamedTuple):
+    """``auto`` on ``device`` tensors skips the backends ``over`` (so that its walk reaches
+    ``backend``) for the calls ``when(**call)`` accepts; ``why`` cites the measurement."""
+
+    device: str
+    backend: str
+    over: tuple[str, ...]
+    why: str
+    when: Callable[..., bool] = _every_call
+
+
+_PREFERENCES: dict[str, list[Preference]] = {}
+
+
 def register(op: str, backend: str, forward: Callable, backward: Callable | None = None,
              supports: Callable[..., tuple[bool, str]] = _always, path: str | None = None) -> Impl:
     """Record a path of ``op`` on ``backend`` (``path`` defaults to the backend's name; once:
@@ -57,6 +81,34 @@ def register(op: str, backend: str, forward: Callable, backward: Callable | None
         raise RuntimeError(f"{op} already has a {path!r} implementation")
     impls[path] = Impl(backend, forward, backward, supports, path)
     return impls[path]
+
+
+def prefer(op: str, device: str, backend: str, over: tuple[str, ...], why: str,
+           when: Callable[..., bool] = _every_call) -> Preference:
+    """Record that ``auto`` prefers ``backend`` to the backends ``over`` for calls of ``op``
+    on ``device`` (``"cpu"`` or ``"cuda"``) tensors whose hyper-parameters ``when(**call)``
+    accepts (default: every call). ``over`` must come before ``backend`` in ``auto``'s order
+    for the device (:func:`istd_kernels.backend.auto_order`); raises ValueError otherwise."""
+    order = _backend.auto_order(torch.device(device))
+    if backend not in order or any(o not in order or order.index(o) >= order.index(backend) for o in over):
+        raise ValueError(f"over must be backends auto tries before {backend!r} on {device} ({', '.join(order)}); "
+                         f"got {over!r}")
+    preference = Preference(device, backend, tuple(over), why, when)
+    _PREFERENCES.setdefault(op, []).append(preference)
+    return preference
+
+
+def preferences(op: str) -> list[Preference]:
+    """The auto preferences recorded for ``op``."""
+    return list(_PREFERENCES.get(op, ()))
+
+
+def _auto_skips(op: str, backend: str, device: torch.device, call: dict) -> str:
+    """Why ``auto`` skips ``backend`` for this call (a preference), or ``""``."""
+    for p in _PREFERENCES.get(op, ()):
+        if p.device == device.type and backend in p.over and p.when(**call):
+            return f"auto prefers {p.backend} here: {p.why}"
+    return ""
 
 
 def ops() -> list[str]:
@@ -107,18 +159,25 @@ def impl(op: str, backend: str, **call) -> Impl:
     return record
 
 
-def _supports(op: str, call: dict):
-    def supports(backend: str) -> tuple[bool, str]:
-        record, reasons = _first_supporting(op, backend, call)
+def _supports(op: str, call: dict, device: torch.device, backend: str | None):
+    """The ``supports(name)`` :func:`istd_kernels.backend.select` asks: the paths' own checks,
+    after the op's preferences when the call resolves to ``auto``."""
+    auto = _backend.resolve(backends(op), backend) == "auto"
+
+    def supports(name: str) -> tuple[bool, str]:
+        skip = _auto_skips(op, name, device, call) if auto else ""
+        if skip:
+            return False, skip
+        record, reasons = _first_supporting(op, name, call)
         return record is not None, reasons
 
     return supports
 
 
 def choose(op: str, device: torch.device, dtype: torch.dtype, backend: str | None = None, **call) -> str:
-    """The backend that runs this call of ``op`` (see :func:`istd_kernels.backend.select`);
-    :func:`impl` with the same ``call`` gives its path."""
-    return _backend.select(op, backends(op), device, dtype, backend, _supports(op, call))
+    """The backend that runs this call of ``op`` (see :func:`istd_kernels.backend.select`,
+    and :func:`prefer` for what ``auto`` skips); :func:`impl` with the same ``call`` gives its path."""
+    return _backend.select(op, backends(op), device, dtype, backend, _supports(op, call, device, backend))
 
 
 def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -127,7 +186,8 @@ def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = to
     ``call``, and why each other was skipped, as text (one line per path: a backend with
     several paths gets a line for each)."""
     device = torch.device(device)
-    chosen, verdicts = _backend.explain(op, backends(op), device, dtype, backend, _supports(op, call))
+    chosen, verdicts = _backend.explain(op, backends(op), device, dtype, backend, _supports(op, call, device, backend))
+    auto = _backend.resolve(backends(op), backend) == "auto"
     what = ", ".join(f"{k}={v!r}" for k, v in call.items())
     if chosen not in _backend.NAMES:
         outcome = f"raises {chosen[len('error: '):]}"
@@ -142,9 +202,12 @@ def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = to
             lines.append(f"  {v.backend:<{width}} {'can run' if v.ok else 'skipped: ' + v.reason}")
             continue
         for record in records:
-            # The backend's own availability first, then the path's supports().
+            # The backend's own availability first, then auto's preferences, then the path's supports().
             ok, reason = _backend._fits(record.backend, device, dtype)
-            if ok:
+            skip = _auto_skips(op, record.backend, device, call) if auto else ""
+            if ok and skip:
+                ok, reason = False, skip
+            elif ok:
                 ok, reason = record.supports(**call)
             lines.append(f"  {record.path:<{width}} {'can run' if ok else 'skipped: ' + reason}")
     return "\n".join(lines)

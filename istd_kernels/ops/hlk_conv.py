@@ -32,7 +32,6 @@ from ..limits import DW_MAX_DILATION, DW_MAX_KERNEL
 from . import _dispatch, _transforms
 from . import depthwise as _dw
 from ._checks import autocast_cast, check_int, check_same, check_tensor, is_int, unaliased
-from ._cpu_rule import auto_size, hlk_cpp_takes
 
 OP = "istd.hlk_conv"
 MAX_KERNEL = DW_MAX_KERNEL
@@ -276,14 +275,14 @@ def _triton_fused_backward(grad_y, x, w0, b0, w1, b1, w_pw, dilation, groups, ma
     return HlkGrads(*grads)
 
 
-def _register_extension(backend: str, **supports) -> None:
+def _register_extension(backend: str) -> None:
     # The binding makes the weights contiguous itself.
     _dispatch.register(OP, backend, _dispatch.extension_kernel(backend, "hlk_fwd"),
-                       partial(_composed_backward, backend), **supports)
+                       partial(_composed_backward, backend))
 
 
 _dispatch.register(OP, "torch", _torch_forward)  # differentiated by autograd
-_register_extension("cpp", supports=hlk_cpp_takes)  # auto's CPU size rule (ops/_cpu_rule.py)
+_register_extension("cpp")  # auto prefers torch on large planes (ops/_auto_rules.py)
 _register_extension("cuda")
 _dispatch.register(OP, "triton", _dispatch.lazy("hlk_conv", "hlk_fwd"), _triton_fused_backward, _triton_tiles_fit,
                    path="triton-fused")
@@ -378,7 +377,8 @@ def hlk_conv(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | 
     """
     x, w0, b0, w1, b1, w_pw, b_pw = autocast_cast(x, x, w0, b0, w1, b1, w_pw, b_pw)
     _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    name = _dispatch.choose(OP, x.device, x.dtype, backend, **_geometry(w0, w1, dilation), **auto_size(x, backend))
+    name = _dispatch.choose(OP, x.device, x.dtype, backend, **_geometry(w0, w1, dilation),
+                            pixels=x.shape[-2] * x.shape[-1])
     if name == "torch":
         return _torch_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
     return _hlk(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, name)

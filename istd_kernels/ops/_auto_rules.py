@@ -1,0 +1,43 @@
+"""Where ``auto`` prefers one backend to another, measured: the registry's preferences.
+
+``supports()`` of a record says what CAN run a call; the preferences here say what ``auto``
+SHOULD run, where a kernel measured slower than the PyTorch composition it replaces
+(:func:`istd_kernels.ops._dispatch.prefer`). They bind ``auto`` only: a backend named with
+``backend=``, ``use_backend()`` or ``ISTD_BACKEND`` runs wherever its ``supports`` takes the
+call. ``python -m istd_kernels.info --explain OP`` prints the preference that skipped a backend.
+"""
+
+from __future__ import annotations
+
+from . import _dispatch
+from .depthwise import OP as DEPTHWISE
+from .hlk_conv import OP as HLK_CONV
+
+#: Largest plane (H * W pixels) on which ``auto`` runs the cpp HLKConv on the CPU.
+HLK_CPP_MAX_PIXELS = 16 * 16
+
+# The CPU (docs/performance.md, "The default path on the CPU"): on the project's 2-core x86-64
+# machine the fused cpp HLKConv forward loses to oneDNN's convolution chain once a plane is
+# larger than 16x16 (its per-pixel pointwise step cannot match oneDNN's blocked AVX-512 1x1
+# and depthwise kernels; at 32x32 it won forward with 2 threads but lost with 1 thread and
+# forward+backward). The cpp split_attention, multiscale_maxpool and depthwise kernels have no
+# preference: they measured at least as fast as PyTorch at every LCRNet level.
+_dispatch.prefer(
+    HLK_CONV, "cpu", "torch", over=("cpp",),
+    why=f"on planes over {HLK_CPP_MAX_PIXELS} pixels (16x16) oneDNN's convolutions measured faster than the "
+        "cpp HLKConv on the CPU (docs/performance.md)",
+    when=lambda pixels=None, **_: pixels is not None and pixels > HLK_CPP_MAX_PIXELS,
+)
+
+# CUDA (benchmarks/results/nvidia-h200/2026-12-04-machine/report.md: H200, torch 2.11, Triton
+# 3.6, forward float32 at batch 8 on LCRNet's four levels, medians of 7; backward was not
+# measured on a GPU): depthwise 3x3 and dilation-2 convolutions ran at 0.15-0.54x (cuda) and
+# 0.06-0.72x (triton) of F.conv2d's speed, the fused HLKConv at 0.22-0.40x (cuda) and
+# 0.16-0.56x (triton) of the nn.Conv2d chain; so cuDNN runs them. split_attention and
+# multiscale_maxpool keep the cuda kernels: with them LCRNet's forward took 207 ms against
+# eager's 231 ms (1.11x), while triton's 257 ms lost.
+_H200 = "benchmarks/results/nvidia-h200/2026-12-04-machine/report.md; forward float32 only, backward not measured"
+_dispatch.prefer(DEPTHWISE, "cuda", "torch", over=("cuda", "triton"),
+                 why=f"cuDNN's depthwise convolution measured 1.4-17x faster on an H200 ({_H200})")
+_dispatch.prefer(HLK_CONV, "cuda", "torch", over=("cuda", "triton"),
+                 why=f"the cuDNN nn.Conv2d chain measured 1.8-6x faster than the fused kernels on an H200 ({_H200})")
