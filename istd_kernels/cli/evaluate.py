@@ -101,12 +101,15 @@ def _score_weights(net, device, ds, args):
 
 
 def _write_per_image(path: str, named_scorers) -> None:
+    """One row per image and folder: the basic counts, then every key of the selected suite."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["predictions", *ROW_FIELDS])
-    for name, scorer in named_scorers:
-        for r in scorer.rows:
-            w.writerow([name, *("" if r[f] is None else (f"{r[f]:.6f}" if f == "iou" else r[f]) for f in ROW_FIELDS)])
+    suite = [s.extra_columns() if s.extra else ([], [[] for _ in s.rows]) for _, s in named_scorers]
+    w.writerow(["predictions", *ROW_FIELDS, *suite[0][0]])
+    for (name, scorer), (_, cells) in zip(named_scorers, suite):
+        for r, extra in zip(scorer.rows, cells):
+            w.writerow([name, *("" if r[f] is None else (f"{r[f]:.6f}" if f == "iou" else r[f]) for f in ROW_FIELDS),
+                        *extra])
     write_text(Path(path), out.getvalue(), "--per-image")
     print(f"wrote {path}")
 

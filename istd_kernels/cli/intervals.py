@@ -53,9 +53,15 @@ def count_table(rows: list[dict], niou_empty: str) -> dict[str, np.ndarray]:
             "pixels": np.array([r["height"] * r["width"] for r in rows], dtype=np.float64)}
 
 
+def scale(key: str) -> float:
+    """The factor from a fraction to the paper-table unit of metric ``key``: the basic four's
+    :data:`UNITS`; for the suite's keys x 1e6 for Fa (``*_fa``), percent for the rest."""
+    return UNITS[key][1] if key in UNITS else 1e6 if key.endswith("_fa") else 100.0
+
+
 def fmt(value: float | None, key: str) -> str:
     """A fraction in the paper-table unit of metric ``key`` (2 decimals), or ``undefined``."""
-    return "undefined" if value is None else f"{value * UNITS[key][1]:.2f}"
+    return "undefined" if value is None else f"{value * scale(key):.2f}"
 
 
 def fmt_interval(value: float | None, low: float | None, high: float | None, key: str) -> str:
@@ -73,6 +79,24 @@ def intervals(scorer, args) -> dict:
     from ..metrics import bootstrap
     return bootstrap(count_table(scorer.rows, args.niou_empty), n_resamples=args.bootstrap, ci=args.ci,
                      seed=args.seed)
+
+
+def suite_intervals(scorer, args) -> dict:
+    """``{key: Interval}`` of every ratio of a scorer's suite (its raw counts are not
+    metrics), from its per-image count table with the resamples of :func:`intervals`: each
+    key is recomputed from the resampled counts as on the whole set (sample-based means
+    included: a sum of per-image values over a count of images)."""
+    import torch
+
+    from ..metrics import bootstrap_arrays
+    table = scorer.extra_table()
+    keys = [k for k, v in scorer.extra_per_image().items() if v.dtype.is_floating_point]
+
+    def values(sums: dict) -> dict:
+        got = scorer.extra.values({k: torch.from_numpy(v) for k, v in sums.items()}, empty=float("nan"))
+        return {k: got[k].numpy() for k in keys}
+    return bootstrap_arrays({k: v.double().numpy() for k, v in table.items()}, values, n_resamples=args.bootstrap,
+                            ci=args.ci, seed=args.seed)
 
 
 def interval_line(name: str, found: dict) -> str:
@@ -95,4 +119,15 @@ def report_intervals(named_scorers, args) -> list[dict]:
         found = intervals(scorer, args)
         print(interval_line(name, found))
         blocks.append(intervals_json(found, args))
+        if scorer.extra:
+            suite = suite_intervals(scorer, args)
+            print(f"{name}, the suite's printed metrics:\n{suite_interval_table(suite, scorer.sweep)}")
+            blocks[-1]["suite"] = {k: iv._asdict() for k, iv in suite.items()}
     return blocks
+
+
+def suite_interval_table(suite: dict, thresholds) -> str:
+    """The suite's table (:func:`.suite.suite_rows`) with ``value [low, high]`` cells."""
+    from .compare import render_table
+    from .suite import suite_rows
+    return render_table(suite_rows({k: iv.value for k, iv in suite.items()}, thresholds, suite), "text")

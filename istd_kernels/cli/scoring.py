@@ -66,6 +66,9 @@ class Scorer:
         self.roc = ROC(ROC_THRESHOLDS, logits=logits, legacy=legacy, distributed=False) if roc else None
         self.components = components
         self.rows: list[dict] = []
+        # The suite's count tensors of each image (``extra`` is reset after each): the
+        # per-image values, the totals and the bootstrap all come from this one table.
+        self.extra_rows: list[dict[str, Tensor]] = []
         self._last = self._counts()
 
     def _counts(self) -> dict[str, int]:
@@ -81,6 +84,8 @@ class Scorer:
             self.roc.update(pred[None], target[None])
         if self.extra:
             self.extra.update(pred[None], target[None])
+            self.extra_rows.append(self.extra.sync())
+            self.extra.reset()
         now = self._counts()
         d = {k: now[k] - self._last[k] for k in now}
         self._last = now
@@ -98,10 +103,34 @@ class Scorer:
             m["niou"] = m["niou"] * m["images"] / scored if scored else 0.0
             m["niou_images"] = scored
         head = {k: m.pop(k) for k in ("iou", "niou", "pd", "fa")}
-        extra = {"thresholds": self.sweep, "metrics": jsonable(self.extra.compute())} if self.extra else {}
+        extra = {}
+        if self.extra:
+            totals = {k: v.sum(0) for k, v in self.extra_table().items()}
+            extra = {"thresholds": self.sweep, "metrics": jsonable(self.extra.compute(totals))}
         return {**head, "iou_percent": 100 * head["iou"], "niou_percent": 100 * head["niou"],
                 "pd_percent": 100 * head["pd"], "fa_x1e-6": 1e6 * head["fa"], "images": m["images"], "counts": m,
                 **extra}
+
+    def extra_table(self) -> dict[str, Tensor]:
+        """The suite's count tensors per image: ``{"member.count": [n, ...]}`` in the order
+        of :attr:`rows` (n = 0 before any image)."""
+        import torch
+        zero = self.extra.sync()
+        if not self.extra_rows:
+            return {k: v[None][:0] for k, v in zero.items()}
+        return {k: torch.stack([r[k] for r in self.extra_rows]).cpu() for k in zero}
+
+    def extra_per_image(self) -> dict[str, Tensor]:
+        """Every key of the suite per image (``[n, ...]``, in the order of :attr:`rows`); NaN
+        where an image leaves a ratio undefined (no targets for its Pd, ...)."""
+        return self.extra.values(self.extra_table(), empty=float("nan"))
+
+    def extra_columns(self) -> tuple[list[str], list[list]]:
+        """The suite's ``--per-image`` header and cells, one row per image of :attr:`rows`."""
+        from .suite import per_image_columns
+        pixel = self.extra.members.get("pixel")
+        edges = list(reversed(pixel.edges)) if pixel is not None else []
+        return per_image_columns(self.extra_per_image(), self.sweep, edges)
 
     def worst(self, k: int) -> list[dict]:
         """The ``k`` worst rows: lowest IoU first (an image with nothing to find and nothing

@@ -39,20 +39,53 @@ def jsonable(values: dict) -> dict:
     return {k: v.tolist() if hasattr(v, "tolist") else v for k, v in values.items()}
 
 
-def suite_rows(values: dict, thresholds: tuple[float, ...] | None) -> list[list[str]]:
+def suite_rows(values: dict, thresholds: tuple[float, ...] | None, intervals: dict | None = None) -> list[list[str]]:
     """The table (header first) of the printed keys of ``values`` (an ExtraMetrics result,
-    :func:`jsonable`), one column per threshold."""
+    :func:`jsonable`), one column per threshold; with ``intervals`` (``{key: Interval}``,
+    :func:`.intervals.suite_intervals`) each cell is ``value [low, high]``."""
+    from .intervals import fmt, fmt_interval
     cuts = thresholds or (0.5,)
     rows = [["metric", *(f"> {t:g}" for t in cuts)]]
     keys = [p + k for p in ("shooting_", "opdc_") for k in _PDFA_ROWS] + [
         "hiou", "seg_iou", "seg_mrg_err", "seg_itf_err", "seg_pcp_err", "loc_iou", "loc_s2m_err", "loc_m2s_err",
-        "loc_itf_err", "loc_pcp_err"]
-    for key in keys:
-        if key in values:
-            per = values[key] if isinstance(values[key], list) else [values[key]]
-            fa = key.endswith("_fa")
-            rows.append([key + (" (x1e-6)" if fa else " (%)"), *(f"{v * (1e6 if fa else 100):.2f}" for v in per)])
-    for key in _PIXEL_ROWS:  # at --threshold whatever the sweep
-        if key in values:
-            rows.append([key + " (%)", f"{100 * values[key]:.2f}", *([""] * (len(cuts) - 1))])
+        "loc_itf_err", "loc_pcp_err"] + list(_PIXEL_ROWS)
+    for key in (k for k in keys if k in values):
+        if intervals is None:
+            cells = [fmt(v, key) for v in _listed(values[key])]
+        else:
+            cells = [fmt_interval(*triple, key) for triple in zip(*(_listed(x) for x in intervals[key][:3]))]
+        label = key + (" (x1e-6)" if key.endswith("_fa") else " (%)")
+        rows.append([label, *cells, *([""] * (len(cuts) - len(cells)))])  # pixel rows: at --threshold
     return rows
+
+
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def per_image_columns(values: dict, thresholds: tuple[float, ...] | None,
+                      curve_edges: list[float]) -> tuple[list[str], list[list]]:
+    """``(header, cells per image)`` of the suite's per-image values (``Scorer.extra_per_image``:
+    ``{key: [n, ...]}``) for the ``--per-image`` CSV. A key with one value per threshold of
+    the sweep gets one column each, ``KEY@>T``; a pixel curve one per point, ``KEY@>=EDGE``
+    (``curve_edges``, the curve's order); a key with one value just ``KEY``. Counts are
+    written as integers, ratios with 10 significant digits, undefined values (NaN) empty."""
+    header, columns = [], []
+    for key, v in values.items():
+        flat = v.reshape(v.shape[0], -1)
+        if flat.shape[1] == 1:
+            names = [key]
+        elif key.endswith("_dynamic"):
+            names = [f"{key}@>={e:g}" for e in curve_edges]
+        else:
+            names = [f"{key}@>{t:g}" for t in thresholds]
+        header += names
+        columns += [[_cell(x) for x in flat[:, j].tolist()] for j in range(flat.shape[1])]
+    return header, [list(row) for row in zip(*columns)]
+
+
+def _cell(x) -> str | int:
+    if isinstance(x, int):
+        return x
+    return "" if x != x else f"{x:.10g}"  # x != x: NaN, an undefined ratio
+

@@ -11,7 +11,7 @@ inputs' device, and read them back only in ``compute()``.
     >>> m.compute()    # {"iou": ..., "niou": ..., "pd": ..., "fa": ..., raw counts}
 """
 
-from .bootstrap import BASIC_METRICS, SummedMetric, bootstrap, paired_bootstrap, ratio_metric
+from .bootstrap import BASIC_METRICS, SummedMetric, bootstrap, bootstrap_arrays, paired_bootstrap, ratio_metric
 from .bundle import ISTDMetrics
 from .hiou import HIoU
 from .pdfa import PdFa
@@ -20,4 +20,4 @@ from .pixel_curves import PixelMetrics
 from .roc import ROC
 
 __all__ = ["IoU", "NIoU", "PdFa", "HIoU", "PixelMetrics", "ROC", "ISTDMetrics", "BASIC_METRICS", "SummedMetric",
-           "bootstrap", "paired_bootstrap", "ratio_metric"]
+           "bootstrap", "bootstrap_arrays", "paired_bootstrap", "ratio_metric"]

@@ -66,7 +66,8 @@ class Interval(NamedTuple):
     """A metric on the whole set and its percentile interval; None where undefined.
 
     ``undefined_resamples`` counts the resamples in which the metric had no value (e.g. every
-    drawn image without targets, for Pd); the interval comes from the others.
+    drawn image without targets, for Pd); the interval comes from the others. From
+    :func:`bootstrap_arrays`, a metric with one value per threshold or bin has nested lists.
     """
 
     value: float | None
@@ -87,19 +88,21 @@ class Difference(NamedTuple):
     undefined_resamples: int
 
 
-def _check_table(counts: Mapping, name: str) -> dict[str, np.ndarray]:
+def _check_table(counts: Mapping, name: str, arrays: bool = False) -> dict[str, np.ndarray]:
+    """``counts`` as float64 columns of one length n >= 1: [n], or with ``arrays`` [n, ...]."""
     if not isinstance(counts, Mapping) or not counts:
         raise TypeError(f"{name} must be a non-empty mapping of column name -> per-image counts [n]; "
                         f"got {type(counts).__name__}")
     table = {}
     for col, values in counts.items():
         arr = np.asarray(values, dtype=np.float64)
-        if arr.ndim != 1 or arr.size == 0:
-            raise ValueError(f"{name}[{col!r}] must be a 1-D sequence of at least one number; got shape {arr.shape}")
+        if (arr.ndim != 1 and not (arrays and arr.ndim > 1)) or arr.size == 0:
+            raise ValueError(f"{name}[{col!r}] must be a {'[n, ...] array' if arrays else '1-D sequence'} of at "
+                             f"least one number; got shape {arr.shape}")
         if not np.isfinite(arr).all() or (arr < 0).any():
             raise ValueError(f"{name}[{col!r}] must hold finite counts >= 0")
         table[col] = arr
-    lengths = {col: a.size for col, a in table.items()}
+    lengths = {col: len(a) for col, a in table.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"{name} columns must have one length (one entry per image); got {lengths}")
     return table
@@ -110,13 +113,17 @@ def _check_options(metrics: Mapping | None, n_resamples: int, ci: float,
     metrics = BASIC_METRICS if metrics is None else metrics
     if not isinstance(metrics, Mapping) or not all(isinstance(m, SummedMetric) for m in metrics.values()):
         raise TypeError("metrics must map names to SummedMetric (e.g. BASIC_METRICS)")
+    _check_resampling(n_resamples, ci, seed)
+    return dict(metrics)
+
+
+def _check_resampling(n_resamples: int, ci: float, seed: int) -> None:
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
         raise ValueError(f"n_resamples must be an int >= 1; got {n_resamples!r}")
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
         raise ValueError(f"ci must be a probability strictly between 0 and 1 (e.g. 0.95); got {ci!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int (the same seed gives the same intervals); got {seed!r}")
-    return dict(metrics)
 
 
 def _columns(table: dict[str, np.ndarray], metrics: dict[str, SummedMetric], name: str) -> list[str]:
@@ -130,16 +137,19 @@ def _columns(table: dict[str, np.ndarray], metrics: dict[str, SummedMetric], nam
 
 def resample_sums(tables: list[dict[str, np.ndarray]], cols: list[str], n_resamples: int,
                   seed: int) -> list[dict[str, np.ndarray]]:
-    """Per table ``{column: float64 [n_resamples]}``: each column summed over each resample's
-    images, the same images for every table (all tables have n rows)."""
+    """Per table ``{column: float64 [n_resamples, ...]}``: each column ([n] or [n, ...]) summed
+    over each resample's images, the same images for every table (all tables have n rows)."""
     n = len(tables[0][cols[0]])
     draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
     offsets = (np.arange(n_resamples, dtype=np.int64) * n)[:, None]
     weights = np.bincount((draws + offsets).ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
     # float64 products of integer counts are exact below 2**53
-    sums = weights.astype(np.float64) @ np.concatenate([np.stack([t[c] for c in cols], axis=1) for t in tables], 1)
+    flat = [t[c].reshape(n, -1) for t in tables for c in cols]
+    sums = weights.astype(np.float64) @ np.concatenate(flat, 1)
+    edges = np.cumsum([0] + [f.shape[1] for f in flat])
     k = len(cols)
-    return [{c: sums[:, i * k + j] for j, c in enumerate(cols)} for i in range(len(tables))]
+    return [{c: sums[:, edges[i * k + j]:edges[i * k + j + 1]].reshape(n_resamples, *t[c].shape[1:])
+             for j, c in enumerate(cols)} for i, t in enumerate(tables)]
 
 
 def _evaluate(metric: SummedMetric, sums: dict[str, np.ndarray]) -> np.ndarray:
@@ -188,6 +198,44 @@ def bootstrap(per_image_counts: Mapping, metrics: Mapping[str, SummedMetric] | N
         value, samples = _full(metric, table), _evaluate(metric, sums)
         low, high = _percentiles(samples, ci) if value is not None else (None, None)
         out[name] = Interval(value, low, high, int(np.isnan(samples).sum()))
+    return out
+
+
+def bootstrap_arrays(per_image_counts: Mapping, values: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
+                     n_resamples: int = 2000, ci: float = 0.95, seed: int = 0) -> dict[str, Interval]:
+    """Percentile bootstrap of metrics that are any function of count arrays summed over
+    images (the metric suite's per-threshold and per-bin values), with the resamples of
+    :func:`bootstrap` (same seed, same images).
+
+    Args:
+        per_image_counts: ``{column: array [n, ...]}``, one row per image, finite and >= 0.
+        values: maps ``{column: float64 [B, ...]}`` (the columns summed over the images of
+            each of B samples) to ``{name: float64 [B, ...]}``, NaN where undefined.
+        n_resamples, ci, seed: as for :func:`bootstrap`.
+
+    Returns:
+        ``{name: Interval}``; for a metric of shape [...] beyond the sample axis, each field
+        is a nested list of that shape (None where undefined) and ``undefined_resamples``
+        one count per entry.
+
+    Raises:
+        TypeError, ValueError: a malformed table or an option out of range.
+    """
+    _check_resampling(n_resamples, ci, seed)
+    table = _check_table(per_image_counts, "per_image_counts", arrays=True)
+    cols = sorted(table)
+    sums, = resample_sums([table], cols, int(n_resamples), int(seed))
+    full = {k: np.asarray(v, dtype=np.float64)[0]
+            for k, v in values({c: table[c].sum(0, keepdims=True) for c in cols}).items()}
+    out = {}
+    for name, samples in values(sums).items():
+        samples = np.asarray(samples, dtype=np.float64).reshape(int(n_resamples), -1)
+        entries = []
+        for value, column in zip(full[name].ravel(), samples.T):
+            low, high = _percentiles(column, ci) if not np.isnan(value) else (None, None)
+            entries.append((None if np.isnan(value) else float(value), low, high, int(np.isnan(column).sum())))
+        fields = [np.array([e[i] for e in entries], dtype=object).reshape(full[name].shape).tolist() for i in range(4)]
+        out[name] = Interval(*fields)
     return out
 
 

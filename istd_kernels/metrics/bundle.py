@@ -76,15 +76,42 @@ class ExtraMetrics:
             for add in adds:
                 add(k, pred_bin, pred_lab, shared)
 
-    def compute(self) -> dict:
+    def compute(self, counts: dict[str, Tensor] | None = None) -> dict:
+        """The members' ``compute()`` keys (prefixed), of their state or of ``counts`` (in the
+        form of :meth:`sync`, e.g. a per-image table summed)."""
+        counts = self.sync() if counts is None else counts
         out: dict = {}
         for name, m in self.members.items():
-            prefix = name.split("_", 1)[1] + "_" if name.startswith("pdfa_") else ""
-            out.update({prefix + k: v for k, v in m.compute().items()})
+            out.update({_prefix(name) + k: v for k, v in m.present(m.values(_member(counts, name))).items()})
+        return out
+
+    def values(self, counts: dict[str, Tensor], empty: float = 0.0) -> dict[str, Tensor]:
+        """Every key of :meth:`compute` as tensors, from count tensors in the form of
+        :meth:`sync` with any leading dims ([n, ...] per image, [R, ...] per resample: the
+        members' ``values``); ``empty`` (0, or NaN) for ratios with an empty denominator."""
+        out: dict = {}
+        for name, m in self.members.items():
+            out.update({_prefix(name) + k: v for k, v in m.values(_member(counts, name), empty).items()})
         return out
 
     def sync(self) -> dict:
+        """The members' count tensors as ``{"member.count": tensor}``."""
         return {f"{name}.{k}": v for name, m in self.members.items() for k, v in m.sync().items()}
+
+    def reset(self) -> None:
+        for m in self.members.values():
+            m.reset()
+
+
+def _member(counts: dict[str, Tensor], name: str) -> dict[str, Tensor]:
+    """Member ``name``'s count tensors (on the CPU) from ``{"member.count": tensor}``."""
+    head = name + "."
+    return {k[len(head):]: v.cpu() for k, v in counts.items() if k.startswith(head)}
+
+
+def _prefix(name: str) -> str:
+    """The key prefix of member ``name``: ``shooting_`` and ``opdc_`` for the extra PdFa rules."""
+    return name.split("_", 1)[1] + "_" if name.startswith("pdfa_") else ""
 
 
 class ISTDMetrics:

@@ -90,15 +90,23 @@ class HIoU(Metric):
             state["opdc_sums"][k] += torch.from_numpy(sums).to(values.device)
         return add
 
-    def compute(self) -> dict:
-        s = dict(zip(rules.OPDC_FIELDS, self.sync()["opdc_sums"].cpu().T))
+    def values(self, c: dict[str, Tensor], empty: float = 0.0) -> dict[str, Tensor]:
+        """The :data:`HIOU_KEYS` (float64 [..., K]) from the state's ``opdc_sums`` [..., K, F]
+        with any leading dims (per image, per resample); ``empty`` as for :meth:`.PdFa.values`."""
+        sums = c["opdc_sums"]
+        s = {f: sums[..., i] for i, f in enumerate(rules.OPDC_FIELDS)}
         tp, objects = s["tp"], s["tp"] + s["fp_objs"] + s["fn_objs"]
-        out = {"seg_iou": rates(s["tp_iou"], tp), "seg_mrg_err": rates(s["seg_mrg"], tp),
-               "seg_itf_err": rates(s["seg_itf"], tp), "seg_pcp_err": rates(s["seg_pcp"], tp),
-               "loc_iou": rates(tp, objects), "loc_s2m_err": rates(s["s2m"], objects),
-               "loc_m2s_err": rates(s["m2s"], objects), "loc_itf_err": rates(s["itf"], objects),
-               "loc_pcp_err": rates(s["pcp"], objects)}
-        out = {"hiou": out["seg_iou"] * out["loc_iou"], **out}
+        out = {"seg_iou": rates(s["tp_iou"], tp, empty), "seg_mrg_err": rates(s["seg_mrg"], tp, empty),
+               "seg_itf_err": rates(s["seg_itf"], tp, empty), "seg_pcp_err": rates(s["seg_pcp"], tp, empty),
+               "loc_iou": rates(tp, objects, empty)}
+        out.update({f"loc_{f}_err": rates(s[f], objects, empty) for f in ("s2m", "m2s", "itf", "pcp")})
+        return {"hiou": out["seg_iou"] * out["loc_iou"], **out}
+
+    def compute(self) -> dict:
+        return self.present(self.values({"opdc_sums": self.sync()["opdc_sums"].cpu()}))
+
+    def present(self, out: dict[str, Tensor]) -> dict:
+        """``compute()``'s form of :meth:`values` (without leading dims)."""
         if self.thresholds is None:
             return {k: float(v[0]) for k, v in out.items()}
         return out

@@ -305,12 +305,21 @@ class PdFa(Metric):
         state["false_pixels"] += false_pixels.sum()
         state["pixels"] += pixels
 
+    def values(self, c: dict[str, Tensor], empty: float = 0.0) -> dict[str, Tensor]:
+        """Every ``compute()`` key from count tensors as the state holds them, with any leading
+        dims (per image, per resample): the ratios float64 [..., K], the counts as given.
+        ``empty``: the value of a ratio with an empty denominator (0, or NaN for "undefined");
+        F1 of precision = recall = 0 is 0 either way."""
+        pd = rates(c["detected"], c["targets"], empty)
+        precision = rates(c["matched_predictions"], c["predictions"], empty)
+        return {"pd": pd, "fa": rates(c["false_pixels"], c["pixels"].unsqueeze(-1), empty), "precision": precision,
+                "recall": pd, "f1": rates(2 * precision * pd, precision + pd), **c}
+
     def compute(self) -> dict:
-        c = {k: v.cpu() for k, v in self.sync().items()}
-        pd = rates(c["detected"], c["targets"])
-        precision = rates(c["matched_predictions"], c["predictions"])
-        out = {"pd": pd, "fa": rates(c["false_pixels"], c["pixels"]), "precision": precision, "recall": pd,
-               "f1": rates(2 * precision * pd, precision + pd), **c}
+        return self.present(self.values({k: v.cpu() for k, v in self.sync().items()}))
+
+    def present(self, out: dict[str, Tensor]) -> dict:
+        """``compute()``'s form of :meth:`values` (without leading dims)."""
         if self.thresholds is None:
             return {k: (v.item() if v.dtype.is_floating_point else int(v)) if v.dim() == 0 else
                     (float(v[0]) if v.dtype.is_floating_point else int(v[0])) for k, v in out.items()}
@@ -318,10 +327,10 @@ class PdFa(Metric):
         return out
 
 
-def rates(num: Tensor, den: Tensor) -> Tensor:
-    """float64 num / den elementwise, 0 where den is 0 (an empty data set)."""
+def rates(num: Tensor, den: Tensor, empty: float = 0.0) -> Tensor:
+    """float64 num / den elementwise, ``empty`` where den is 0 (an empty data set)."""
     num, den = num.to(torch.float64), torch.as_tensor(den).to(torch.float64)
-    return torch.where(den != 0, num / torch.where(den != 0, den, 1.0), 0.0)
+    return torch.where(den != 0, num / torch.where(den != 0, den, 1.0), empty)
 
 
 def check_rule(matching: object) -> str:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ._base import Metric, binarize_target, check_flag, check_pair, check_values
+from .pdfa import rates
 from .sweep import at_least, levels
 
 MEASURES = ("iou", "precision", "recall", "fmeasure", "fpr")
@@ -27,13 +28,12 @@ def pixel_keys() -> tuple[str, ...]:
                  for m in MEASURES) + ("ap", "auc_roc")
 
 
-def measures(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor, beta2: float) -> dict[str, Tensor]:
-    """The five measures of float64 confusion counts (any shape), 0 where a denominator is 0."""
-    def div(a, b):
-        return torch.where(b != 0, a / torch.where(b != 0, b, 1.0), 0.0)
-    p, r = div(tp, tp + fp), div(tp, tp + fn)
-    return {"iou": div(tp, tp + fp + fn), "precision": p, "recall": r,
-            "fmeasure": div((beta2 + 1) * p * r, beta2 * p + r), "fpr": div(fp, fp + tn)}
+def measures(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor, beta2: float, empty: float = 0.0) -> dict[str, Tensor]:
+    """The five measures of float64 confusion counts (any shape), ``empty`` where a denominator
+    is 0 (the F-measure of P = R = 0 is 0 either way)."""
+    p, r = rates(tp, tp + fp, empty), rates(tp, tp + fn, empty)
+    return {"iou": rates(tp, tp + fp + fn, empty), "precision": p, "recall": r,
+            "fmeasure": rates((beta2 + 1) * p * r, beta2 * p + r), "fpr": rates(fp, fp + tn, empty)}
 
 
 class PixelMetrics(Metric):
@@ -120,28 +120,37 @@ class PixelMetrics(Metric):
         state["curve_sums"] += torch.stack([per_curve[m].sum(0) for m in MEASURES])
         state["images"] += n
 
-    def compute(self) -> dict:
-        c = {k: v.cpu() for k, v in self.sync().items()}
-        images = int(c["images"])
-        ds_binary = measures(*c["binary_counts"].double(), self.beta2)
-        ds_curve = measures(*c["curve_counts"].double(), self.beta2)
+    def values(self, c: dict[str, Tensor], empty: float = 0.0) -> dict[str, Tensor]:
+        """The :func:`pixel_keys` from the state's counts with any leading dims (per image, per
+        resample): binary measures float64 [...], curves [..., bins - 1]; ``empty`` as for
+        :meth:`.PdFa.values` (a sample-based mean over no image is ``empty`` too)."""
+        images = c["images"].to(torch.float64)
+        ds_binary = measures(*c["binary_counts"].double().unbind(-1), self.beta2, empty)
+        ds_curve = measures(*c["curve_counts"].double().unbind(-2), self.beta2, empty)
+        s_binary = rates(c["binary_sums"], images.unsqueeze(-1), empty)
+        s_curve = rates(c["curve_sums"], images[..., None, None], empty)
         out = {}
         for i, m in enumerate(MEASURES):
-            out[f"{m}_ds_binary"] = float(ds_binary[m])
-            out[f"{m}_s_binary"] = float(c["binary_sums"][i]) / images if images else 0.0
-        for i, m in enumerate(MEASURES):
-            s_curve = c["curve_sums"][i] / images if images else torch.zeros(self.bins - 1, dtype=torch.float64)
-            out[f"{m}_ds_dynamic"] = s_curve if self.pyirstd else ds_curve[m]
-            out[f"{m}_s_dynamic"] = s_curve
+            out[f"{m}_ds_binary"], out[f"{m}_s_binary"] = ds_binary[m], s_binary[..., i]
+            out[f"{m}_ds_dynamic"] = s_curve[..., i, :] if self.pyirstd else ds_curve[m]
+            out[f"{m}_s_dynamic"] = s_curve[..., i, :]
         out["ap"], out["auc_roc"] = areas(ds_curve)
         return {k: out[k] for k in pixel_keys()}
 
+    def compute(self) -> dict:
+        return self.present(self.values({k: v.cpu() for k, v in self.sync().items()}))
 
-def areas(curve: dict[str, Tensor]) -> tuple[float, float]:
+    def present(self, out: dict[str, Tensor]) -> dict:
+        """``compute()``'s form of :meth:`values` (without leading dims)."""
+        return {k: float(v) if v.dim() == 0 else v for k, v in out.items()}
+
+
+def areas(curve: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """AP (sum of precision x recall steps) and AUC-ROC (trapezoids under recall over FPR)
-    of curves ordered from the highest threshold down, both starting from recall = FPR = 0."""
-    zero = torch.zeros(1, dtype=torch.float64)
-    recall, fpr = torch.cat((zero, curve["recall"])), torch.cat((zero, curve["fpr"]))
-    ap = float(((recall[1:] - recall[:-1]) * curve["precision"]).sum())
-    auc = float(((fpr[1:] - fpr[:-1]) * (recall[1:] + recall[:-1]) / 2).sum())
+    of curves [..., K] ordered from the highest threshold down, both starting from recall =
+    FPR = 0; float64 [...]."""
+    zero = torch.zeros_like(curve["recall"][..., :1])
+    recall, fpr = torch.cat((zero, curve["recall"]), -1), torch.cat((zero, curve["fpr"]), -1)
+    ap = ((recall[..., 1:] - recall[..., :-1]) * curve["precision"]).sum(-1)
+    auc = ((fpr[..., 1:] - fpr[..., :-1]) * (recall[..., 1:] + recall[..., :-1]) / 2).sum(-1)
     return ap, auc

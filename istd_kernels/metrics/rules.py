@@ -14,9 +14,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from ..ops import connected_components_with_stats
@@ -177,6 +174,8 @@ def opdc_image(t_area, t_cent, p_area, p_cent, shared, overlap: float, distance:
     row and column, so an image without targets counts one missed target, one without
     predictions one false prediction. ``shared``: this image's :func:`overlap_table`, local
     indices. Memory: the image's G x P distance matrix."""
+    from scipy.optimize import linear_sum_assignment  # here: scipy.optimize takes 0.4 s to import
+
     g, p = len(t_area), len(p_area)
     # Nothing can match. (The padding sits H * W pixels away, so on an image of fewer pixels
     # than `distance` PyIRSTDMetrics would match it; no such image is evaluated here.)
@@ -247,6 +246,11 @@ def assign(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, n_rows: int, n_
     """bool [pairs]: the candidate pairs (rows[k], cols[k]) of a maximum matching of least
     total cost. Each connected group of candidates is one small assignment problem, with
     the absent pairs priced above any sum of present ones (so more pairs always win)."""
+    # imported here: scipy.optimize takes 0.4 s, which every `istd` command paid, these rules or not
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     chosen = np.zeros(len(rows), bool)
     if not len(rows):
         return chosen
