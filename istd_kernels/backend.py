@@ -126,9 +126,18 @@ def backends() -> dict[str, tuple[bool, str]]:
     return {name: _status(name) for name in NAMES}
 
 
+def _constant_for_compile(fn: Callable) -> Callable:
+    """What ``torch.compiler.assume_constant_result`` does (it sets this one attribute, which
+    torch.compile reads when it traces a call), without the import of torch._dynamo that the
+    decorator makes: about 1 s, most of ``import istd_kernels`` and of every ``istd`` command.
+    tests/test_lazy_imports.py checks that torch's decorator still sets exactly this."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # Capabilities do not change while a model runs; torch.compile takes the answer as a constant
 # instead of tracing the probes (imports, caches) inside.
-@torch.compiler.assume_constant_result
+@_constant_for_compile
 def _fits(name: str, device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
     """Whether backend ``name`` can run on tensors of this device and dtype."""
     ok, reason = _status(name)

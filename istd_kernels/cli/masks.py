@@ -37,31 +37,47 @@ def _palette_indices(data: bytes, path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def load_mask(path: Path) -> tuple[np.ndarray, int]:
-    """``(bool mask [H, W], number of distinct stored values)`` of a mask file, by the module's rule.
-
-    Distinct values are grey levels, colours or palette indices. An unreadable or damaged
-    file, NaN values, or a layout other than [H, W] / [H, W, C] is a :class:`CLIError` naming it.
-    """
+def _stored(path: Path) -> np.ndarray:
+    """A mask file's values as stored ([H, W] or [H, W, C]), checked."""
     data = read_bytes(path, "mask")
     arr = _palette_indices(data, path) if is_palette_png(data) else decode_image(data, path, "mask")
     if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
         raise CLIError(f"mask {path} holds {arr.dtype} values; expected numbers")
     if np.issubdtype(arr.dtype, np.floating) and np.isnan(arr).any():
         raise CLIError(f"mask {path} contains NaN")
-    if arr.ndim == 3:
-        colour = arr[..., :3] if arr.shape[2] >= 3 else arr[..., :1]
-        distinct = len(np.unique(colour.reshape(-1, colour.shape[2]), axis=0))
-        return (colour != 0).any(axis=2), distinct
-    if arr.ndim != 2:
+    if arr.ndim not in (2, 3):
         raise CLIError(f"mask {path} has shape {arr.shape}; expected [H, W] or [H, W, channels]")
-    distinct = int(np.count_nonzero(np.bincount(arr.ravel()))) if arr.dtype == np.uint8 else len(np.unique(arr))
-    return arr != 0, distinct
+    return arr
+
+
+def _colours(arr: np.ndarray) -> np.ndarray:
+    """The channels of a colour mask that the rule reads (the alpha channel is not one)."""
+    return arr[..., :3] if arr.shape[2] >= 3 else arr[..., :1]
+
+
+def _binary(arr: np.ndarray) -> np.ndarray:
+    return (_colours(arr) != 0).any(axis=2) if arr.ndim == 3 else arr != 0
+
+
+def load_mask(path: Path) -> tuple[np.ndarray, int]:
+    """``(bool mask [H, W], number of distinct stored values)`` of a mask file, by the module's rule.
+
+    Distinct values are grey levels, colours or palette indices. An unreadable or damaged
+    file, NaN values, or a layout other than [H, W] / [H, W, C] is a :class:`CLIError` naming it.
+    """
+    arr = _stored(path)
+    if arr.ndim == 3:
+        colour = _colours(arr)
+        distinct = len(np.unique(colour.reshape(-1, colour.shape[2]), axis=0))
+    else:
+        distinct = int(np.count_nonzero(np.bincount(arr.ravel()))) if arr.dtype == np.uint8 else len(np.unique(arr))
+    return _binary(arr), distinct
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A mask file as bool ``[H, W]`` by the module's rule (see :func:`load_mask`)."""
-    return load_mask(path)[0]
+    """A mask file as bool ``[H, W]`` by the module's rule (see :func:`load_mask`; without its
+    count of distinct values, which took as long as the decoding)."""
+    return _binary(_stored(path))
 
 
 def survey_masks(paths: Iterable[Path], data: str) -> dict:

@@ -144,10 +144,23 @@ def _detect_scale(arr: np.ndarray, path: Path) -> tuple[float, str]:
                    f"map (or give --pred-scale)")
 
 
-def read_prediction(path: Path, scale: str = "auto") -> tuple[np.ndarray, str]:
-    """``(probability map float32 [H, W] in [0, 1], how it was scaled)`` from one prediction file."""
+def _decoded(path: Path) -> np.ndarray:
+    """The stored map of one prediction file as [H, W], in its own dtype."""
     is_array = path.suffix.lower() in (".npy", ".npz")
-    arr = _as_map(_load_array(path) if is_array else _load_image(path), path)
+    return _as_map(_load_array(path) if is_array else _load_image(path), path)
+
+
+def _divisor(arr: np.ndarray, path: Path, scale: str) -> tuple[float, str]:
+    if scale == "auto":
+        return _detect_scale(arr, path)
+    return float(scale), f"divided by {scale} (--pred-scale)"
+
+
+def _above_scale(path: Path, top, scale: str) -> CLIError:
+    return CLIError(f"prediction {path} has values up to {top:g}, above --pred-scale {scale}")
+
+
+def _probabilities(arr: np.ndarray, path: Path, scale: str) -> tuple[np.ndarray, str]:
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
         raise CLIError(f"prediction {path} holds {arr.dtype} values; expected numbers")
     values = arr.astype(np.float32)
@@ -156,14 +169,39 @@ def read_prediction(path: Path, scale: str = "auto") -> tuple[np.ndarray, str]:
     if values.size and values.min() < 0:
         raise CLIError(f"prediction {path} has negative values (min {values.min():g}): logits? Save "
                        f"probabilities (apply a sigmoid) or 0-255 maps")
-    if scale == "auto":
-        divisor, kind = _detect_scale(arr, path)
-    else:
-        divisor, kind = float(scale), f"divided by {scale} (--pred-scale)"
+    divisor, kind = _divisor(arr, path, scale)
     prob = values / np.float32(divisor) if divisor != 1.0 else values
     if prob.size and prob.max() > 1.0:
-        raise CLIError(f"prediction {path} has values up to {values.max():g}, above --pred-scale {scale}")
+        raise _above_scale(path, values.max(), scale)
     return prob, kind
+
+
+def read_prediction(path: Path, scale: str = "auto") -> tuple[np.ndarray, str]:
+    """``(probability map float32 [H, W] in [0, 1], how it was scaled)`` from one prediction file."""
+    return _probabilities(_decoded(path), path, scale)
+
+
+def read_positive(path: Path, scale: str, threshold: float) -> tuple[np.ndarray, str]:
+    """``(bool [H, W], how it was scaled)``: where the probability map of :func:`read_prediction`
+    is > ``threshold``, with the same errors, for a caller that needs no probabilities.
+
+    An 8- or 16-bit image skips the float map: its probability of each stored level is
+    worked out once, in float32 as :func:`read_prediction` computes it, and since rounding
+    the division keeps the order, the positive pixels are those from the first level above
+    ``threshold`` up (a 512x512 map: 0.01 ms instead of several passes of float arithmetic).
+    """
+    arr = _decoded(path)
+    if arr.dtype not in (np.uint8, np.uint16):
+        prob, kind = _probabilities(arr, path, scale)
+        return prob > threshold, kind
+    divisor, kind = _divisor(arr, path, scale)
+    levels = np.arange(np.iinfo(arr.dtype).max + 1, dtype=np.float32)
+    prob = levels / np.float32(divisor) if divisor != 1.0 else levels
+    top = int(arr.max(initial=0))
+    if prob[top] > 1.0:
+        raise _above_scale(path, levels[top], scale)
+    first = np.flatnonzero(prob > threshold)
+    return (arr >= int(first[0])) if first.size else np.zeros(arr.shape, bool), kind
 
 
 def describe_kinds(kinds: Counter) -> str:

@@ -146,16 +146,17 @@ def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
     import torch
 
     from .data import read_mask
-    from .predictions import describe_kinds, read_prediction
+    from .predictions import describe_kinds, read_positive
     from .scoring import Scorer
 
     def load(k):
         mask = read_mask(ds.pairs[k][2])
-        preds = [read_prediction(f[k], args.pred_scale) for f in files]
-        for f, (prob, _) in zip(files, preds):
-            if prob.shape != mask.shape:
-                raise CLIError(f"prediction {f[k]} is {prob.shape[1]}x{prob.shape[0]} but its mask {ds.pairs[k][2]} "
-                               f"is {mask.shape[1]}x{mask.shape[0]}; expected equal sizes")
+        # the scorers need only the thresholded maps: a bool map is cheaper to make and to score
+        preds = [read_positive(f[k], args.pred_scale, args.threshold) for f in files]
+        for f, (positive, _) in zip(files, preds):
+            if positive.shape != mask.shape:
+                raise CLIError(f"prediction {f[k]} is {positive.shape[1]}x{positive.shape[0]} but its mask "
+                               f"{ds.pairs[k][2]} is {mask.shape[1]}x{mask.shape[0]}; expected equal sizes")
         return torch.from_numpy(mask), preds
 
     scorers = [Scorer(args.threshold, False, args.legacy_fa, args.niou_empty) for _ in files]
@@ -168,10 +169,10 @@ def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
         with ThreadPoolExecutor(args.workers) as pool:
             # a folder's first file settles its folder-wide scale rule (predictions.py caches it)
             # once, before several threads would each work it out
-            list(pool.map(lambda f: read_prediction(f[keep[0]], args.pred_scale), files))
+            list(pool.map(lambda f: read_positive(f[keep[0]], args.pred_scale, args.threshold), files))
             for k, (target, preds) in zip(keep, _ahead(pool, load, keep)):
-                for scorer, kind, (prob, how) in zip(scorers, kinds, preds):
-                    scorer.update(torch.from_numpy(prob), target, ds.pairs[k][0])
+                for scorer, kind, (positive, how) in zip(scorers, kinds, preds):
+                    scorer.update(torch.from_numpy(positive), target, ds.pairs[k][0])
                     kind[how] += 1
     finally:
         torch.set_num_threads(threads)
@@ -182,10 +183,10 @@ def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
 
 def _folder_predicted(files: dict[int, Path], args):
     """``predicted(k, grey)``: the bool prediction map of image ``k`` read from a folder."""
-    from .predictions import read_prediction
+    from .predictions import read_positive
 
     def predicted(k, grey):
-        return read_prediction(files[k], args.pred_scale)[0] > args.threshold
+        return read_positive(files[k], args.pred_scale, args.threshold)[0]
     return predicted
 
 
