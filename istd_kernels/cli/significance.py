@@ -284,31 +284,40 @@ def _overlay_names(pair: dict, args) -> list[str]:
             for rank, d in enumerate(pair["most_different"][:args.overlays], 1)]
 
 
-def _overlays(pair: dict, ds, predicted: dict, folder: Path, args) -> list[str]:
-    """Side-by-side overlays (``a`` left, ``b`` right) of the pair's most different images."""
+def _overlay(pair: dict, d: dict, k: int, ds, predicted: dict, path: Path) -> str:
+    """The side-by-side overlay (``a`` left, ``b`` right) of ``d``, one of the pair's most
+    different images (``ds.pairs[k]``), written to ``path``."""
     import cv2
 
     from .data import read_grey, read_mask
     from .outputs import write_image
     from .overlay import draw_overlay
-    by_id = {p[0]: (k, p) for k, p in enumerate(ds.pairs)}
-    written = []
-    for name, d in zip(_overlay_names(pair, args), pair["most_different"]):
-        k, (ident, image_path, mask_path) = by_id[d["id"]]
-        grey, truth = read_grey(image_path), read_mask(mask_path)
-        sides = []
-        for side in ("a", "b"):
-            iou = "-" if d["iou_" + side] is None else f"{100 * d['iou_' + side]:.1f} %"
-            pred = predicted[pair[side]](k, grey)
-            notes = [f"{pair[side]}: {ident}", f"IoU {iou}, {d['detected_' + side]}/{d['targets']} detected, "
-                     f"{d['false_pixels_' + side]} false px"]
-            sides.append(draw_overlay(grey, pred, truth, notes)[0])
-        height = max(s.shape[0] for s in sides)
-        sides = [cv2.copyMakeBorder(s, 0, height - s.shape[0], 0, 4, cv2.BORDER_CONSTANT) for s in sides]
-        path = folder / name
-        write_image(path, np.concatenate(sides, axis=1), "--out")
-        written.append(str(path))
-    return written
+    ident, image_path, mask_path = ds.pairs[k]
+    grey, truth = read_grey(image_path), read_mask(mask_path)
+    sides = []
+    for side in ("a", "b"):
+        iou = "-" if d["iou_" + side] is None else f"{100 * d['iou_' + side]:.1f} %"
+        pred = predicted[pair[side]](k, grey)
+        notes = [f"{pair[side]}: {ident}", f"IoU {iou}, {d['detected_' + side]}/{d['targets']} detected, "
+                 f"{d['false_pixels_' + side]} false px"]
+        sides.append(draw_overlay(grey, pred, truth, notes)[0])
+    height = max(s.shape[0] for s in sides)
+    sides = [cv2.copyMakeBorder(s, 0, height - s.shape[0], 0, 4, cv2.BORDER_CONSTANT) for s in sides]
+    write_image(path, np.concatenate(sides, axis=1), "--out")
+    return str(path)
+
+
+def _write_overlays(pairs: list[dict], ds, predicted: dict, folders: list[Path], args) -> None:
+    """Each pair's overlays (``pair["overlays"]``, most different image first), drawn and
+    written in a thread pool: OpenCV releases the GIL, and the PNG encoding of one took 30 ms.
+    A --weights model runs its forward passes in one thread, as when it scored."""
+    index = {p[0]: k for k, p in enumerate(ds.pairs)}
+    with ThreadPoolExecutor(1 if args.weights else args.workers) as pool:
+        written = [[pool.submit(_overlay, pair, d, index[d["id"]], ds, predicted, folder / name)
+                    for name, d in zip(_overlay_names(pair, args), pair["most_different"])]
+                   for pair, folder in zip(pairs, folders)]
+    for pair, files in zip(pairs, written):
+        pair["overlays"] = [f.result() for f in files]
 
 
 def _safe(name: str) -> str:
@@ -368,8 +377,7 @@ def run(args) -> int:
         folders = [Path(args.out) / f"{_safe(p['a'])}_vs_{_safe(p['b'])}" for p in pairs]
         check_new_files([f / name for p, f in zip(pairs, folders) for name in _overlay_names(p, args)], "--out",
                         args.overwrite)
-        for pair, folder in zip(pairs, folders):
-            pair["overlays"] = _overlays(pair, ds, predicted, folder, args)
+        _write_overlays(pairs, ds, predicted, folders, args)
         print(f"wrote {sum(len(p['overlays']) for p in pairs)} overlay(s) to {Path(args.out).resolve()}")
     if args.json:
         write_json(Path(args.json), _result(args, names, keep, scorers, found, pairs), "--json")
