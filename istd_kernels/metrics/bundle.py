@@ -12,7 +12,7 @@ from .hiou import HIoU
 from .pdfa import PdFa
 from .pixel import IoU, NIoU, intersection_union
 from .pixel_curves import PixelMetrics
-from .sweep import above, levels
+from .sweep import cut_maps, levels
 
 BASIC = ("iou", "niou", "pdfa")
 # The metrics beyond the basic four, by the name ``metrics=`` takes; ``pdfa_shooting`` and
@@ -70,8 +70,7 @@ class ExtraMetrics:
         values, cuts = levels(p, first.thresholds, first.logits)
         target_lab = rules.label(target_bin, first.connectivity, first.backend, index=True)
         adds = [m.sweep(target_bin, values, cuts, target_lab) for m in sweeping]
-        for k, cut in enumerate(cuts):
-            pred_bin = above(values, cut)
+        for k, pred_bin in enumerate(cut_maps(values, cuts)):
             pred_lab, shared = rules.label(pred_bin, first.connectivity, first.backend), {}
             for add in adds:
                 add(k, pred_bin, pred_lab, shared)

@@ -25,7 +25,7 @@ from torch import Tensor
 from . import rules
 from ._base import Metric, binarize_target, check_backend, check_flag, check_pair, check_values
 from .pdfa import check_matching_args, check_overlap, rates
-from .sweep import above, check_thresholds, levels
+from .sweep import check_thresholds, cut_maps, levels
 
 HIOU_KEYS = ("hiou", "seg_iou", "seg_mrg_err", "seg_itf_err", "seg_pcp_err", "loc_iou", "loc_s2m_err",
              "loc_m2s_err", "loc_itf_err", "loc_pcp_err")
@@ -73,8 +73,8 @@ class HIoU(Metric):
             return
         values, cuts = levels(p, self.thresholds, self.logits)
         add = self.sweep(binarize_target(t), values, cuts)
-        for k, cut in enumerate(cuts):
-            add(k, above(values, cut), None, {})
+        for k, pred_bin in enumerate(cut_maps(values, cuts)):
+            add(k, pred_bin, None, {})
 
     def sweep(self, target_bin: Tensor, values: Tensor, cuts: tuple[float, ...], target: rules.Labelled | None = None):
         """As :meth:`.PdFa.sweep`: ``add(k, pred_bin, pred, shared)`` counts cut ``k``."""

@@ -34,7 +34,7 @@ from .. import ops as _ops
 from . import rules
 from ._base import Metric, binarize_pred, binarize_target, check_backend, check_flag, check_pair, check_values
 from .near import near_pairs
-from .sweep import above, check_thresholds, levels
+from .sweep import above, check_thresholds, cut_maps, levels
 
 
 def measure(mask_bin: Tensor, connectivity: int = 8, backend: str | None = None
@@ -229,8 +229,8 @@ class PdFa(Metric):
         target_bin = binarize_target(t)
         values, cuts = levels(p, self.thresholds, self.logits)
         add = self.sweep(target_bin, values, cuts)
-        for k, cut in enumerate(cuts):
-            add(k, above(values, cut), None, {})
+        for k, pred_bin in enumerate(cut_maps(values, cuts)):
+            add(k, pred_bin, None, {})
 
     def sweep(self, target_bin: Tensor, values: Tensor, cuts: tuple[float, ...], target: rules.Labelled | None = None):
         """Counts a batch cut by cut (what ``update`` does, open to :class:`.bundle.ExtraMetrics`,
