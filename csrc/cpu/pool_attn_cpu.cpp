@@ -53,16 +53,16 @@ ISTD_INLINE void sa_combine_row(const SaInputs& in, const SaGeometry& g, const i
   }
 }
 
-// The row's softmax weights, branch-major: wbuf[j * W + x].
+// The row's softmax weights, branch-major: wbuf[j * wstride + x], wstride >= W a multiple of 4
+// (softmax_columns' blocks; the padding columns hold finite values).
 template <int R, typename T>
 ISTD_INLINE void sa_weights_row(const SaInputs& in, const SaGeometry& g, T inv_t, int64_t n, int64_t k, int64_t y,
-                                T* wbuf) {
-  for (int64_t x = 0; x < g.W; ++x) {
-    T e[R], w[R];
-    const auto logit = [&](int j) { return *at4<T>(in.logits, in.logits_s, n, k * R + j, y, x); };
-    sa_softmax<R, T>(logit, inv_t, e, w);
-    for (int j = 0; j < R; ++j) wbuf[j * g.W + x] = w[j];
+                                T* wbuf, int64_t wstride) {
+  for (int j = 0; j < R; ++j) {
+    const T* l = at4<T>(in.logits, in.logits_s, n, k * R + j, y, 0);
+    for (int64_t x = 0; x < g.W; ++x) wbuf[j * wstride + x] = l[x * in.logits_s.w] * inv_t;
   }
+  softmax_columns<R, T>(wbuf, wstride);
 }
 
 // Loads a strided row into a contiguous buffer (the vector loops then see unit stride).
@@ -80,17 +80,18 @@ void sa_forward_r(const SaInputs& in, T* z, Strides4 zs, const SaGeometry& g) {
   const T inv_t = T(1) / *static_cast<const T*>(in.temperature);
   const int64_t rows = N * G * H;
   const std::vector<int64_t> col = sa_columns(in, g);
+  const int64_t wstride = (W + 3) / 4 * 4;
 #pragma omp parallel
   {
-    std::vector<T> buf(static_cast<size_t>((R + 4) * W));
-    T *wbuf = buf.data(), *a = wbuf + R * W, *v = a + W, *sa = v + W, *sv = sa + W;
+    std::vector<T> buf(static_cast<size_t>(R * wstride + 4 * W));  // zeroed: the padding columns stay finite
+    T *wbuf = buf.data(), *a = wbuf + R * wstride, *v = a + W, *sa = v + W, *sv = sa + W;
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < rows; ++t) {
       const int64_t y = t % H, nk = t / H, k = nk % G, n = nk / G;
-      sa_weights_row<R, T>(in, g, inv_t, n, k, y, wbuf);
+      sa_weights_row<R, T>(in, g, inv_t, n, k, y, wbuf, wstride);
       for (int64_t ci = 0; ci < Dg; ++ci) {
         const int64_t c = k * Dg + ci;
-        sa_combine_row<R, T>(in, g, col.data(), wbuf, static_cast<size_t>(W), n, c, y, a);
+        sa_combine_row<R, T>(in, g, col.data(), wbuf, static_cast<size_t>(wstride), n, c, y, a);
         load_row(at4<T>(in.v, in.v_s, n, c, y, 0), in.v_s.w, W, v);
         sigmoid_row(a, sa, W);
         sigmoid_row(v, sv, W);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "istd/common.h"
 
@@ -70,6 +71,38 @@ ISTD_INLINE void sigmoid_row<float>(const float* x, float* out, int64_t n) {
   }
 }
 #endif
+
+// Softmax down the R rows of w (row j at w + j * stride, on entry logit_j / t) for every
+// column x < stride, in place: sa_softmax's steps per column (max, exp of the difference,
+// sum in branch order, one reciprocal). float runs 4 columns at a time with exp_ps, so
+// stride must be a multiple of 4 (the caller pads the rows). Scalar, this was a libm exp per
+// output element of split_attention's forward (R per pixel and group, shared by D/G = R
+// channels in LCRNet), which measured 1.14-1.26x of the whole forward's time (docs/performance.md).
+template <int R, typename T>
+ISTD_INLINE void softmax_columns(T* w, int64_t stride) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same<T, float>::value) {
+    for (int64_t x = 0; x < stride; x += 4) {
+      __m128 e[R];
+      __m128 m = e[0] = _mm_loadu_ps(w + x);
+      for (int j = 1; j < R; ++j) m = _mm_max_ps(m, e[j] = _mm_loadu_ps(w + j * stride + x));
+      __m128 sum = _mm_setzero_ps();
+      for (int j = 0; j < R; ++j) sum = _mm_add_ps(sum, e[j] = exp_ps(_mm_sub_ps(e[j], m)));
+      const __m128 inv = _mm_div_ps(_mm_set1_ps(1.0f), sum);
+      for (int j = 0; j < R; ++j) _mm_storeu_ps(w + j * stride + x, _mm_mul_ps(e[j], inv));
+    }
+    return;
+  }
+#endif
+  for (int64_t x = 0; x < stride; ++x) {
+    T m = w[x];
+    for (int j = 1; j < R; ++j) m = w[j * stride + x] > m ? w[j * stride + x] : m;
+    T sum = T(0);
+    for (int j = 0; j < R; ++j) sum += (w[j * stride + x] = std::exp(w[j * stride + x] - m));
+    const T inv = T(1) / sum;
+    for (int j = 0; j < R; ++j) w[j * stride + x] *= inv;
+  }
+}
 
 }  // namespace cpu
 }  // namespace istd

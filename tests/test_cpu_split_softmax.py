@@ -1,0 +1,26 @@
+"""The cpp split_attention's vectorised softmax (csrc/cpu/vec_math.h, softmax_columns): rows whose
+width is not a multiple of the 4-wide blocks, every branch count, and logits far apart enough to
+saturate the softmax (weights of exactly 0 and 1, exp arguments past exp_ps's clamp)."""
+
+import pytest
+import torch
+
+from istd_kernels.extensions import cpu_extension
+from istd_kernels.ops import split_attention, split_attention_ref
+
+pytestmark = pytest.mark.skipif(not cpu_extension().available, reason="C++ extension not built")
+
+
+@pytest.mark.parametrize("scales", [(2,), (2, 4), (3, 2, 5), (2, 4, 8, 16)])
+@pytest.mark.parametrize("spread", [1.0, 200.0])
+def test_cpp_matches_reference(scales, spread):
+    torch.manual_seed(len(scales))
+    groups, d, h, w = 2, 4, 5, 7  # 7 columns: one full block and a padded one
+    r = len(scales)
+    branches = [torch.randn(1, d, -(-h // s), -(-w // s)) for s in scales]
+    logits = torch.randn(1, groups * r, h, w) * spread
+    temperature, residual, v = torch.tensor(0.5), torch.randn(1, d, h, w), torch.randn(1, d, h, w)
+    args = (branches, logits, temperature, residual, v, groups, scales)
+    got = split_attention(*args, backend="cpp")
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, split_attention_ref(*args), rtol=1e-5, atol=1e-5)
