@@ -254,6 +254,11 @@ def assign(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, n_rows: int, n_
     chosen = np.zeros(len(rows), bool)
     if not len(rows):
         return chosen
+    if np.bincount(rows).max() == 1 and np.bincount(cols).max() == 1:
+        # No row or column in two pairs (the usual case): every pair is its own group and
+        # is chosen, without the graph (scipy's set-up was half of a 64x64 call's time).
+        chosen[:] = True
+        return chosen
     graph = coo_matrix((np.ones(len(rows)), (rows, n_rows + cols)), shape=(n_rows + n_cols,) * 2)
     group = connected_components(graph, directed=False)[1][rows]
     sizes = np.bincount(group)
