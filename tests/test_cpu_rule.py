@@ -1,5 +1,6 @@
-"""auto's measured preferences (istd_kernels/ops/_auto_rules.py, held by ops/_dispatch.py): where
-auto prefers torch to a kernel, separate from what each record's supports() can run."""
+"""auto's measured preferences (istd_kernels/ops/_auto_rules.py, held by ops/_dispatch.py): which
+path auto prefers where another measured slower, separate from what each record's supports() can
+run. On the CPU: HLKConv runs the fused cpp kernel up to 16x16, the composed cpp path above."""
 
 import pytest
 import torch
@@ -17,60 +18,77 @@ GEOMETRY = dict(k1=5, k2=7, dilation=3)
 needs_cpp = pytest.mark.skipif(not cpu_extension().available, reason="C++ extension not built")
 
 
-def test_cpp_record_supports_every_size():
-    # The size rule is a preference of auto, not a limit of the record.
-    record = _dispatch.impl(OP, "cpp")
-    assert record.supports(**GEOMETRY, pixels=512 * 512) == (True, "")
+def test_cpp_records_support_every_size():
+    # The size rule is a preference of auto, not a limit of either record.
+    for path in ("cpp", "cpp-composed"):
+        assert _dispatch.implementations(OP)[path].supports(**GEOMETRY, pixels=512 * 512) == (True, ""), path
 
 
-def test_preference_binds_auto_only_on_cpu_large_planes():
+def test_preference_binds_large_cpu_planes_only():
     [cpu_rule] = [p for p in _dispatch.preferences(OP) if p.device == "cpu"]
-    assert (cpu_rule.backend, cpu_rule.over) == ("torch", ("cpp",))
+    assert (cpu_rule.to, cpu_rule.over) == ("cpp-composed", ("cpp",))
     assert cpu_rule.when(**GEOMETRY, pixels=HLK_CPP_MAX_PIXELS + 1)
     assert not cpu_rule.when(**GEOMETRY, pixels=HLK_CPP_MAX_PIXELS)
-    assert not cpu_rule.when(**GEOMETRY)  # a call without a plane (a composed caller) is not skipped
+    assert not cpu_rule.when(**GEOMETRY)  # a call without a plane is not skipped
     assert "16x16" in cpu_rule.why and "docs/performance.md" in cpu_rule.why
 
 
 def test_prefer_refuses_an_order_auto_cannot_follow():
-    with pytest.raises(ValueError, match="over must be backends auto tries before 'torch'"):
+    before = len(_dispatch.preferences(OP))
+    with pytest.raises(ValueError, match="over must be paths auto tries before 'torch' on cpu"):
         _dispatch.prefer(OP, "cpu", "torch", over=("cuda",), why="x")
     with pytest.raises(ValueError, match="before 'cpp'"):
-        _dispatch.prefer(OP, "cpu", "cpp", over=("torch",), why="x")
-    assert len(_dispatch.preferences(OP)) == 2  # nothing recorded by the refused calls
+        _dispatch.prefer(OP, "cpu", "cpp", over=("cpp-composed",), why="x")
+    with pytest.raises(ValueError, match="before 'cpp-composed'"):
+        _dispatch.prefer(OP, "cpu", "cpp-composed", over=("nope",), why="x")
+    assert len(_dispatch.preferences(OP)) == before  # nothing recorded by the refused calls
+
+
+def _path(backend, pixels):
+    return _dispatch.choose_path(OP, CPU, torch.float32, backend, **GEOMETRY, pixels=pixels).path
 
 
 @needs_cpp
-def test_auto_routes_large_planes_to_torch_and_explicit_cpp_still_runs():
-    assert _dispatch.choose(OP, CPU, torch.float32, None, **GEOMETRY, pixels=64 * 64) == "torch"
-    assert _dispatch.choose(OP, CPU, torch.float32, None, **GEOMETRY, pixels=16 * 16) == "cpp"
-    assert _dispatch.choose(OP, CPU, torch.float32, "cpp", **GEOMETRY, pixels=64 * 64) == "cpp"
-    with use_backend("cpp"):  # a context names the backend too: no preference applies
-        assert _dispatch.choose(OP, CPU, torch.float32, None, **GEOMETRY, pixels=64 * 64) == "cpp"
-    with use_backend("auto"):
-        assert _dispatch.choose(OP, CPU, torch.float32, None, **GEOMETRY, pixels=64 * 64) == "torch"
+def test_auto_takes_the_composed_path_on_large_planes_and_explicit_cpp_the_fused():
+    assert _path(None, 64 * 64) == "cpp-composed"
+    assert _path(None, 16 * 16) == "cpp"
+    assert _path("auto", 17 * 17) == "cpp-composed"
+    assert _path("cpp", 64 * 64) == "cpp"  # named: no preference applies
+    with use_backend("cpp"):  # a context names the backend too
+        assert _path(None, 64 * 64) == "cpp"
+    assert _dispatch.choose(OP, CPU, torch.float32, None, **GEOMETRY, pixels=64 * 64) == "cpp"
+    # impl() takes the chosen path's name back (the custom op carries it).
+    assert _dispatch.impl(OP, "cpp-composed").path == "cpp-composed"
+    assert _dispatch.impl(OP, "cpp").path == "cpp"
 
 
 @needs_cpp
-def test_layer_follows_the_preference(monkeypatch):
+def test_layer_runs_the_preferred_path_and_matches_the_fused_one(monkeypatch):
     torch.manual_seed(0)
     m = HLKConv(8, 7, out_dim=8, groups=2)
-    x = torch.randn(1, 8, 20, 20)  # 400 pixels: auto runs torch
-    chosen = []
-    real = _dispatch.choose
-    monkeypatch.setattr(_dispatch, "choose", lambda *a, **k: chosen.append(real(*a, **k)) or chosen[-1])
-    ref = m(x)
+    x = torch.randn(2, 8, 20, 20, requires_grad=True)  # 400 pixels: auto runs cpp-composed
+    ran = []
+    for path in ("cpp", "cpp-composed"):
+        record = _dispatch.implementations(OP)[path]
+        monkeypatch.setitem(_dispatch._REGISTRY[OP], path, record._replace(
+            forward=lambda *a, _f=record.forward, _p=path: ran.append(_p) or _f(*a)))
+    y = m(x)
+    y.square().sum().backward()
+    gx = x.grad
+    x.grad = None
     m.backend = "cpp"
-    torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-5)
-    assert chosen == ["torch", "cpp"]
+    torch.testing.assert_close(m(x), y, rtol=1e-4, atol=1e-5)
+    m(x).square().sum().backward()
+    torch.testing.assert_close(x.grad, gx, rtol=1e-4, atol=1e-4)
+    assert ran == ["cpp-composed", "cpp", "cpp"]
 
 
 @needs_cpp
 def test_explain_names_the_preference():
     out = explain_call(_parse(["--explain", "hlk_conv", "--size", "64x64"]))
-    assert out.splitlines()[0].endswith("runs torch")
+    assert out.splitlines()[0].endswith("runs cpp-composed")
     cpp_line = next(line for line in out.splitlines() if line.split()[0] == "cpp")
-    assert "skipped: auto prefers torch here" in cpp_line and "16x16" in cpp_line
+    assert "skipped: auto prefers cpp-composed here" in cpp_line and "16x16" in cpp_line
     assert explain_call(_parse(["--explain", "hlk_conv", "--size", "16x16"])).splitlines()[0].endswith("runs cpp")
     explicit = explain_call(_parse(["--explain", "hlk_conv", "--size", "64x64", "--backend", "cpp"]))
     assert explicit.splitlines()[0].endswith("runs cpp") and "auto prefers" not in explicit

@@ -55,7 +55,8 @@ def test_no_module_keeps_a_backend_tuple_beside_the_registry():
 
 
 def test_hlk_triton_has_a_fused_and_a_composed_path(gpu):
-    assert list(_dispatch.implementations(HLK)) == ["torch", "cpp", "cuda", "triton-fused", "triton-composed"]
+    assert list(_dispatch.implementations(HLK)) == ["torch", "cpp", "cuda", "cpp-composed", "triton-fused",
+                                                    "triton-composed"]
     k7, k23 = dict(k1=3, k2=3, dilation=2), dict(k1=5, k2=7, dilation=3)
     assert _dispatch.choose(HLK, CUDA, torch.float32, "triton", **k7) == "triton"
     assert _dispatch.impl(HLK, "triton", **k7).path == "triton-fused"
@@ -70,7 +71,7 @@ def test_explain_lists_every_hlk_path(gpu):
     lines = _dispatch.explain(HLK, "cuda", torch.float32, "triton", k1=5, k2=7, dilation=3).splitlines()
     assert lines[0].endswith("runs triton-composed"), lines
     verdicts = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:]}
-    assert set(verdicts) == {"cuda", "triton-fused", "triton-composed", "torch", "cpp"}
+    assert set(verdicts) == {"cuda", "triton-fused", "triton-composed", "torch", "cpp", "cpp-composed"}
     assert verdicts["triton-fused"].startswith("skipped:") and "halo" in verdicts["triton-fused"]
     assert verdicts["triton-composed"] == "can run"
 
@@ -154,8 +155,8 @@ def test_info_explain_command():
     assert bad.returncode != 0 and "unknown op 'istd.nope'" in bad.stderr
     hlk = subprocess.run([sys.executable, "-m", "istd_kernels.info", "--explain", "hlk_conv", "--k-size", "23"],
                          capture_output=True, text=True, check=True).stdout
-    assert {line.split()[0] for line in hlk.splitlines()[1:]} == {"torch", "cpp", "cuda", "triton-fused",
-                                                                  "triton-composed"}
+    assert {line.split()[0] for line in hlk.splitlines()[1:]} == {"torch", "cpp", "cpp-composed", "cuda",
+                                                                  "triton-fused", "triton-composed"}
     assert "k1=5, k2=7, dilation=3" in hlk.splitlines()[0]
 
 

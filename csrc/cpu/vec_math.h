@@ -77,7 +77,7 @@ ISTD_INLINE void sigmoid_row<float>(const float* x, float* out, int64_t n) {
 // sum in branch order, one reciprocal). float runs 4 columns at a time with exp_ps, so
 // stride must be a multiple of 4 (the caller pads the rows). Scalar, this was a libm exp per
 // output element of split_attention's forward (R per pixel and group, shared by D/G = R
-// channels in LCRNet), which measured 1.14-1.26x of the whole forward's time (docs/performance.md).
+// channels in LCRNet); vectorised, the forward ran 1.0-1.3x faster (docs/performance.md).
 template <int R, typename T>
 ISTD_INLINE void softmax_columns(T* w, int64_t stride) {
 #if defined(__SSE2__)

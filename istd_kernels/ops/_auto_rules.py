@@ -23,9 +23,9 @@ HLK_CPP_MAX_PIXELS = 16 * 16
 # forward+backward). The cpp split_attention, multiscale_maxpool and depthwise kernels have no
 # preference: they measured at least as fast as PyTorch at every LCRNet level.
 _dispatch.prefer(
-    HLK_CONV, "cpu", "torch", over=("cpp",),
-    why=f"on planes over {HLK_CPP_MAX_PIXELS} pixels (16x16) oneDNN's convolutions measured faster than the "
-        "cpp HLKConv on the CPU (docs/performance.md)",
+    HLK_CONV, "cpu", "cpp-composed", over=("cpp",),
+    why=f"on planes over {HLK_CPP_MAX_PIXELS} pixels (16x16) the cpp depthwise kernels with a matmul measured "
+        "faster than the fused cpp HLKConv and than oneDNN's convolutions on the CPU (docs/performance.md)",
     when=lambda pixels=None, **_: pixels is not None and pixels > HLK_CPP_MAX_PIXELS,
 )
 

@@ -13,10 +13,11 @@ that can run the call, and an explicit request gets the refusing backend's reaso
 (``python -m istd_kernels.info --explain OP``).
 
 ``supports`` says what CAN run; what ``auto`` SHOULD run is a separate, measured matter: a
-:class:`Preference` (:func:`prefer`) makes ``auto`` skip some backends for another on a
+:class:`Preference` (:func:`prefer`) makes ``auto`` skip some paths for another on a
 device's tensors where that other measured faster. Preferences bind ``auto`` only; a backend
 named explicitly runs whenever its ``supports`` takes the call. The measured preferences
-have one home, :mod:`istd_kernels.ops._auto_rules`.
+have one home, :mod:`istd_kernels.ops._auto_rules`. :func:`choose_path` gives the record that
+runs a call, and :func:`impl` takes that record's path name back (the custom ops carry it).
 
 Composed paths (HLKConv from depthwise kernels) call another op's record through
 :func:`impl`, never that op's private helpers; layers and metrics ask :func:`choose`.
@@ -56,11 +57,11 @@ def _every_call(**call) -> bool:
 
 
 class Preference(NamedTuple):
-    """``auto`` on ``device`` tensors skips the backends ``over`` (so that its walk reaches
-    ``backend``) for the calls ``when(**call)`` accepts; ``why`` cites the measurement."""
+    """``auto`` on ``device`` tensors skips the paths ``over`` (so that its walk reaches the
+    path ``to``) for the calls ``when(**call)`` accepts; ``why`` cites the measurement."""
 
     device: str
-    backend: str
+    to: str
     over: tuple[str, ...]
     why: str
     when: Callable[..., bool] = _every_call
@@ -83,17 +84,27 @@ def register(op: str, backend: str, forward: Callable, backward: Callable | None
     return impls[path]
 
 
-def prefer(op: str, device: str, backend: str, over: tuple[str, ...], why: str,
+def _walk(op: str, device: str) -> list[str]:
+    """The paths of ``op`` in the order ``auto`` tries them on ``device`` tensors."""
+    return [r.path for b in _backend.auto_order(torch.device(device)) for r in paths(op, b)]
+
+
+def prefer(op: str, device: str, to: str, over: tuple[str, ...], why: str,
            when: Callable[..., bool] = _every_call) -> Preference:
-    """Record that ``auto`` prefers ``backend`` to the backends ``over`` for calls of ``op``
-    on ``device`` (``"cpu"`` or ``"cuda"``) tensors whose hyper-parameters ``when(**call)``
-    accepts (default: every call). ``over`` must come before ``backend`` in ``auto``'s order
-    for the device (:func:`istd_kernels.backend.auto_order`); raises ValueError otherwise."""
-    order = _backend.auto_order(torch.device(device))
-    if backend not in order or any(o not in order or order.index(o) >= order.index(backend) for o in over):
-        raise ValueError(f"over must be backends auto tries before {backend!r} on {device} ({', '.join(order)}); "
+    """Record that ``auto`` prefers the path ``to`` to the paths ``over`` (a backend's name
+    stands for all its paths) for calls of ``op`` on ``device`` (``"cpu"`` or ``"cuda"``)
+    tensors whose hyper-parameters ``when(**call)`` accepts (default: every call).
+
+    Every path in ``over`` must come before ``to`` in ``auto``'s walk for the device (backends
+    in :func:`istd_kernels.backend.auto_order`, a backend's paths in registration order), so
+    that skipping them leads to ``to``; raises ValueError otherwise, or for an unknown op.
+    """
+    walk = _walk(op, device)
+    over = tuple(p for o in over for p in ([o] if o in implementations(op) else [r.path for r in paths(op, o)] or [o]))
+    if to not in walk or any(o not in walk or walk.index(o) >= walk.index(to) for o in over):
+        raise ValueError(f"over must be paths auto tries before {to!r} on {device} ({', '.join(walk)}); "
                          f"got {over!r}")
-    preference = Preference(device, backend, tuple(over), why, when)
+    preference = Preference(device, to, over, why, when)
     _PREFERENCES.setdefault(op, []).append(preference)
     return preference
 
@@ -103,12 +114,20 @@ def preferences(op: str) -> list[Preference]:
     return list(_PREFERENCES.get(op, ()))
 
 
-def _auto_skips(op: str, backend: str, device: torch.device, call: dict) -> str:
-    """Why ``auto`` skips ``backend`` for this call (a preference), or ``""``."""
+def _auto_skips(op: str, path: str, device: torch.device, call: dict) -> str:
+    """Why ``auto`` skips ``path`` for this call (a preference), or ``""``."""
     for p in _PREFERENCES.get(op, ()):
-        if p.device == device.type and backend in p.over and p.when(**call):
-            return f"auto prefers {p.backend} here: {p.why}"
+        if p.device == device.type and path in p.over and p.when(**call):
+            return f"auto prefers {p.to} here: {p.why}"
     return ""
+
+
+def _skipper(op: str, device: torch.device, backend: str | None, call: dict) -> Callable[[str], str]:
+    """``path -> reason auto skips it`` for a call whose ``backend=`` is ``backend``: the
+    preferences when the call resolves to ``auto``, nothing for a named backend."""
+    if _backend.resolve(backends(op), backend) != "auto":
+        return lambda path: ""
+    return lambda path: _auto_skips(op, path, device, call)
 
 
 def ops() -> list[str]:
@@ -134,10 +153,14 @@ def paths(op: str, backend: str) -> list[Impl]:
     return [i for i in implementations(op).values() if i.backend == backend]
 
 
-def _first_supporting(op: str, backend: str, call: dict) -> tuple[Impl | None, str]:
+def _first_supporting(op: str, backend: str, call: dict,
+                      skip: Callable[[str], str] = lambda path: "") -> tuple[Impl | None, str]:
     reasons = []
     for record in paths(op, backend):
-        ok, reason = record.supports(**call)
+        reason = skip(record.path)
+        ok = not reason
+        if ok:
+            ok, reason = record.supports(**call)
         if ok:
             return record, ""
         reasons.append(reason)
@@ -146,29 +169,25 @@ def _first_supporting(op: str, backend: str, call: dict) -> tuple[Impl | None, s
 
 def impl(op: str, backend: str, **call) -> Impl:
     """The record that runs a call of ``op`` on ``backend`` (selected already by :func:`choose`):
-    the backend's only path, or the first of its paths whose ``supports(**call)`` takes it.
+    the path ``backend`` names (a one-path backend's path is named after it; the custom ops
+    carry :func:`choose_path`'s path), else the first of the backend's paths whose
+    ``supports(**call)`` takes it.
 
     Raises ValueError with the paths' reasons when none does (a custom op called directly).
     """
-    records = paths(op, backend)
-    if len(records) == 1:
-        return records[0]
+    if backend in implementations(op):  # a path's name (a one-path backend's is the backend's)
+        return implementations(op)[backend]
     record, reasons = _first_supporting(op, backend, call)
     if record is None:
         raise ValueError(f"no {backend} path of {op} takes this call: {reasons}")
     return record
 
 
-def _supports(op: str, call: dict, device: torch.device, backend: str | None):
-    """The ``supports(name)`` :func:`istd_kernels.backend.select` asks: the paths' own checks,
-    after the op's preferences when the call resolves to ``auto``."""
-    auto = _backend.resolve(backends(op), backend) == "auto"
-
+def _supports(op: str, call: dict, skip: Callable[[str], str]):
+    """The ``supports(name)`` :func:`istd_kernels.backend.select` asks: whether a path of the
+    backend that ``skip`` (auto's preferences) leaves takes the call."""
     def supports(name: str) -> tuple[bool, str]:
-        skip = _auto_skips(op, name, device, call) if auto else ""
-        if skip:
-            return False, skip
-        record, reasons = _first_supporting(op, name, call)
+        record, reasons = _first_supporting(op, name, call, skip)
         return record is not None, reasons
 
     return supports
@@ -176,8 +195,21 @@ def _supports(op: str, call: dict, device: torch.device, backend: str | None):
 
 def choose(op: str, device: torch.device, dtype: torch.dtype, backend: str | None = None, **call) -> str:
     """The backend that runs this call of ``op`` (see :func:`istd_kernels.backend.select`,
-    and :func:`prefer` for what ``auto`` skips); :func:`impl` with the same ``call`` gives its path."""
-    return _backend.select(op, backends(op), device, dtype, backend, _supports(op, call, device, backend))
+    and :func:`prefer` for what ``auto`` skips); :func:`choose_path` gives its record."""
+    skip = _skipper(op, device, backend, call)
+    return _backend.select(op, backends(op), device, dtype, backend, _supports(op, call, skip))
+
+
+def choose_path(op: str, device: torch.device, dtype: torch.dtype, backend: str | None = None, **call) -> Impl:
+    """The record that runs this call of ``op``: :func:`choose`'s backend, and of its paths
+    the first that ``auto``'s preferences (under ``auto``) and its ``supports`` leave.
+    Raises as :func:`choose` does."""
+    skip = _skipper(op, device, backend, call)
+    name = _backend.select(op, backends(op), device, dtype, backend, _supports(op, call, skip))
+    record, reasons = _first_supporting(op, name, call, skip)
+    if record is None:
+        raise ValueError(f"no {name} path of {op} takes this call: {reasons}")
+    return record
 
 
 def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -186,13 +218,13 @@ def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = to
     ``call``, and why each other was skipped, as text (one line per path: a backend with
     several paths gets a line for each)."""
     device = torch.device(device)
-    chosen, verdicts = _backend.explain(op, backends(op), device, dtype, backend, _supports(op, call, device, backend))
-    auto = _backend.resolve(backends(op), backend) == "auto"
+    skip = _skipper(op, device, backend, call)
+    chosen, verdicts = _backend.explain(op, backends(op), device, dtype, backend, _supports(op, call, skip))
     what = ", ".join(f"{k}={v!r}" for k, v in call.items())
     if chosen not in _backend.NAMES:
         outcome = f"raises {chosen[len('error: '):]}"
     else:
-        outcome = f"runs {impl(op, chosen, **call).path if paths(op, chosen) else chosen}"
+        outcome = f"runs {choose_path(op, device, dtype, backend, **call).path if paths(op, chosen) else chosen}"
     lines = [f"{op} on {device.type} {str(dtype).replace('torch.', '')} tensors{' with ' + what if what else ''}: "
              + outcome]
     width = max(7, *(len(p) for p in implementations(op)))
@@ -204,9 +236,8 @@ def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = to
         for record in records:
             # The backend's own availability first, then auto's preferences, then the path's supports().
             ok, reason = _backend._fits(record.backend, device, dtype)
-            skip = _auto_skips(op, record.backend, device, call) if auto else ""
-            if ok and skip:
-                ok, reason = False, skip
+            if ok and skip(record.path):
+                ok, reason = False, skip(record.path)
             elif ok:
                 ok, reason = record.supports(**call)
             lines.append(f"  {record.path:<{width}} {'can run' if ok else 'skipped: ' + reason}")
