@@ -44,15 +44,21 @@ def label(mask_bin: Tensor, connectivity: int, backend: str | None, index: bool 
 def box_neighbours(fg: Tensor, shape: tuple[int, int, int], radius: int) -> tuple[Tensor, Tensor]:
     """(which, where): for every foreground pixel ``fg[which]`` (flat indices into an
     [N, H, W] batch), the flat index ``where`` of each pixel of the (2 radius + 1)^2 box
-    around it that lies inside the image (boxes are clipped at the border). The work is
-    foreground x box size, never the whole map."""
+    around it, clipped at the image's border. The work is foreground x box size, never the
+    whole map.
+
+    Box positions outside the image are clamped onto its border, which lands them on pixels
+    of the same clipped box: repeats, harmless to the maximum and the ``unique`` the callers
+    take. Clamping instead of dropping avoids a boolean-mask index, which on a busy 2-core
+    machine cost 2 ms a call in torch's threaded nonzero (26 us on one thread)."""
     _, h, w = shape
     step = torch.arange(-radius, radius + 1, device=fg.device)
     dr, dc = step[:, None].expand(-1, len(step)).reshape(-1), step.repeat(len(step))  # the box's offsets
-    row, col = ((fg // w) % h)[:, None] + dr, (fg % w)[:, None] + dc           # [F, box]
-    ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
-    which = torch.arange(len(fg), device=fg.device)[:, None].expand_as(ok)[ok]
-    return which, (fg[:, None] + dr * w + dc)[ok]
+    row = (((fg // w) % h)[:, None] + dr).clamp_(0, h - 1)                          # [F, box]
+    col = ((fg % w)[:, None] + dc).clamp_(0, w - 1)
+    where = (fg // (h * w) * (h * w))[:, None] + row * w + col
+    which = torch.arange(len(fg), device=fg.device)[:, None].expand_as(where)
+    return which.reshape(-1), where.reshape(-1)
 
 
 class ShootingPrep(NamedTuple):
