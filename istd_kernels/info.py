@@ -3,8 +3,8 @@
 ``python -m istd_kernels.info --explain split_attention --scales 3,5 [--device cuda]
 [--dtype float16] [--backend triton]`` tells which path runs that call and why each other
 path was skipped: a path's own limits, or one of ``auto``'s measured preferences
-(:mod:`istd_kernels.ops._auto_rules`; ``--explain hlk_conv --k-size 23 --size 64x64`` for an
-HLKConv geometry and plane).
+(:mod:`istd_kernels.ops._auto_rules`; ``--explain hlk_conv --k-size 23`` for an HLKConv
+geometry).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import platform
-import re
 import shutil
 import subprocess
 
@@ -73,9 +72,6 @@ def _parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--scales", default=None, help="split_attention's scales, e.g. 2,4 or 3,5")
     parser.add_argument("--k-size", type=int, default=None,
                         help="hlk_conv's receptive field, e.g. 7 or 23 (default: the fused paths' k_size 7)")
-    parser.add_argument("--size", default=None, metavar="HxW",
-                        help="the call's plane, e.g. 64x64, which auto's measured preferences may read "
-                        "(istd_kernels/ops/_auto_rules.py)")
     args = parser.parse_args(argv)
     if args.explain is not None:
         args.explain = args.explain if args.explain.startswith("istd.") else "istd." + args.explain
@@ -83,8 +79,6 @@ def _parse(argv=None) -> argparse.Namespace:
         if not isinstance(dtype, torch.dtype):
             parser.error(f"--dtype must name a torch dtype such as float32; got {args.dtype!r}")
         args.dtype = dtype
-        if args.size is not None and not re.fullmatch(r"[1-9]\d*x[1-9]\d*", args.size.lower()):
-            parser.error(f"--size must be HxW with positive ints, e.g. 64x64; got {args.size!r}")
     return args
 
 
@@ -99,9 +93,6 @@ def explain_call(args: argparse.Namespace) -> str:
         from .ops.hlk_conv import decompose
 
         call.update(zip(("k1", "k2", "dilation"), decompose(args.k_size)))
-    if args.size:
-        h, w = (int(v) for v in args.size.lower().split("x"))
-        call["pixels"] = h * w
     return _dispatch.explain(args.explain, args.device, args.dtype, args.backend, **call)
 
 

@@ -1,6 +1,6 @@
 """auto's measured preferences (istd_kernels/ops/_auto_rules.py, held by ops/_dispatch.py): which
 path auto prefers where another measured slower, separate from what each record's supports() can
-run. On the CPU: HLKConv runs the fused cpp kernel up to 16x16, the composed cpp path above."""
+run. On the CPU: HLKConv runs the composed cpp path (cpp depthwise kernels, batched matmuls)."""
 
 import pytest
 import torch
@@ -10,7 +10,6 @@ from istd_kernels.extensions import cpu_extension
 from istd_kernels.info import _parse, explain_call
 from istd_kernels.nn.hlk import HLKConv
 from istd_kernels.ops import _dispatch
-from istd_kernels.ops._auto_rules import HLK_CPP_MAX_PIXELS
 
 OP = "istd.hlk_conv"
 CPU = torch.device("cpu")
@@ -18,19 +17,16 @@ GEOMETRY = dict(k1=5, k2=7, dilation=3)
 needs_cpp = pytest.mark.skipif(not cpu_extension().available, reason="C++ extension not built")
 
 
-def test_cpp_records_support_every_size():
-    # The size rule is a preference of auto, not a limit of either record.
+def test_cpp_records_support_every_call():
+    # The choice between them is a preference of auto, not a limit of either record.
     for path in ("cpp", "cpp-composed"):
-        assert _dispatch.implementations(OP)[path].supports(**GEOMETRY, pixels=512 * 512) == (True, ""), path
+        assert _dispatch.implementations(OP)[path].supports(**GEOMETRY) == (True, ""), path
 
 
-def test_preference_binds_large_cpu_planes_only():
+def test_cpu_preference_is_the_composed_path():
     [cpu_rule] = [p for p in _dispatch.preferences(OP) if p.device == "cpu"]
     assert (cpu_rule.to, cpu_rule.over) == ("cpp-composed", ("cpp",))
-    assert cpu_rule.when(**GEOMETRY, pixels=HLK_CPP_MAX_PIXELS + 1)
-    assert not cpu_rule.when(**GEOMETRY, pixels=HLK_CPP_MAX_PIXELS)
-    assert not cpu_rule.when(**GEOMETRY)  # a call without a plane is not skipped
-    assert "16x16" in cpu_rule.why and "docs/performance.md" in cpu_rule.why
+    assert cpu_rule.when(**GEOMETRY) and "docs/performance.md" in cpu_rule.why
 
 
 def test_prefer_refuses_an_order_auto_cannot_follow():
@@ -44,29 +40,38 @@ def test_prefer_refuses_an_order_auto_cannot_follow():
     assert len(_dispatch.preferences(OP)) == before  # nothing recorded by the refused calls
 
 
-def _path(backend, pixels):
-    return _dispatch.choose_path(OP, CPU, torch.float32, backend, **GEOMETRY, pixels=pixels).path
+def _path(backend, **call):
+    return _dispatch.choose_path(OP, CPU, torch.float32, backend, **GEOMETRY, **call).path
 
 
 @needs_cpp
-def test_auto_takes_the_composed_path_on_large_planes_and_explicit_cpp_the_fused():
-    assert _path(None, 64 * 64) == "cpp-composed"
-    assert _path(None, 16 * 16) == "cpp"
-    assert _path("auto", 17 * 17) == "cpp-composed"
-    assert _path("cpp", 64 * 64) == "cpp"  # named: no preference applies
+def test_auto_takes_the_composed_path_and_explicit_cpp_the_fused():
+    assert _path(None) == _path("auto") == "cpp-composed"
+    assert _path("cpp") == "cpp"  # named: no preference applies
     with use_backend("cpp"):  # a context names the backend too
-        assert _path(None, 64 * 64) == "cpp"
-    assert _dispatch.choose(OP, CPU, torch.float32, None, **GEOMETRY, pixels=64 * 64) == "cpp"
+        assert _path(None) == "cpp"
+    assert _dispatch.choose(OP, CPU, torch.float32, None, **GEOMETRY) == "cpp"
     # impl() takes the chosen path's name back (the custom op carries it).
     assert _dispatch.impl(OP, "cpp-composed").path == "cpp-composed"
     assert _dispatch.impl(OP, "cpp").path == "cpp"
 
 
 @needs_cpp
+def test_a_conditional_preference_reads_the_call(monkeypatch):
+    # A preference may hold for some calls only: the others keep the path it would skip.
+    rule = _dispatch.Preference("cpu", "torch", ("cpp", "cpp-composed"), "measured", lambda k2=3, **_: k2 > 5)
+    monkeypatch.setitem(_dispatch._PREFERENCES, OP, [rule])
+    assert _path(None) == "torch"  # k2 = 7
+    assert _dispatch.choose_path(OP, CPU, torch.float32, None, k1=3, k2=3, dilation=2).path == "cpp"
+    line = next(x for x in _dispatch.explain(OP, CPU, torch.float32, **GEOMETRY).splitlines() if x.split()[0] == "cpp")
+    assert "skipped: auto prefers torch here: measured" in line
+
+
+@needs_cpp
 def test_layer_runs_the_preferred_path_and_matches_the_fused_one(monkeypatch):
     torch.manual_seed(0)
     m = HLKConv(8, 7, out_dim=8, groups=2)
-    x = torch.randn(2, 8, 20, 20, requires_grad=True)  # 400 pixels: auto runs cpp-composed
+    x = torch.randn(2, 8, 20, 20, requires_grad=True)
     ran = []
     for path in ("cpp", "cpp-composed"):
         record = _dispatch.implementations(OP)[path]
@@ -85,12 +90,9 @@ def test_layer_runs_the_preferred_path_and_matches_the_fused_one(monkeypatch):
 
 @needs_cpp
 def test_explain_names_the_preference():
-    out = explain_call(_parse(["--explain", "hlk_conv", "--size", "64x64"]))
+    out = explain_call(_parse(["--explain", "hlk_conv"]))
     assert out.splitlines()[0].endswith("runs cpp-composed")
     cpp_line = next(line for line in out.splitlines() if line.split()[0] == "cpp")
-    assert "skipped: auto prefers cpp-composed here" in cpp_line and "16x16" in cpp_line
-    assert explain_call(_parse(["--explain", "hlk_conv", "--size", "16x16"])).splitlines()[0].endswith("runs cpp")
-    explicit = explain_call(_parse(["--explain", "hlk_conv", "--size", "64x64", "--backend", "cpp"]))
+    assert "skipped: auto prefers cpp-composed here" in cpp_line and "docs/performance.md" in cpp_line
+    explicit = explain_call(_parse(["--explain", "hlk_conv", "--backend", "cpp"]))
     assert explicit.splitlines()[0].endswith("runs cpp") and "auto prefers" not in explicit
-    with pytest.raises(SystemExit):
-        _parse(["--explain", "hlk_conv", "--size", "64"])

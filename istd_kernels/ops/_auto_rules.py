@@ -1,7 +1,7 @@
-"""Where ``auto`` prefers one backend to another, measured: the registry's preferences.
+"""Where ``auto`` prefers one path to another, measured: the registry's preferences.
 
 ``supports()`` of a record says what CAN run a call; the preferences here say what ``auto``
-SHOULD run, where a kernel measured slower than the PyTorch composition it replaces
+SHOULD run, where a path measured slower than another that can run the same call
 (:func:`istd_kernels.ops._dispatch.prefer`). They bind ``auto`` only: a backend named with
 ``backend=``, ``use_backend()`` or ``ISTD_BACKEND`` runs wherever its ``supports`` takes the
 call. ``python -m istd_kernels.info --explain OP`` prints the preference that skipped a backend.
@@ -13,21 +13,17 @@ from . import _dispatch
 from .depthwise import OP as DEPTHWISE
 from .hlk_conv import OP as HLK_CONV
 
-#: Largest plane (H * W pixels) on which ``auto`` runs the cpp HLKConv on the CPU.
-HLK_CPP_MAX_PIXELS = 16 * 16
-
 # The CPU (docs/performance.md, "The default path on the CPU"): on the project's 2-core x86-64
-# machine the fused cpp HLKConv forward loses to oneDNN's convolution chain once a plane is
-# larger than 16x16 (its per-pixel pointwise step cannot match oneDNN's blocked AVX-512 1x1
-# and depthwise kernels; at 32x32 it won forward with 2 threads but lost with 1 thread and
-# forward+backward). The cpp split_attention, multiscale_maxpool and depthwise kernels have no
-# preference: they measured at least as fast as PyTorch at every LCRNet level.
-_dispatch.prefer(
-    HLK_CONV, "cpu", "cpp-composed", over=("cpp",),
-    why=f"on planes over {HLK_CPP_MAX_PIXELS} pixels (16x16) the cpp depthwise kernels with a matmul measured "
-        "faster than the fused cpp HLKConv and than oneDNN's convolutions on the CPU (docs/performance.md)",
-    when=lambda pixels=None, **_: pixels is not None and pixels > HLK_CPP_MAX_PIXELS,
-)
+# machine the fused cpp HLKConv forward lost to oneDNN's convolution chain above 16x16 (its
+# per-pixel pointwise step cannot match a blocked matmul), while the composed cpp path (the cpp
+# depthwise kernels, then two batched matmuls) measured faster than both at every LCRNet
+# HLKConv shape from 2x2 to 256x256 (forward, one thread, in-process medians: 1.1-1.5x the
+# fused kernel up to 16x16 and over 2x above, 1.3-2.6x the torch chain). The cpp
+# split_attention, multiscale_maxpool and depthwise kernels have no preference: they measured
+# at least as fast as PyTorch at every LCRNet level.
+_dispatch.prefer(HLK_CONV, "cpu", "cpp-composed", over=("cpp",),
+                 why="the cpp depthwise kernels with batched matmuls measured faster than the fused cpp HLKConv (and "
+                     "than oneDNN's convolutions) at every LCRNet shape on the CPU (docs/performance.md)")
 
 # CUDA (benchmarks/results/nvidia-h200/2026-12-04-machine/report.md: H200, torch 2.11, Triton
 # 3.6, forward float32 at batch 8 on LCRNet's four levels, medians of 7; backward was not

@@ -153,8 +153,8 @@ def _torch_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups) -> Tensor:
 
 # ---------------------------------------------------------------------------------------
 # The implementation records. cpp and cuda run a fused forward and compose the backward from
-# their depthwise records; cpp-composed composes the forward too (auto's choice on larger CPU
-# planes); triton has two paths: triton-fused where its tiles fit the halo, else
+# their depthwise records; cpp-composed composes the forward too (auto's choice on the CPU,
+# ops/_auto_rules.py); triton has two paths: triton-fused where its tiles fit the halo, else
 # triton-composed (its depthwise records and two small matmuls).
 
 
@@ -291,7 +291,7 @@ def _register_extension(backend: str) -> None:
 _dispatch.register(OP, "torch", _torch_forward)  # differentiated by autograd
 _register_extension("cpp")
 _register_extension("cuda")
-# auto prefers it to the fused cpp kernel on planes over 16x16 (ops/_auto_rules.py).
+# auto prefers it to the fused cpp kernel (ops/_auto_rules.py).
 _dispatch.register(OP, "cpp", partial(_composed_forward, "cpp"), partial(_composed_backward, "cpp"),
                    path="cpp-composed")
 _dispatch.register(OP, "triton", _dispatch.lazy("hlk_conv", "hlk_fwd"), _triton_fused_backward, _triton_tiles_fit,
@@ -387,8 +387,7 @@ def hlk_conv(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | 
     """
     x, w0, b0, w1, b1, w_pw, b_pw = autocast_cast(x, x, w0, b0, w1, b1, w_pw, b_pw)
     _check(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
-    record = _dispatch.choose_path(OP, x.device, x.dtype, backend, **_geometry(w0, w1, dilation),
-                                   pixels=x.shape[-2] * x.shape[-1])
+    record = _dispatch.choose_path(OP, x.device, x.dtype, backend, **_geometry(w0, w1, dilation))
     if record.backend == "torch":
         return _torch_forward(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups)
     return _hlk(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, record.path)
