@@ -174,3 +174,76 @@ def test_gpu_split_attention_cuda_refuses_large_lcm():
               for t in sa_cases.make_inputs((1, 4, 8, 8, 1, 2), torch.float32, scales=(5, 7))]
     with pytest.raises(ValueError, match="least common multiple"):
         split_attention(*inputs, 1, (5, 7), backend="cuda")
+
+
+# ---------------------------------------------------------------------------------------
+# The autotuner itself. The GPU check runs every other test with each Triton kernel on its
+# first config (ISTD_TRITON_AUTOTUNE=0, docs/gpu.md); these tests and the two weight-gradient
+# determinism tests above run with the autotuner on, and together call every autotuned
+# kernel. A key's first call is the one the autotuner times every config on: its timing
+# launches must leave no trace in the results (the depthwise weight gradient once added them up).
+
+from istd_kernels.ops import multiscale_maxpool  # noqa: E402
+from istd_kernels.triton import _launch  # noqa: E402
+
+
+def _fp32(t, dtype, device):
+    # Inputs drawn in fp32, then cast: the float64 reference sees exactly the fp32 call's values.
+    return t.to(torch.float32).to(device, dtype)
+
+
+def _grad_out(t):
+    return _fp32(torch.randn(t.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64), t.dtype,
+                 t.device)
+
+
+def _autotuned_depthwise(backend, dtype, device="cuda"):  # forward, input and weight gradients
+    leaves = [_fp32(t, dtype, device).requires_grad_() for t in make_inputs((4, 16, 64, 72), (7, 7), torch.float32,
+                                                                            seed=3)]
+    y = depthwise_conv2d(*leaves, 1, 3, 1, backend=backend)
+    return [y, *torch.autograd.grad(y, leaves, _grad_out(y))]
+
+
+def _autotuned_hlk(backend, dtype, device="cuda"):  # forward and the grad_x pass
+    params, dil, groups = hlk_cases.make_params((2, 16, 64, 72, 7, 16, 1), torch.float32, seed=3)
+    leaves = [_fp32(p, dtype, device).requires_grad_() for p in params]
+    y = hlk_conv(*leaves, dil, groups, backend=backend)
+    return [y, *torch.autograd.grad(y, leaves, _grad_out(y))]
+
+
+def _autotuned_split_attention(backend, dtype, device="cuda"):  # forward
+    case = (2, 32, 64, 72, 4, 2)
+    branches, *rest = sa_cases.make_inputs(case, torch.float32, seed=3)
+    inputs = ([_fp32(b, dtype, device) for b in branches], *(_fp32(t, dtype, device) for t in rest))
+    gz = _grad_out(torch.empty(case[:4], dtype=dtype, device=device))
+    z, grads = sa_cases.run(lambda b, *a: split_attention(b, *a, case[4], backend=backend), inputs, gz)
+    return [z, *grads]
+
+
+def _autotuned_multiscale_maxpool(backend, dtype, device="cuda"):  # forward and backward
+    u = _mmp_u((2, 2, 2, 8, 64, 72), torch.float32, torch.contiguous_format)
+    leaf = _fp32(u, dtype, device).requires_grad_()
+    ys = multiscale_maxpool(leaf, 2, 2, backend=backend)
+    return [*ys, *torch.autograd.grad(ys, leaf, [_grad_out(y) for y in ys])]
+
+
+AUTOTUNED_CALLS = {"depthwise": _autotuned_depthwise, "hlk_conv": _autotuned_hlk,
+                   "split_attention": _autotuned_split_attention, "multiscale_maxpool": _autotuned_multiscale_maxpool}
+
+
+def check_autotuned_call(op, device="cuda"):
+    """Two Triton calls of ``op`` (the first autotunes) give identical fp32 results, within
+    1e-4 (relative to the largest value) of the torch backend in float64."""
+    first, again = (AUTOTUNED_CALLS[op]("triton", torch.float32, device) for _ in range(2))
+    expected = AUTOTUNED_CALLS[op]("torch", torch.float64, device)
+    for k, (a, b, e) in enumerate(zip(first, again, expected, strict=True)):
+        assert torch.equal(a, b), f"{op} result {k}: the autotuned first call differs from the second"
+        err, scale = (a.double() - e).abs().max().item(), max(1.0, e.abs().max().item())
+        assert err <= 1e-4 * scale, f"{op} result {k}: max abs error {err:.3g} against the torch backend"
+
+
+@pytest.mark.parametrize("op", list(AUTOTUNED_CALLS), ids=lambda op: f"triton-{op}")
+def test_gpu_autotuned_kernels_repeat_and_match_torch(op):
+    if not _launch.AUTOTUNE:
+        pytest.skip("ISTD_TRITON_AUTOTUNE=0 pins every Triton kernel to its first config; this test is the autotuner's")
+    check_autotuned_call(op)

@@ -34,8 +34,8 @@ def one_thread():
 @pytest.mark.parametrize("mode", ["full", "quick"])
 def test_plan_fits_its_budget_and_runs_in_order(mode):
     steps = plan.steps(plan.PROFILES[mode])
-    assert [s.name for s in steps] == ["env", "tests_ops", "tests_other", "sanitizer", "perf_lcrnet", "perf_kernels",
-                                       "perf_metrics", "perf_rrcanet", "report"]
+    assert [s.name for s in steps] == ["env", "tests_ops", "tests_other", "sanitizer", "perf_lcrnet",
+                                       "perf_lcrnet_compiled", "perf_kernels", "perf_metrics", "perf_rrcanet", "report"]
     assert sum(s.budget_s for s in steps) <= plan.BUDGET_S[mode]
     assert all(s.isolated for s in steps if s.name.startswith("perf"))
     assert {s.name for s in steps if s.correctness} == {"tests_ops", "tests_other", "sanitizer"}
@@ -55,7 +55,7 @@ def test_machine_plan_installs_first_and_fits_its_540_s():
     profile = plan.PROFILES["machine"]
     steps = plan.steps(profile, "build")  # machine mode has its own install step
     assert [s.name for s in steps] == ["install", "env", "tests_ops", "tests_other", "sanitizer", "perf_lcrnet",
-                                       "perf_kernels", "perf_metrics", "perf_rrcanet", "report"]
+                                       "perf_lcrnet_compiled", "perf_kernels", "perf_metrics", "perf_rrcanet", "report"]
     assert steps[0].correctness and not steps[0].isolated  # a failed install fails the run
     isolated = sum(s.isolated for s in steps)
     assert sum(s.budget_s for s in steps) + plan.MACHINE_OVERHEAD_S <= plan.BUDGET_S["machine"]
@@ -84,7 +84,7 @@ def test_dry_run_prints_plan_and_says_there_is_no_gpu(capsys):
 def test_machine_dry_run_prints_a_plan_of_at_most_540_s_with_the_build(capsys):
     assert cli.main(["--machine", "--dry-run"]) == cli.EXIT_OK
     lines = capsys.readouterr().out.strip().splitlines()
-    head = lines[0].split(": ")[1]  # "10 steps, 530 s including the build (budget 540 s)"
+    head = lines[0].split(": ")[1]  # "11 steps, 537 s including the build (budget 540 s)"
     assert int(head.split(", ")[1].split(" s ")[0]) <= 540 and "including the build" in head
     assert lines[1].lstrip().startswith("0. pip install -e .") and lines[-1].startswith("no CUDA GPU")
 
@@ -144,14 +144,22 @@ def fake_steps(tmp_path, monkeypatch):
         name, name, f"fake_gpu_steps:{fn}", budget, isolated, correctness)
 
 
+def _work(entry: dict) -> list[dict]:
+    """A step's records without the startup record of its own interpreter."""
+    return [r for r in entry["records"] if r["kind"] != "startup"]
+
+
 @pytest.mark.parametrize("isolated", [False, True], ids=["in_process", "own_interpreter"])
 def test_failed_step_is_recorded_and_the_next_one_runs(tmp_path, fake_steps, isolated):
     r = runner.Runner(str(tmp_path / "out"), "test", {"device": "cpu"})
     first = r.run(fake_steps("a", "boom", isolated=isolated))
     second = r.run(fake_steps("b", "good", isolated=isolated))
     assert first["status"] == "failed" and "kernel exploded" in first["detail"]
-    assert first["records"] == [{"kind": "note", "value": "before"}]  # what it recorded before failing is kept
-    assert second["status"] == "ok" and second["records"] == [{"kind": "note", "value": 1}]
+    assert _work(first) == [{"kind": "note", "value": "before"}]  # what it recorded before failing is kept
+    assert second["status"] == "ok" and _work(second) == [{"kind": "note", "value": 1}]
+    if isolated:  # its own interpreter says how long it took to start
+        (start,) = [r for r in first["records"] if r["kind"] == "startup"]
+        assert start["total_s"] >= start["import_s"] >= 0 and start["cuda_init_s"] == 0
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [s["status"] for s in saved["steps"]] == ["failed", "ok"]
 
@@ -163,7 +171,7 @@ def test_step_past_its_budget_is_killed_recorded_and_the_next_one_runs(tmp_path,
     slow = r.run(fake_steps("slow", "slow", budget=3.0, isolated=True))
     assert time.time() - start < 30
     assert slow["status"] == "timeout" and "budget" in slow["detail"]
-    assert slow["records"] == [{"kind": "note", "value": "partial"}]
+    assert _work(slow) == [{"kind": "note", "value": "partial"}]
     assert r.run(fake_steps("next", "good", isolated=True))["status"] == "ok"
 
 
@@ -268,6 +276,17 @@ def test_markdown_marks_targets_and_keeps_tables_intact():
             assert line.endswith("|")
 
 
+def test_report_lists_the_first_20_failed_tests_with_their_reasons():
+    failed = [{"id": f"tests/test_cuda.py::test_x[{k}]", "when": "call", "reason": f"AssertionError: {k} | b"}
+              for k in range(30)]
+    check = {"kind": "check", "name": "pytest", "passed": False, "detail": "", "counts": {"FAILED": 89},
+             "failed": failed}
+    text = report.markdown(_gpu_report([check]))
+    assert "### Failed tests: 89, the first 20 with their reasons" in text
+    assert "| tests/test_cuda.py::test_x[19] | call | AssertionError: 19 \\| b |" in text
+    assert "test_x[20]" not in text
+
+
 def test_failed_correctness_step_fails_the_run_even_without_records():
     rep = _gpu_report([{"kind": "check", "name": "c", "passed": True, "detail": ""}])
     rep["steps"].append(dict(name="sanitizer", title="2c", budget_s=10, status="timeout", elapsed_s=10,
@@ -303,8 +322,29 @@ def test_run_cases_records_a_failing_case_and_goes_on(tmp_path):
         raise ValueError("bad shape")
     timing.run_cases(ctx, [({"impl": "a"}, fail), ({"impl": "b"}, lambda: {"median_ms": 1.0})])
     rows = runner.read_records(str(tmp_path / "r.jsonl"))
-    assert rows[0]["impl"] == "a" and rows[0]["error"] == "ValueError: bad shape"
-    assert rows[1] == {"impl": "b", "kind": "timing", "median_ms": 1.0}
+    assert [r["kind"] for r in rows] == ["pending", "timing", "pending", "timing"]  # pending: before measuring
+    assert rows[1]["impl"] == "a" and rows[1]["error"] == "ValueError: bad shape"
+    assert rows[3] == {"impl": "b", "kind": "timing", "median_ms": 1.0}
+
+
+def test_case_cut_while_measuring_is_reported_as_not_measured():
+    # The compiled LCRNet's step was killed during torch.compile: its pending record is all there is.
+    rep = _gpu_report([{"kind": "check", "name": "c", "passed": True, "detail": ""}])
+    g = "LCRNet forward float32 batch 8 512x512"
+    rep["steps"].append(dict(name="perf_lcrnet_compiled", title="3a'", budget_s=40, status="timeout", elapsed_s=45,
+                             detail="killed", correctness=False,
+                             records=[{"kind": "startup", "total_s": 9.0, "interpreter_s": 0.1, "import_s": 6.0,
+                                       "cuda_init_s": 2.9},
+                                      {"kind": "pending", "case": "lcrnet-forward-float32", "group": g,
+                                       "impl": "compiled", "baseline": "eager"}]))
+    rep["steps"][1]["records"] = [r for r in rep["steps"][1]["records"] if r.get("impl") != "compiled"]
+    (row,) = [r for r in report.timings(rep) if r["impl"] == "compiled"]
+    assert row["error"] == "not measured: its step was stopped at its 40 s budget while measuring it"
+    t = {x["target"].split(" (")[0]: x for x in report.summarize(rep)["targets"]}
+    assert t["LCRNet forward fp32 vs torch.compile"]["detail"] == row["error"]
+    text = report.markdown(rep)
+    assert "| compiled | not measured: its step was stopped" in text
+    assert "(start 9.0 s: interpreter 0.1, imports 6.0, CUDA 2.9)" in text
 
 
 def test_run_cases_past_the_deadline_records_not_run(tmp_path):
@@ -314,12 +354,49 @@ def test_run_cases_past_the_deadline_records_not_run(tmp_path):
     assert all(r["error"].startswith("not run") for r in runner.read_records(str(tmp_path / "r.jsonl")))
 
 
-def test_pytest_output_is_counted():
-    text = ("tests/test_cuda.py::test_a[x-1] PASSED  [ 10%]\ntests/test_cuda.py::test_b FAILED   [ 20%]\n"
-            "tests/test_cuda.py::test_c SKIPPED (no)\nFAILED tests/test_cuda.py::test_b - AssertionError\n")
-    c = correctness.count([text, "tests/t.py::test_d ERROR\n"])
-    assert c["PASSED"] == 1 and c["FAILED"] == 1 and c["SKIPPED"] == 1 and c["ERROR"] == 1
-    assert c["failed_ids"] == ["tests/test_cuda.py::test_b", "tests/t.py::test_d"]
+def test_streamed_outcomes_are_counted_with_their_reasons(tmp_path):
+    lines = [dict(id="t.py::test_a[triton-x]", when="call", outcome="passed", duration=2.0),
+             dict(id="t.py::test_b", when="call", outcome="failed", duration=0.5, reason="AssertionError: 1 != 2"),
+             dict(id="t.py::test_c", when="setup", outcome="skipped", duration=0.0, reason="no GPU"),
+             dict(id="t.py::test_a[triton-x]", when="teardown", outcome="failed", duration=0.1, reason="leak")]
+    (tmp_path / "s0.jsonl").write_text("\n".join(json.dumps(x) for x in lines[:2]) + "\n")
+    (tmp_path / "s1.jsonl").write_text("\n".join(json.dumps(x) for x in lines[2:]) + '\n{"id": "cut by a ki')
+    got = correctness.read_stream([str(tmp_path / "s0.jsonl"), str(tmp_path / "s1.jsonl"), str(tmp_path / "none")])
+    assert got["counts"] == {"PASSED": 1, "FAILED": 1, "SKIPPED": 1, "ERROR": 1} and got["reported"] == 3
+    assert got["failed"] == [{"id": "t.py::test_b", "when": "call", "reason": "AssertionError: 1 != 2"},
+                             {"id": "t.py::test_a[triton-x]", "when": "teardown", "reason": "leak"}]
+    assert got["slowest"][0] == {"id": "t.py::test_a[triton-x]", "seconds": 2.0}
+    assert got["seconds_by_kind"] == {"pinned": [1, 2.1], "other": [1, 0.5]}
+
+
+def test_shards_keep_autotuned_tests_apart_and_balance_the_rest():
+    ids = [f"t.py::test_gpu_weight_grad_deterministic[{b}]" for b in ("cuda", "triton")]
+    ids += [f"t.py::test_x[triton-{k}]" for k in range(6)] + [f"t.py::test_y[cuda-{k}]" for k in range(12)]
+    shards = correctness.plan_shards(ids, 4)
+    tuned = [s for autotune, s in shards if autotune]
+    assert tuned == [[ids[1]] + [i for i in tuned[0] if "test_y" in i]]  # autotuned: its own process
+    assert all(correctness.kind(i) != "pinned" for i in tuned[0])
+    assert sorted(i for _, s in shards for i in s) == sorted(ids)
+    for _, s in shards:
+        assert s == sorted(s, key=ids.index)  # file order within each process
+    loads = [sum(map(correctness.cost_s, s)) for _, s in shards]
+    assert max(loads) - min(loads) <= correctness.COST_S["autotuned"]
+    assert correctness.estimate_s(shards) == correctness.COST_S["start"] + max(loads)
+    assert len(correctness.plan_shards(ids, 1)) == 2  # the two groups never share a process
+
+
+def test_gpu_tests_fit_their_machine_budgets_on_16_cores():
+    """By design, not by luck: the estimated longest process of each test step fits its budget,
+    and every test named in AUTOTUNED_TESTS exists on the triton backend."""
+    budgets = plan.PROFILES["machine"].budgets
+    for step, args in (("tests_ops", ["tests/test_cuda.py"]), ("tests_other", ["tests", "--ignore",
+                                                                                "tests/test_cuda.py"])):
+        ids, uncollected = correctness._collect(args, 120, correctness.SOURCE_ROOT)
+        assert not uncollected
+        assert correctness.estimate_s(correctness.plan_shards(ids, 16)) <= budgets[step] - 1, step
+        if step == "tests_ops":
+            tuned = {correctness._name(i) for i in ids if correctness.kind(i) == "autotuned"}
+            assert tuned == set(correctness.AUTOTUNED_TESTS)
 
 
 FAKE_TESTS = """
@@ -341,18 +418,54 @@ def test_slow():
 
 
 @pytest.mark.parametrize("second, sleep", [(2, 60), ("n", 0)], ids=["one_fails_one_hangs", "all_pass"])
-def test_sharded_pytest_run_is_counted_and_judged(tmp_path, second, sleep):
+def test_sharded_pytest_run_is_counted_and_judged(tmp_path, monkeypatch, second, sleep):
+    monkeypatch.setattr(correctness.os, "cpu_count", lambda: 1)  # one process: the failure, then the hang
     fake = FAKE_TESTS.replace("SECOND_VALUE", str(second)).replace("SLEEP", str(sleep))
     (tmp_path / "test_fake_cuda.py").write_text(fake)
     (tmp_path / "steps").mkdir()
     ctx = StepContext(str(tmp_path / "r.jsonl"), {"steps": str(tmp_path / "steps")}, time.time() + 40)
     correctness.run_sharded(ctx, "fake", ["test_fake_cuda.py"], cwd=str(tmp_path))
     (rec,) = runner.read_records(str(tmp_path / "r.jsonl"))
-    if sleep:  # test_param[1] fails; test_slow is killed at the step's deadline
+    if sleep:  # test_param[1] fails; test_slow, after it in the same process, is killed at the step's deadline
         assert rec["passed"] is False and "time budget ran out" in rec["detail"]
-        assert rec["counts"] == {"PASSED": 2, "FAILED": 1} and rec["failed"] == ["test_fake_cuda.py::test_param[1]"]
+        assert rec["counts"] == {"PASSED": 2, "FAILED": 1} and rec["detail"].startswith("3/4 tests reported")
+        (failed,) = rec["failed"]
+        assert failed["id"] == "test_fake_cuda.py::test_param[1]" and failed["reason"].startswith("assert 1 == 2")
+        assert "test_param[1]: assert 1 == 2" in rec["detail"]
+        logs = "".join(open(log).read() for log in rec["logs"] if log.endswith(".log"))
+        assert "short test summary" not in logs and "1 failed" not in logs  # no summary: the reason was streamed
     else:
         assert rec["passed"] is True and rec["detail"].startswith("4/4 tests reported")
+
+
+def test_pin_env_var_makes_launch_use_the_first_config(monkeypatch):
+    from istd_kernels.triton import _launch
+
+    for value, expected in (("0", False), ("1", True), (None, True)):
+        if value is None:
+            monkeypatch.delenv("ISTD_TRITON_AUTOTUNE", raising=False)
+        else:
+            monkeypatch.setenv("ISTD_TRITON_AUTOTUNE", value)
+        assert _launch._autotune_from_env() is expected
+    monkeypatch.setenv("ISTD_TRITON_AUTOTUNE", "no")
+    with pytest.raises(ValueError, match="ISTD_TRITON_AUTOTUNE must be 0"):
+        _launch._autotune_from_env()
+
+    class Tuned:  # an autotuner that must not be asked when the configs are pinned
+        best_config = "tuned"
+
+        def __getitem__(self, grid):
+            return lambda *a, **k: pytest.fail("the autotuner ran")
+    launched = []
+    raw = {(2,): lambda *a, **k: launched.append(k)}
+    configs = [types.SimpleNamespace(kwargs={"B": 2}, all_kwargs=lambda: {"B": 2}),
+               types.SimpleNamespace(kwargs={"B": 4}, all_kwargs=lambda: {"B": 4})]
+    monkeypatch.setattr(_launch, "AUTOTUNE", False)
+    assert _launch.launch(raw, Tuned(), configs, lambda meta: (meta["B"],), (), {"C": 1}) is configs[0]
+    assert launched == [{"C": 1, "B": 2}]
+    monkeypatch.setattr(_launch, "AUTOTUNE", True)
+    with pytest.raises(pytest.fail.Exception, match="the autotuner ran"):
+        _launch.launch(raw, Tuned(), configs, lambda meta: (meta["B"],), (), {"C": 1})
 
 
 def test_test_file_that_cannot_be_imported_fails_the_check_and_the_others_run(tmp_path):
@@ -400,6 +513,58 @@ def test_sanitizer_that_refuses_the_device_is_unavailable_here_and_the_run_goes_
     assert (tmp_path / "starts").read_text().count("started") == 1  # the others were not started
     summary = report.correctness({"steps": [dict(name="sanitizer", status="ok", correctness=True, records=recs)]})
     assert summary["checks"] and summary["passed"] is False  # nothing passed: unavailable is not a pass
+
+
+HANGING_SANITIZER = """#!/bin/sh
+echo "ok cuda depthwise float32 3x3"
+sleep 60 &
+echo $! > "$(dirname "$0")/pid"
+wait
+"""
+
+
+def test_sanitizer_past_its_budget_says_how_far_it_got_and_stops_the_program_under_it(tmp_path, monkeypatch):
+    # The first H200 run's memcheck timed out inside the Triton calls; its program must not
+    # run on into the next steps.
+    tool = tmp_path / "compute-sanitizer"
+    tool.write_text(HANGING_SANITIZER)
+    tool.chmod(0o755)
+    monkeypatch.setattr(correctness, "find_sanitizer", lambda: str(tool))
+    ctx = StepContext(str(tmp_path / "r.jsonl"), {"sanitizer_tools": ["memcheck"], "steps": str(tmp_path)},
+                      time.time() + 3)
+    correctness.run_sanitizer(ctx)
+    (rec,) = runner.read_records(str(tmp_path / "r.jsonl"))
+    assert rec["passed"] is False
+    assert rec["detail"].endswith("1 call(s) finished, the last: cuda depthwise float32 3x3")
+    pid = int((tmp_path / "pid").read_text())
+    for _ in range(50):
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def test_sanitizer_runs_the_triton_calls_with_pinned_configs():
+    assert correctness._env(autotune=False)["ISTD_TRITON_AUTOTUNE"] == "0"
+    assert "TRITON_INTERPRET" not in correctness._env()
+
+
+def test_gpu_cases_come_first(tmp_path):
+    """Past its deadline a step records its cases, in order, as not run: the metrics step's
+    device cases come before the CPU baselines, and LCRNet's compile has its own step."""
+    config = dict(plan.PROFILES["machine"].config(), device="cpu")
+
+    def cases(fn):
+        ctx = StepContext(str(tmp_path / f"{fn.__name__}.jsonl"), config, time.time() - 1)
+        with pytest.raises(StepDeadline):
+            fn(ctx)
+        return [r["impl"] for r in runner.read_records(ctx.results_path)]
+    from istd_kernels.tools.gpu_check import perf_kernels, perf_models
+
+    assert cases(perf_kernels.metrics) == ["PdFa (cpu)", "measure_components only (cpu)", "ISTDMetrics (cpu)",
+                                           "skimage per-image loop", "skimage per-image loop"]
+    assert cases(perf_models.lcrnet) == ["eager", "cuda", "cuda-graph", "triton", "eager", "cuda", "triton"]
+    assert cases(perf_models.lcrnet_compiled) == ["compiled"]
 
 
 def test_sanitize_calls_run_on_the_cpu(capsys, one_thread):

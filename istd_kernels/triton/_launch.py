@@ -3,6 +3,9 @@
 Kernel files import from here and from :mod:`istd_kernels.layout`, never from the op layer.
 ``INTERPRET`` is read once, at import: under ``TRITON_INTERPRET=1`` the first config of each
 list is launched directly, because autotuning inside the interpreter takes minutes per shape.
+``ISTD_TRITON_AUTOTUNE=0`` (also read once, at import) does the same on a GPU: the GPU check
+runs the bulk of its tests so, because the autotuner compiles and times every candidate config
+of every new shape, and only its designated tests with the autotuner on (docs/gpu.md).
 
 Also here: :func:`plane_tile` (the flat-grid tile geometry several kernels share) and
 :func:`aot_spec` / :data:`AOT_DTYPES`, the one builder of the specs each kernel file's
@@ -22,6 +25,17 @@ import triton.language as tl
 from ..layout import acc_dtype
 
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _autotune_from_env() -> bool:
+    value = os.environ.get("ISTD_TRITON_AUTOTUNE", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"ISTD_TRITON_AUTOTUNE must be 0 (first config of each list) or 1 (autotune); got {value!r}")
+    return value == "1"
+
+
+#: False under ``ISTD_TRITON_AUTOTUNE=0``: :func:`launch` then uses the first config, as in the interpreter.
+AUTOTUNE: bool = _autotune_from_env()
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 
@@ -47,8 +61,9 @@ def pad(items, n: int, filler) -> list:
 
 
 def launch(raw, tuned, configs, grid_fn, args, consts, fixed: bool = False):
-    """Launch ``raw`` with configs[0] or the autotuner ``tuned``; return the config used."""
-    if tuned is None or fixed:
+    """Launch ``raw`` with configs[0] (``tuned`` None, ``fixed``, or ``ISTD_TRITON_AUTOTUNE=0``) or the
+    autotuner ``tuned``; return the config used."""
+    if tuned is None or fixed or not AUTOTUNE:
         cfg = configs[0]
         raw[grid_fn(cfg.kwargs)](*args, **consts, **cfg.all_kwargs())
         return cfg

@@ -119,14 +119,25 @@ def _model_cases(ctx: StepContext, name: str, factory, size, modes) -> Iterator[
                 yield meta, _measure(ctx, make, batch)
 
 
-def lcrnet(ctx: StepContext) -> None:
-    """LCRNet forward (every implementation) then the train step, per precision."""
+def _lcrnet(ctx: StepContext, keep: Callable[[str], bool]) -> None:
     cfg = ctx.config
     train = lambda m, impl, x, p: _train_step(m, impl, x, p, SoftIoULoss())  # noqa: E731
     channels, depths = cfg["lcrnet_widths"]
     factory = lambda: LCRNet(channels=tuple(channels), depths=tuple(depths))  # noqa: E731
-    modes = [("forward", cfg["forward_impls"], _forward), ("train-step", cfg["train_impls"], train)]
+    modes = [("forward", [i for i in cfg["forward_impls"] if keep(i)], _forward),
+             ("train-step", [i for i in cfg["train_impls"] if keep(i)], train)]
     run_cases(ctx, _model_cases(ctx, "LCRNet", factory, cfg["lcrnet"], modes))
+
+
+def lcrnet(ctx: StepContext) -> None:
+    """LCRNet forward (every implementation but ``compiled``) then the train step, per precision."""
+    _lcrnet(ctx, lambda impl: impl != "compiled")
+
+
+def lcrnet_compiled(ctx: StepContext) -> None:
+    """LCRNet with ``torch.compile`` (forward, and the train step where the profile has it): its
+    own step, so that a compile longer than its budget costs no other measurement."""
+    _lcrnet(ctx, lambda impl: impl == "compiled")
 
 
 def rrcanet(ctx: StepContext) -> None:

@@ -15,8 +15,19 @@ _NOT_FUSED = ("eager", "compiled", "unfused", "F.conv2d", "skimage per-image loo
 
 
 def timings(report: dict) -> list[dict]:
-    """Every timing record of every step, measured or not (``error`` set when not)."""
-    return [r for s in report.get("steps", []) for r in s.get("records", []) if r.get("kind") == "timing"]
+    """Every timing record of every step, measured or not (``error`` set when not). A case left
+    ``pending`` (its step was killed while measuring it) is one with an error saying so."""
+    out = []
+    for step in report.get("steps", []):
+        records = step.get("records", [])
+        done = {(r.get("case"), r.get("impl")) for r in records if r.get("kind") == "timing"}
+        for r in records:
+            if r.get("kind") == "timing":
+                out.append(r)
+            elif r.get("kind") == "pending" and (r.get("case"), r.get("impl")) not in done:
+                out.append(dict(r, kind="timing", error=f"not measured: its step was stopped at its "
+                                                        f"{step.get('budget_s', 0):.0f} s budget while measuring it"))
+    return out
 
 
 def _measured(report: dict, case: str) -> dict[str, dict]:
@@ -30,12 +41,15 @@ def _target(name: str, measured: float | None, required: str, met: bool | None, 
 
 def _lcrnet_targets(report: dict) -> Iterable[dict]:
     rows = _measured(report, "lcrnet-forward-float32")
+    cut = {r["impl"]: r["error"] for r in timings(report) if r.get("case") == "lcrnet-forward-float32" and "error" in r}
     fused = [r for impl, r in rows.items() if impl not in _NOT_FUSED]
     best = min(fused, key=lambda r: r["median_ms"]) if fused else None
     for base, need, name in (("eager", LCRNET_VS_EAGER, "LCRNet forward fp32 vs eager PyTorch"),
                              ("compiled", LCRNET_VS_COMPILED, "LCRNet forward fp32 vs torch.compile")):
         if best is None or base not in rows:
-            yield _target(name, None, f">= {need}x", None, "x", f"not measured ({base} or a kernel backend missing)")
+            why = cut.get(base) if best is not None and base in cut else \
+                f"not measured ({base} or a kernel backend missing)"
+            yield _target(name, None, f">= {need}x", None, "x", why)
             continue
         ratio = rows[base]["median_ms"] / best["median_ms"]
         yield _target(f"{name} (best: {best['impl']})", ratio, f">= {need}x", ratio >= need, "x")
@@ -138,7 +152,7 @@ def _header(report: dict) -> list[str]:
 def _tables(report: dict, summary: dict) -> list[str]:
     lines = ["", "## Steps", "", "| step | status | seconds (budget) | detail |", "|---|---|---:|---|"]
     for s in report["steps"]:
-        detail = _cell(s["detail"].strip().splitlines()[-1] if s["detail"].strip() else "", 160)
+        detail = _cell(s["detail"].strip().splitlines()[-1] if s["detail"].strip() else "", 160) + _startup(s)
         lines.append(f"| {s['title']} | {s['status']} | {s['elapsed_s']:.0f} ({s['budget_s']:.0f}) | {detail} |")
     checks = summary["correctness"]["checks"]
     verdict = ("every check passed" if summary["correctness"]["passed"] else "**NOT all passed**") if checks \
@@ -149,11 +163,32 @@ def _tables(report: dict, summary: dict) -> list[str]:
         lines.append(f"| {_cell(c['name'])} | {result} | {_cell(c['detail'])} |")
     if not checks:
         lines.append("| (none) | not run | no correctness step in this mode |")
+    lines += _failures(checks)
     lines += ["", "## Targets", "", "| target | measured | required | |", "|---|---:|---|---|"]
     for t in summary["targets"]:
         shown = _fmt(t["measured"], t["unit"]) or t["detail"]
         lines.append(f"| {_cell(t['target'])} | {_cell(shown)} | {t['required']} | {_met(t)} |")
     return lines
+
+
+def _startup(step: dict) -> str:
+    """How long the step's own interpreter took before its work (worker.py's startup record)."""
+    r = next((r for r in step.get("records", []) if r.get("kind") == "startup"), None)
+    if r is None:
+        return ""
+    return (f" (start {r['total_s']:.1f} s: interpreter {r['interpreter_s']:.1f}, imports {r['import_s']:.1f}, "
+            f"CUDA {r['cuda_init_s']:.1f})")
+
+
+def _failures(checks: list[dict], shown: int = 20) -> list[str]:
+    """The first ``shown`` failed tests with the reasons their shards streamed."""
+    failed = [f for c in checks for f in c.get("failed", []) if isinstance(f, dict)]
+    total = sum(c.get("counts", {}).get(k, 0) for c in checks for k in ("FAILED", "ERROR"))
+    if not failed:
+        return []
+    lines = ["", f"### Failed tests: {total}, the first {min(shown, len(failed))} with their reasons", "",
+             "| test | phase | reason |", "|---|---|---|"]
+    return lines + [f"| {_cell(f['id'])} | {f['when']} | {_cell(f['reason'], 300)} |" for f in failed[:shown]]
 
 
 def speedups(report: dict) -> list[dict]:

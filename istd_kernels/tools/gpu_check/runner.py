@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from .paths import child_env
 from .plan import Step
-from .worker import EXIT_DEADLINE, StepContext, call, is_deadline
+from .worker import EXIT_DEADLINE, LAUNCHED_ENV, StepContext, call, is_deadline
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 #: Seconds granted past a step's budget for its interpreter to start and stop.
@@ -113,8 +113,8 @@ class Runner:
         cmd = [sys.executable, _WORKER, step.target, results, config_path, repr(deadline)]
         log_path = os.path.join(self.steps_dir, f"{step.name}.log")
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(),
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    env=child_env(**{LAUNCHED_ENV: repr(time.time())}), start_new_session=True)
             try:
                 rc = proc.wait(timeout=max(1.0, deadline - time.time()) + GRACE_S)
             except subprocess.TimeoutExpired:

@@ -22,7 +22,9 @@ Case = tuple[dict, Callable[[], dict]]
 def run_cases(ctx: StepContext, cases: Iterable[Case]) -> None:
     """Measure each case and record it: ``meta`` merged with what ``measure()`` returns.
 
-    A case that raises is recorded with its ``error`` and the next one runs; once the step's
+    Each case is first recorded as ``pending``: if the step is killed while measuring it (a
+    ``torch.compile`` that outlasts the budget), the report says so instead of leaving it out
+    (:func:`report.timings`). A case that raises is recorded with its ``error`` and the next one runs; once the step's
     deadline has passed, the remaining cases are recorded as not run and the step ends with
     :class:`StepDeadline`.
     """
@@ -33,6 +35,7 @@ def run_cases(ctx: StepContext, cases: Iterable[Case]) -> None:
             cut += 1
             ctx.record(dict(base, error="not run: the step's time budget was used up"))
             continue
+        ctx.record(dict(meta, kind="pending"))
         try:
             ctx.record(dict(base, **measure()))
         except Exception as err:  # noqa: BLE001 - one failing case must not stop the others

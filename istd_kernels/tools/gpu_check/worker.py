@@ -16,6 +16,8 @@ import traceback
 
 #: The worker's exit status when the step ran out of time (it recorded what it cut).
 EXIT_DEADLINE = 4
+#: ``time.time()`` when the runner started this interpreter (for the startup record).
+LAUNCHED_ENV = "ISTD_GPU_CHECK_LAUNCHED"
 
 
 class StepDeadline(RuntimeError):
@@ -62,12 +64,30 @@ def call(target: str, ctx: StepContext) -> None:
     getattr(importlib.import_module(module), function)(ctx)
 
 
+def _startup(ctx: StepContext, target: str) -> None:
+    """Import the step's module and start CUDA (on a GPU run), and record how long this
+    interpreter took to get there: a step's budget includes its start (the first GPU run's
+    metrics step used up its 10 s before its first case)."""
+    begin = time.time()
+    importlib.import_module(target.partition(":")[0])
+    imported = time.time()
+    if ctx.config.get("device") == "cuda":
+        import torch
+
+        torch.empty(1, device="cuda")
+    launched = float(os.environ.get(LAUNCHED_ENV, begin))
+    ctx.record({"kind": "startup", "interpreter_s": round(begin - launched, 2), "import_s": round(imported - begin, 2),
+                "cuda_init_s": round(time.time() - imported, 2), "total_s": round(time.time() - launched, 2)})
+
+
 def main(argv) -> int:
     target, results, config_path, deadline = argv
     with open(config_path) as f:
         config = json.load(f)
     try:
-        call(target, StepContext(results, config, float(deadline)))
+        ctx = StepContext(results, config, float(deadline))
+        _startup(ctx, target)
+        call(target, ctx)
     except Exception as err:  # noqa: BLE001 - the parent records the traceback as the step's failure
         if is_deadline(err):
             print(err)
