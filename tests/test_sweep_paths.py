@@ -70,3 +70,23 @@ def test_above_compares_float32_maps_in_float64():
     # float32(0.1) rounds up: a pixel equal to it is above 0.1 in float64 (as numpy compares).
     v = torch.tensor([np.float32(0.1), np.nextafter(np.float32(0.1), np.float32(0))], dtype=torch.float32)
     assert sweep.above(v, 0.1).tolist() == [True, False]
+
+
+def test_unique_indices_and_zeros_like_equal_torch():
+    idx = torch.tensor([5, 3, 5, 0, 3, 11], dtype=torch.int64)
+    assert torch.equal(sweep.unique_indices(idx, 12), idx.unique())
+    assert sweep.unique_indices(torch.zeros(0, dtype=torch.int64), 4).numel() == 0
+    for dtype in (torch.bool, torch.float64, torch.int32):
+        like = torch.ones(2, 3, dtype=dtype)
+        z = sweep.zeros_like(like)
+        assert z.dtype == like.dtype and z.shape == like.shape and not z.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_value_check_on_every_float_dtype(dtype):
+    from istd_kernels.metrics._base import check_values
+    check_values(torch.tensor([0.0, 1.0], dtype=dtype), False)
+    with pytest.raises(ValueError, match="finite"):
+        check_values(torch.tensor([0.5, float("nan")], dtype=dtype), True)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        check_values(torch.tensor([0.5, 2.0], dtype=dtype), False)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..ops import connected_components_with_stats
 from .near import near_pairs
+from .sweep import flat_true, unique_indices
 
 
 class Labelled(NamedTuple):
@@ -34,7 +35,7 @@ class Labelled(NamedTuple):
 
 def label(mask_bin: Tensor, connectivity: int, backend: str | None, index: bool = False) -> Labelled:
     labels, stats = connected_components_with_stats(mask_bin, connectivity, backend)
-    fg = mask_bin.reshape(-1).nonzero()[:, 0] if index else None
+    fg = flat_true(mask_bin) if index else None
     return Labelled(labels, stats.counts.to(torch.int64), stats.area.to(torch.int64),
                     stats.centroid.to(torch.float64), fg)
 
@@ -81,8 +82,8 @@ def shooting_prep(values: Tensor, target: Labelled, box_radii: tuple[int, int]) 
         target.labels.reshape(-1)[target.fg].to(torch.int64)
     level = torch.full((n * (m + 1),), -torch.inf, dtype=values.dtype, device=values.device)
     level.scatter_reduce_(0, owner[which], values.reshape(-1)[near], "amax")
-    close = box_neighbours(target.fg, values.shape, box_radii[1])[1].unique()
-    return ShootingPrep(level.view(n, m + 1)[:, 1:], near.unique(), close, target.counts)
+    close = unique_indices(box_neighbours(target.fg, values.shape, box_radii[1])[1], values.numel())
+    return ShootingPrep(level.view(n, m + 1)[:, 1:], unique_indices(near, values.numel()), close, target.counts)
 
 
 def shooting_counts(prep: ShootingPrep, pred_bin: Tensor, pred: Labelled, hit: Tensor) -> dict[str, Tensor]:

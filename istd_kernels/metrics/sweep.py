@@ -77,6 +77,17 @@ def count_true(mask: Tensor, dim: int | None = None) -> Tensor:
     return torch.count_nonzero(mask) if dim is None else torch.count_nonzero(mask, dim)
 
 
+def zeros_like(like: Tensor) -> Tensor:
+    """A zero tensor of ``like``'s shape, dtype and device; on the CPU numpy's (calloc):
+    torch's threaded fill took 6 ms for a 512x512 bool map on the busy 2-core machine."""
+    if like.device.type == "cpu" and like.dtype in _NUMPY:
+        return torch.from_numpy(np.zeros(tuple(like.shape), dtype=_NUMPY[like.dtype]))
+    return torch.zeros_like(like)
+
+
+_NUMPY = {torch.bool: np.bool_, torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64}
+
+
 def flat_true(mask: Tensor) -> Tensor:
     """int64 [K]: the flat indices of the True entries of bool ``mask``, ascending. On the
     CPU numpy's flatnonzero: torch 2.13+cpu's nonzero took 7x longer (21 vs 2.8 ms, 16.7M)."""
@@ -117,7 +128,18 @@ def cut_maps(values: Tensor, cuts: tuple[float, ...]) -> Iterator[Tensor]:
         if cut == lowest:
             yield low
             continue
-        out = torch.zeros_like(low)
+        out = zeros_like(low)
         out.view(-1)[where[above(passing, cut)]] = True
         yield out
+
+
+def unique_indices(index: Tensor, size: int) -> Tensor:
+    """int64: the distinct values of ``index`` (flat indices below ``size``), ascending. On
+    the CPU marked in a numpy bool map of ``size`` and read back (a pass over the map):
+    torch's threaded unique took 25 ms for 332k indices on the busy 2-core machine."""
+    if index.device.type == "cpu":
+        seen = np.zeros(size, dtype=bool)
+        seen[index.numpy()] = True
+        return torch.from_numpy(np.flatnonzero(seen))
+    return index.unique()
 
