@@ -32,7 +32,7 @@ from .intervals import check_bootstrap_args, report_intervals
 from .outputs import check_output_folder, check_output_path, write_json, write_text, write_via_temp
 from .runtime import Progress
 from .scoring import ROW_FIELDS, Scorer, score_model, size_grouped
-from .suite import parse_metrics, suite_rows
+from .suite import parse_metrics, report_suite_intervals, suite_rows
 
 
 def _check_args(args) -> None:
@@ -161,6 +161,13 @@ def _finish(args, result, named_scorers, ds, predicted) -> None:
         _write_worst(named_scorers[0][1], ds, args, predicted)
 
 
+def _intervals(named_scorers, args) -> list[dict]:
+    """``--ci``: print the intervals of each scorer (the suite's too); their JSON blocks."""
+    blocks = report_intervals(named_scorers, args)
+    report_suite_intervals(named_scorers, args, blocks)
+    return blocks
+
+
 def _dataset(args):
     from .data import ISTDDataset
     from .masks import survey_masks
@@ -181,7 +188,7 @@ def _run_weights(args) -> int:
            f"{images_per_s:.1f}"]
     print(render_table([header, row], "text"))
     if args.ci:
-        result["intervals"] = report_intervals([(args.model, scorer)], args)[0]
+        result["intervals"] = _intervals([(args.model, scorer)], args)[0]
 
     def predicted(ident, grey):
         from .data import image_tensor
@@ -209,7 +216,7 @@ def _run_predictions(ds, args) -> int:
         write_text(Path(args.table), render_table(rows, fmt) + "\n", "--table")
         print(f"wrote {args.table} ({fmt})")
     if args.ci:
-        for r, block in zip(results, report_intervals(named, args)):
+        for r, block in zip(results, _intervals(named, args)):
             r["intervals"] = block
 
     def predicted(ident, grey):

@@ -119,15 +119,4 @@ def report_intervals(named_scorers, args) -> list[dict]:
         found = intervals(scorer, args)
         print(interval_line(name, found))
         blocks.append(intervals_json(found, args))
-        if scorer.extra:
-            suite = suite_intervals(scorer, args)
-            print(f"{name}, the suite's printed metrics:\n{suite_interval_table(suite, scorer.sweep)}")
-            blocks[-1]["suite"] = {k: iv._asdict() for k, iv in suite.items()}
     return blocks
-
-
-def suite_interval_table(suite: dict, thresholds) -> str:
-    """The suite's table (:func:`.suite.suite_rows`) with ``value [low, high]`` cells."""
-    from .compare import render_table
-    from .suite import suite_rows
-    return render_table(suite_rows({k: iv.value for k, iv in suite.items()}, thresholds, suite), "text")

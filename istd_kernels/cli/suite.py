@@ -89,3 +89,16 @@ def _cell(x) -> str | int:
         return x
     return "" if x != x else f"{x:.10g}"  # x != x: NaN, an undefined ratio
 
+
+def report_suite_intervals(named_scorers, args, blocks: list[dict]) -> None:
+    """``--ci`` with ``--metrics``: print each scorer's suite table with ``value [low, high]``
+    cells and add its intervals to its JSON block (``blocks``, from ``report_intervals``)."""
+    from .compare import render_table
+    from .intervals import suite_intervals
+    for (name, scorer), block in zip(named_scorers, blocks):
+        if scorer.extra:
+            found = suite_intervals(scorer, args)
+            rows = suite_rows({k: iv.value for k, iv in found.items()}, scorer.sweep, found)
+            print(f"{name}, the suite's printed metrics:\n{render_table(rows, 'text')}")
+            block["suite"] = {k: iv._asdict() for k, iv in found.items()}
+
