@@ -1,7 +1,7 @@
 """CPU end to end: LCRNet and RRCA-Net on four paths, and LCRNet's layers, default vs eager.
 
 Paths: ``eager`` (``use_backend("torch")``: plain PyTorch), ``default`` (no backend named:
-``auto``, the cpp kernels where their CPU size rule sends a call to them), ``compiled-eager``
+``auto``: the cpp kernels, HLKConv by its composed cpp path), ``compiled-eager``
 (``torch.compile`` of the eager model) and ``compiled-default`` (``torch.compile`` of the
 default model; its kernels are custom ops). Every case times its paths *interleaved* in one
 process (round-robin, one call of each path per round) and keeps medians, because on a shared

@@ -1,6 +1,7 @@
 """The cpp split_attention's vectorised softmax (csrc/cpu/vec_math.h, softmax_columns): rows whose
 width is not a multiple of the 4-wide blocks, every branch count, and logits far apart enough to
-saturate the softmax (weights of exactly 0 and 1, exp arguments past exp_ps's clamp)."""
+saturate the softmax (weights of exactly 0 and 1, exp arguments past exp_ps's clamp), forward
+and backward (whose band of weights is padded to the blocks too)."""
 
 import pytest
 import torch
@@ -20,7 +21,13 @@ def test_cpp_matches_reference(scales, spread):
     branches = [torch.randn(1, d, -(-h // s), -(-w // s)) for s in scales]
     logits = torch.randn(1, groups * r, h, w) * spread
     temperature, residual, v = torch.tensor(0.5), torch.randn(1, d, h, w), torch.randn(1, d, h, w)
+    leaves = [*branches, logits, temperature, residual, v]
+    for t in leaves:
+        t.requires_grad_(True)
     args = (branches, logits, temperature, residual, v, groups, scales)
-    got = split_attention(*args, backend="cpp")
+    got, want = split_attention(*args, backend="cpp"), split_attention_ref(*args)
     assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, split_attention_ref(*args), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    gz = torch.randn_like(got)
+    for g, w in zip(torch.autograd.grad(got, leaves, gz), torch.autograd.grad(want, leaves, gz)):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)

@@ -122,8 +122,10 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
   const std::vector<int64_t> col = sa_columns(in, g);
 #pragma omp parallel
   {
-    const size_t px = static_cast<size_t>(band * W);
-    std::vector<T> wbuf(R * px), gwbuf(R * px), gabuf(px), rows(static_cast<size_t>(5 * W));
+    // Branch j's weights and weight gradients of the band at j * px4 (a multiple of 4: the
+    // softmax runs down softmax_columns' blocks; zeroed, so the padding stays finite).
+    const size_t px = static_cast<size_t>(band * W), px4 = (px + 3) / 4 * 4;
+    std::vector<T> wbuf(R * px4), gwbuf(R * px4), gabuf(px), rows(static_cast<size_t>(5 * W));
     T *a = rows.data(), *v = a + W, *gzr = v + W, *sa = gzr + W, *sv = sa + W;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -133,20 +135,20 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
         return [&in, n, k, y, x](int j) { return *at4<T>(in.logits, in.logits_s, n, k * R + j, y, x); };
       };
       for (int64_t y = y0; y < y1; ++y)
-        for (int64_t x = 0; x < W; ++x) {
-          T e[R], w[R];
-          sa_softmax<R, T>(logit_at(y, x), inv_t, e, w);
-          const size_t p = static_cast<size_t>((y - y0) * W + x);
-          for (int j = 0; j < R; ++j) {
-            wbuf[j * px + p] = w[j];
-            gwbuf[j * px + p] = T(0);
+        for (int j = 0; j < R; ++j) {
+          const T* l = at4<T>(in.logits, in.logits_s, n, k * R + j, y, 0);
+          const size_t p = j * px4 + static_cast<size_t>((y - y0) * W);
+          for (int64_t x = 0; x < W; ++x) {
+            wbuf[p + x] = l[x * in.logits_s.w] * inv_t;
+            gwbuf[p + x] = T(0);
           }
         }
+      softmax_columns<R, T>(wbuf.data(), static_cast<int64_t>(px4));
       for (int64_t ci = 0; ci < Dg; ++ci) {
         const int64_t c = k * Dg + ci;
         for (int64_t y = y0; y < y1; ++y) {
           const size_t p = static_cast<size_t>((y - y0) * W);
-          sa_combine_row<R, T>(in, g, col.data(), wbuf.data() + p, px, n, c, y, a);
+          sa_combine_row<R, T>(in, g, col.data(), wbuf.data() + p, px4, n, c, y, a);
           load_row(at4<T>(in.v, in.v_s, n, c, y, 0), in.v_s.w, W, v);
           load_row(gz + n * gzs.n + c * gzs.c + y * gzs.h, gzs.w, W, gzr);
           sigmoid_row(a, sa, W);
@@ -163,13 +165,13 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
           for (int j = 0; j < R; ++j) {
             const T* brow = at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], 0);
             const int64_t* cj = col.data() + j * W;
-            T* gw = gwbuf.data() + j * px + p;
+            T* gw = gwbuf.data() + j * px4 + p;
             for (int64_t x = 0; x < W; ++x) gw[x] += ga[x] * brow[cj[x]];
           }
         }
         for (int j = 0; j < R; ++j) {
           const int s = g.scales[j];
-          const T* wj = wbuf.data() + j * px;
+          const T* wj = wbuf.data() + j * px4;
           for (int64_t py = y0 / s; py * s < y1; ++py)
             for (int64_t qx = 0; qx < g.Wb[j]; ++qx) {
               // The footprint clipped to the image: the cells beyond it contribute zeros, so
@@ -189,9 +191,13 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
       for (int64_t y = y0; y < y1; ++y)
         for (int64_t x = 0; x < W; ++x) {
           const size_t p = static_cast<size_t>((y - y0) * W + x);
+          // The weights of the first pass (the ones the gradients above used).
           T e[R], w[R], gw[R], gl[R];
-          sa_softmax<R, T>(logit_at(y, x), inv_t, e, w);
-          for (int j = 0; j < R; ++j) gw[j] = gwbuf[j * px + p];
+          for (int j = 0; j < R; ++j) {
+            e[j] = logit_at(y, x)(j) * inv_t;
+            w[j] = wbuf[j * px4 + p];
+            gw[j] = gwbuf[j * px4 + p];
+          }
           tsum += sa_logit_grads<R, T>(e, w, gw, inv_t, gl);
           for (int j = 0; j < R; ++j) *at4w<T>(out.logits, out.logits_s, n, k * R + j, y, x) = gl[j];
         }

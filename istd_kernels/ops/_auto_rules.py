@@ -17,8 +17,8 @@ from .hlk_conv import OP as HLK_CONV
 # machine the fused cpp HLKConv forward lost to oneDNN's convolution chain above 16x16 (its
 # per-pixel pointwise step cannot match a blocked matmul), while the composed cpp path (the cpp
 # depthwise kernels, then two batched matmuls) measured faster than both at every LCRNet
-# HLKConv shape from 2x2 to 256x256 (forward, one thread, in-process medians: 1.1-1.5x the
-# fused kernel up to 16x16 and over 2x above, 1.3-2.6x the torch chain). The cpp
+# HLKConv shape from 2x2 to 256x256 (forward, one thread, in-process medians: 1.05-1.5x the
+# fused kernel up to 16x16 and 2.4-9.7x above, 1.3-2.5x the torch chain). The cpp
 # split_attention, multiscale_maxpool and depthwise kernels have no preference: they measured
 # at least as fast as PyTorch at every LCRNet level.
 _dispatch.prefer(HLK_CONV, "cpu", "cpp-composed", over=("cpp",),
