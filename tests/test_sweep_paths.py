@@ -90,3 +90,10 @@ def test_value_check_on_every_float_dtype(dtype):
         check_values(torch.tensor([0.5, float("nan")], dtype=dtype), True)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         check_values(torch.tensor([0.5, 2.0], dtype=dtype), False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32, torch.bool])
+def test_take_equals_indexing(dtype):
+    source = (torch.arange(24).reshape(2, 3, 4) % 5).to(dtype)
+    index = torch.tensor([23, 0, 7, 7], dtype=torch.int64)
+    assert torch.equal(sweep.take(source, index), source.reshape(-1)[index])

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..ops import connected_components_with_stats
 from .near import near_pairs
-from .sweep import flat_true, unique_indices
+from .sweep import count_true, flat_true, take, unique_indices
 
 
 class Labelled(NamedTuple):
@@ -94,10 +94,10 @@ def shooting_counts(prep: ShootingPrep, pred_bin: Tensor, pred: Labelled, hit: T
     valid = torch.arange(hit.shape[1], device=pred_bin.device) < prep.target_counts[:, None]
     detected = (hit & valid).sum()
     image_pixels = pred_bin.shape[1] * pred_bin.shape[2]
-    lab = pred.labels.reshape(-1)[prep.near].to(torch.int64)
-    keys = (prep.near // image_pixels) * (pred.area.shape[1] + 1) + lab
-    touching = keys[lab > 0].unique().numel()
-    false_pixels = pred.area.sum() - pred_bin.reshape(-1)[prep.close].sum()
+    slots = pred.area.shape[1] + 1  # per image: background, then its components
+    keys = (prep.near // image_pixels) * slots + take(pred.labels, prep.near).to(torch.int64)
+    touching = count_true(unique_indices(keys, pred_bin.shape[0] * slots) % slots != 0)
+    false_pixels = pred.area.sum() - count_true(take(pred_bin, prep.close))
     return {"detected": detected, "targets": prep.target_counts.sum(), "predictions": pred.counts.sum(),
             "matched_predictions": touching, "false_pixels": false_pixels}
 
