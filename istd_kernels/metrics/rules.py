@@ -133,7 +133,7 @@ def overlap_table(target: Labelled, pred: Labelled, t: Flat, p: Flat) -> tuple[n
     Only the target pixels are read (``target`` labelled with ``index=True``), and only
     overlapping pairs appear: its size is bounded by the targets' area, not by G x P."""
     g1, p1 = target.area.shape[1] + 1, pred.area.shape[1] + 1
-    pl = pred.labels.reshape(-1)[target.fg].to(torch.int64)
+    pl = take(pred.labels, target.fg).to(torch.int64)
     on = pl > 0
     fg = target.fg[on]
     img = fg // (target.labels.shape[1] * target.labels.shape[2])

@@ -129,12 +129,11 @@ def cut_maps(values: Tensor, cuts: tuple[float, ...]) -> Iterator[Tensor]:
         if cut == lowest:
             yield low
             continue
-        out = zeros_like(low)
-        chosen = where[above(passing, cut)]
-        if out.device.type == "cpu":  # numpy's scatter: see take
-            out.numpy().reshape(-1)[chosen.numpy()] = True
+        out, keep = zeros_like(low), above(passing, cut)
+        if out.device.type == "cpu":  # numpy's masked index and scatter: see take
+            out.numpy().reshape(-1)[where.numpy()[keep.numpy()]] = True
         else:
-            out.view(-1)[chosen] = True
+            out.view(-1)[where[keep]] = True
         yield out
 
 
