@@ -9,7 +9,9 @@ measures and curves) on the CPU: 64 IR-like 512x512 soft maps at 10 thresholds.
 - the overhead of one call on a 64x64 image.
 
 Skips where pyirstdmetrics is not installed (``pip install --no-deps pyirstdmetrics==1.0.2``).
-The machine is shared: read the figures with its load (``uptime``) in mind.
+The machine is shared: read the figures with its load (``uptime``) in mind, and with the
+torch thread count (``OMP_NUM_THREADS``; recorded as ``torch_threads``): on busy cores the
+batch path ran 2.3x slower at 2 threads than at 1 (docs/metrics.md §12).
 """
 
 import time
@@ -71,7 +73,9 @@ def ours(prob, target, per_image):
 
 def _record(benchmark, per_image: bool = False):
     median = benchmark.stats.stats.median
+    # The thread count matters on a shared machine: a busy core stalls torch's parallel regions.
     benchmark.extra_info.update({"images_per_s": round(N / median, 2), "per_image_loop": per_image,
+                                 "torch_threads": torch.get_num_threads(),
                                  "baseline_median_s": round(_base["pyirstd"], 3),
                                  "speedup": round(_base["pyirstd"] / median, 2)})
 
