@@ -16,7 +16,8 @@ from depthwise_cases import TOL, make_inputs
 from istd_kernels.ops import depthwise_conv2d_ref
 from istd_kernels.triton import depthwise as dw
 
-pytestmark = pytest.mark.skipif(not dw.INTERPRET, reason="the interpreter's check; on a GPU test_cuda.py runs the real autotuner")
+pytestmark = pytest.mark.skipif(not dw.INTERPRET,
+                                reason="the interpreter's check; on a GPU test_cuda.py runs the real autotuner")
 
 
 def _launch_twice(kernel_call, quantiles=None, **_):
