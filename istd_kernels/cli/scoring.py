@@ -13,7 +13,7 @@ features near the border, and with them the prediction).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: `istd --help` builds it
 ROC_THRESHOLDS = [float(t) for t in np.round(np.concatenate([[0.001, 0.01], np.linspace(0.05, 0.95, 19),
                                                              [0.99, 0.999]]), 6)]
 NIOU_EMPTY = ("zero", "one", "skip")
+_COUNTS = ("intersection", "union", "detected", "targets", "false_pixels")   # a row's counts, in its order
 ROW_FIELDS = ("id", "height", "width", "iou", "intersection", "union", "targets", "detected", "missed",
               "false_pixels", "pred_components", "false_components")
 
@@ -69,31 +70,46 @@ class Scorer:
         # The suite's count tensors of each image (``extra`` is reset after each): the
         # per-image values, the totals and the bootstrap all come from this one table.
         self.extra_rows: list[dict[str, Tensor]] = []
-        self._last = self._counts()
-
-    def _counts(self) -> dict[str, int]:
-        c = self.metrics.sync()
-        return {k: int(c[k]) for k in ("intersection", "union", "detected", "targets", "false_pixels")}
 
     def update(self, pred: Tensor, target: Tensor, ident: str) -> None:
         """Score one image: ``pred`` float [H, W] (probabilities or logits), ``target`` [H, W] (> 0.5 is target)."""
         from ..ops import measure_components
         positive = None if self.raw and not self.components else (pred > self.cut)[None]
-        self.metrics.update(pred[None] if self.raw else positive, target[None])
+        counts = self.metrics.update(pred[None] if self.raw else positive, target[None])
         if self.roc is not None:
             self.roc.update(pred[None], target[None])
         if self.extra:
             self.extra.update(pred[None], target[None])
             self.extra_rows.append(self.extra.sync())
             self.extra.reset()
-        now = self._counts()
-        d = {k: now[k] - self._last[k] for k in now}
-        self._last = now
-        comps = int(measure_components(positive).counts[0]) if self.components else None
-        self.rows.append({"id": ident, "height": int(pred.shape[0]), "width": int(pred.shape[1]),
-                          "iou": d["intersection"] / d["union"] if d["union"] else None, **d,
-                          "missed": d["targets"] - d["detected"], "pred_components": comps,
-                          "false_components": None if comps is None else comps - d["detected"]})
+        comps = [int(measure_components(positive).counts[0])] if self.components else None
+        self._add_rows(counts, [ident], pred.shape, comps)
+
+    def update_batch(self, preds: Tensor, targets: Tensor, idents: Sequence[str]) -> None:
+        """Score images of one size at once, with the rows of one :meth:`update` per image:
+        ``preds`` [N, H, W] (probabilities, logits or bool maps), ``targets`` [N, H, W]. The
+        basic metrics only: a Scorer with a ROC, suite metrics or component counts raises
+        ValueError (those score image by image), as does ``idents`` not of length N."""
+        if self.roc is not None or self.extra or self.components:
+            raise ValueError("update_batch scores the basic metrics only; this Scorer has a ROC, suite metrics or "
+                             "component counts: call update for each image")
+        if preds.dim() != 3 or len(idents) != preds.shape[0]:
+            raise ValueError(f"update_batch takes preds [N, H, W] and N idents; got preds {tuple(preds.shape)} and "
+                             f"{len(idents)} idents")
+        counts = self.metrics.update(preds if self.raw else preds > self.cut, targets)
+        self._add_rows(counts, idents, preds.shape[1:], None)
+
+    def _add_rows(self, counts: dict[str, Tensor], idents: Sequence[str], size, comps: list[int] | None) -> None:
+        """One row per image from the per-image counts that ``metrics.update`` returned (so the
+        rows and the totals cannot disagree)."""
+        columns = [counts[k].tolist() for k in _COUNTS]
+        for i, ident in enumerate(idents):
+            d = {k: column[i] for k, column in zip(_COUNTS, columns)}
+            c = None if comps is None else comps[i]
+            self.rows.append({"id": ident, "height": int(size[0]), "width": int(size[1]),
+                              "iou": d["intersection"] / d["union"] if d["union"] else None, **d,
+                              "missed": d["targets"] - d["detected"], "pred_components": c,
+                              "false_components": None if c is None else c - d["detected"]})
 
     def result(self) -> dict:
         """The totals: fractions, the paper-table units, and the raw counts."""

@@ -35,6 +35,9 @@ from .outputs import overwrite_flag
 
 # The thread pool decodes this many images ahead of the scorer at most (bounded memory).
 _AHEAD = 16
+# Images of one size scored at once: the matching's per-call overhead dominates on the few
+# targets of an image (0.76 ms of CPU per 512x512 image alone, 0.31 ms in batches of 16).
+_BATCH = 16
 
 
 def compare_parser(sub, data_flags, models: tuple[str, ...]) -> None:
@@ -139,6 +142,18 @@ def _ahead(pool: ThreadPoolExecutor, fn, items: list):
         pending[i] = None
 
 
+def _same_size_runs(items, limit: int):
+    """Lists of up to ``limit`` consecutive ``(k, target, preds)`` items whose targets have one shape."""
+    run: list = []
+    for item in items:
+        if run and (len(run) == limit or item[1].shape != run[0][1].shape):
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
 def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
     """One Scorer per folder over the images ``keep``; each mask is read once for all folders."""
     if not files:
@@ -157,7 +172,7 @@ def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
             if positive.shape != mask.shape:
                 raise CLIError(f"prediction {f[k]} is {positive.shape[1]}x{positive.shape[0]} but its mask "
                                f"{ds.pairs[k][2]} is {mask.shape[1]}x{mask.shape[0]}; expected equal sizes")
-        return torch.from_numpy(mask), preds
+        return k, torch.from_numpy(mask), preds
 
     scorers = [Scorer(args.threshold, False, args.legacy_fa, args.niou_empty) for _ in files]
     kinds = [Counter() for _ in files]
@@ -170,10 +185,11 @@ def _score(ds, keep: list[int], files: list[dict[int, Path]], args) -> list:
             # a folder's first file settles its folder-wide scale rule (predictions.py caches it)
             # once, before several threads would each work it out
             list(pool.map(lambda f: read_positive(f[keep[0]], args.pred_scale, args.threshold), files))
-            for k, (target, preds) in zip(keep, _ahead(pool, load, keep)):
-                for scorer, kind, (positive, how) in zip(scorers, kinds, preds):
-                    scorer.update(torch.from_numpy(positive), target, ds.pairs[k][0])
-                    kind[how] += 1
+            for run in _same_size_runs(_ahead(pool, load, keep), _BATCH):
+                ids, targets = [ds.pairs[k][0] for k, _, _ in run], torch.stack([t for _, t, _ in run])
+                for m, (scorer, kind) in enumerate(zip(scorers, kinds)):
+                    scorer.update_batch(torch.stack([torch.from_numpy(p[m][0]) for _, _, p in run]), targets, ids)
+                    kind.update(p[m][1] for _, _, p in run)
     finally:
         torch.set_num_threads(threads)
     for folder, kind in zip(args.pred, kinds):

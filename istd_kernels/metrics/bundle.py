@@ -150,7 +150,9 @@ class ISTDMetrics:
     def _metrics(self):
         return (self.iou, self.niou, self.pdfa, *self.extra.members.values())
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
+    def update(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Add a batch ([N, H, W] or [N, 1, H, W]); returns the counts it added per image:
+        ``{"intersection", "union", "targets", "detected", "false_pixels"}``, int64 [N]."""
         # Checked, thresholded and counted once for all members; a bad batch raises before
         # any member changes.
         p, t = check_pair(pred, target)
@@ -161,15 +163,16 @@ class ISTDMetrics:
         fused = measure_pair(p, t, 0.0 if self.logits else 0.5, self.pdfa.connectivity, self.pdfa.backend)
         if fused is not None:
             inter, union = fused.inter, fused.union
-            self.pdfa._add_measured(fused.target_counts, fused.target_centroid, fused.pred_counts,
-                                    fused.pred_area, fused.pred_centroid, p.numel())
+            found = self.pdfa._add_measured(fused.target_counts, fused.target_centroid, fused.pred_counts,
+                                            fused.pred_area, fused.pred_centroid, p.numel())
         else:
             pred_bin, target_bin = binarize_pred(p, self.logits), binarize_target(t)
             inter, union = intersection_union(pred_bin, target_bin)
-            self.pdfa._add(pred_bin, target_bin)
+            found = self.pdfa._add(pred_bin, target_bin)
         self.iou._add(inter, union, p.device)
         self.niou._add(inter, union, p.device)
         self.extra.update(p, t)
+        return dict(zip(("intersection", "union", "targets", "detected", "false_pixels"), (inter, union, *found)))
 
     __call__ = update
 

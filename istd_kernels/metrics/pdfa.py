@@ -285,17 +285,20 @@ class PdFa(Metric):
                     "matched_predictions": s["tp"], "false_pixels": s["fp_area"]}
         return count
 
-    def _add(self, pred_bin: Tensor, target_bin: Tensor) -> None:
-        """Update from bool [N, H, W] maps (thresholds already applied)."""
+    def _add(self, pred_bin: Tensor, target_bin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Update from bool [N, H, W] maps (thresholds already applied); returns what
+        :meth:`_add_measured` returns."""
         if pred_bin.shape[0] == 0:
-            return
+            empty = torch.zeros(0, dtype=torch.int64, device=pred_bin.device)
+            return empty, empty, empty
         t_counts, _, t_cent = measure(target_bin, self.connectivity, self.backend)
         p_counts, p_area, p_cent = measure(pred_bin, self.connectivity, self.backend)
-        self._add_measured(t_counts, t_cent, p_counts, p_area, p_cent, pred_bin.numel())
+        return self._add_measured(t_counts, t_cent, p_counts, p_area, p_cent, pred_bin.numel())
 
     def _add_measured(self, t_counts: Tensor, t_cent: Tensor, p_counts: Tensor, p_area: Tensor,
-                      p_cent: Tensor, pixels: int) -> None:
-        """Update from the components of a batch (as :func:`measure` returns them)."""
+                      p_cent: Tensor, pixels: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Update from the components of a batch (as :func:`measure` returns them); returns
+        each image's (targets, detected, false pixels), int64 [N]."""
         state = self._on(p_counts.device)
         detected, false_pixels = match(t_counts, t_cent, p_counts, p_area, p_cent, self.distance, self.legacy)
         state["detected"] += detected.sum()
@@ -304,6 +307,7 @@ class PdFa(Metric):
         state["predictions"] += p_counts.sum()
         state["false_pixels"] += false_pixels.sum()
         state["pixels"] += pixels
+        return t_counts, detected, false_pixels
 
     def values(self, c: dict[str, Tensor], empty: float = 0.0) -> dict[str, Tensor]:
         """Every ``compute()`` key from count tensors as the state holds them, with any leading
