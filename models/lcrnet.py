@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from istd_kernels.nn.dlc import C2FBlock
+from istd_kernels.nn.dlc import C2FBlock, norm_silu
 from istd_kernels.nn.hlk import HLKConv
 
 from ._input import check_and_pad
@@ -44,11 +44,10 @@ class Upsample(nn.Module):
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.norm = _norm(in_dim)
-        self.act = nn.SiLU()
         self.conv = nn.ConvTranspose2d(in_dim, out_dim, 2, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(self.act(self.norm(x)))
+        return self.conv(norm_silu(self.norm, x))
 
 
 class SkipFusion(nn.Module):
@@ -61,11 +60,10 @@ class SkipFusion(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.norm = _norm(2 * dim)
-        self.act = nn.SiLU()
         self.conv = nn.Conv2d(2 * dim, dim, 3, padding=1)
 
     def forward(self, skip: Tensor, up: Tensor) -> Tensor:
-        return self.conv(self.act(self.norm(torch.cat([skip, up], 1))))
+        return self.conv(norm_silu(self.norm, torch.cat([skip, up], 1)))
 
 
 def _check_tuple(value: object, name: str, n: int | None, low: int) -> tuple:
@@ -127,7 +125,6 @@ class LCRNet(nn.Module):
         self.decoders = nn.ModuleList(
             nn.Sequential(*(C2FBlock(c, backend=backend) for _ in range(d + 1))) for c, d in zip(channels, depths))
         self.out_norm = _norm(channels[0])
-        self.out_act = nn.SiLU()
         self.out_conv = nn.Conv2d(channels[0], 1, 3, padding=1)
 
     def forward(self, x: Tensor, return_logits: bool = False) -> Tensor:
@@ -141,7 +138,7 @@ class LCRNet(nn.Module):
             x = down(x)
         for i in reversed(range(len(self.channels))):
             x = self.decoders[i](self.fusions[i](skips[i], self.ups[i](x)))
-        logits = self.out_conv(self.out_act(self.out_norm(x)))[:, :, :h, :w]
+        logits = self.out_conv(norm_silu(self.out_norm, x))[:, :, :h, :w]
         return logits if return_logits else torch.sigmoid(logits)
 
 

@@ -1,4 +1,5 @@
-"""C2FBlock's LayerScaled residuals run as one ``addcmul`` each (docs/performance.md, issue 30)."""
+"""The blocks' fusions (docs/performance.md, issue 30): C2FBlock's LayerScaled residuals as one
+``addcmul`` each, and norm + SiLU with an in-place SiLU when autograd is not recording."""
 
 import pytest
 import torch
@@ -6,7 +7,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from istd_kernels import use_backend
 from istd_kernels.nn import C2FBlock
-from istd_kernels.nn.dlc import LayerScale
+from istd_kernels.nn.dlc import LayerScale, PreActBlock, norm_silu
+from models import LCRNet
 
 
 class _Record(TorchDispatchMode):
@@ -61,3 +63,39 @@ def test_block_matches_unfused_formula(backend):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for a, b in zip(g_got, g_want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_norm_silu_in_place_only_without_autograd():
+    torch.manual_seed(3)
+    norm = torch.nn.GroupNorm(1, 8)
+    x = torch.randn(2, 8, 5, 7)
+    x0 = x.clone()
+    want = torch.nn.functional.silu(norm(x))
+    with torch.no_grad(), _Record() as rec:
+        got = norm_silu(norm, x)
+    assert [f for f, _ in rec.calls][-1] == torch.ops.aten.silu_.default
+    assert torch.equal(got, want.detach()) and torch.equal(x, x0), "the input must not change"
+    with _Record() as rec:
+        got = norm_silu(norm, x.requires_grad_())
+    assert [f for f, _ in rec.calls][-1] == torch.ops.aten.silu.default
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_lcrnet_no_grad_matches_autograd_forward(backend):
+    # The no-grad forward (in-place SiLUs) against the recording one (out of place), and the
+    # pre-activation block against its unfused formula.
+    torch.manual_seed(4)
+    model = LCRNet(channels=(16, 32), depths=(1, 1)).eval()
+    x = torch.rand(1, 1, 20, 24)
+    with use_backend(backend):
+        with torch.no_grad(), _Record() as rec:
+            got = model(x, return_logits=True)
+        want = model(x, return_logits=True)
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
+    # 12 pre-activation units (6 blocks), 2 upsamplings, 2 skip fusions and the head.
+    assert [f for f, _ in rec.calls].count(torch.ops.aten.silu_.default) == 17
+    block = PreActBlock(16)
+    y = torch.randn(1, 16, 6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(y), block.conv(torch.nn.functional.silu(block.norm(y))), rtol=0, atol=0)
