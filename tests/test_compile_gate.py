@@ -1,5 +1,7 @@
 """The compile gate's verdicts, on canned compiler output (CI also runs the real gate)."""
 
+import pytest
+
 from istd_kernels.tools import compile_check, nvcc_gate, triton_gate
 from istd_kernels.tools.gate_report import failures, make_row
 
@@ -55,3 +57,25 @@ def test_main_exit_status(monkeypatch, capsys):
     assert "FAIL triton k2 BH=16 sm_90: spills" in capsys.readouterr().out
     rows["cuda"], rows["triton"] = [], []
     assert compile_check.main([]) == 1  # compiling nothing is a failure, not a pass
+
+
+def test_triton_version_check_compares_numbers():
+    from istd_kernels.triton._launch import _major_minor
+    assert _major_minor("3.6.0") == (3, 6)
+    assert _major_minor("3.7.1+git4f2a") < (3, 8) < _major_minor("3.10.0")  # not a string comparison
+    with pytest.raises(ValueError, match="MAJOR.MINOR"):
+        _major_minor("main")
+
+
+@pytest.mark.parametrize("before_3_7", [True, False])
+def test_depthwise_configs_per_triton_version(before_3_7):
+    from istd_kernels.triton import depthwise
+    configs = depthwise._tile_configs(before_3_7)
+    # The interpreter and ISTD_TRITON_AUTOTUNE=0 launch the first config under any Triton.
+    assert configs[0].kwargs == {"BLOCK_H": 8, "BLOCK_W": 32}
+    for cfg in configs:
+        # A program whose threads x register cap exceed an SM's 64K registers cannot launch.
+        assert cfg.num_warps * 32 * cfg.maxnreg <= 65536
+        # At most 4 elements per thread (8 spill under 3.7.1 / 3.9), at most 2 under 3.6.
+        per_thread = cfg.kwargs["BLOCK_H"] * cfg.kwargs["BLOCK_W"] // (cfg.num_warps * 32)
+        assert per_thread <= (2 if before_3_7 else 4)

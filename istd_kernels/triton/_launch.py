@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import NamedTuple
 
 import torch
@@ -25,6 +26,20 @@ import triton.language as tl
 from ..layout import acc_dtype
 
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if m is None:
+        raise ValueError(f"triton.__version__ must start with MAJOR.MINOR; got {version!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+#: True under Triton before 3.7 (3.6.0 is the one torch 2.11 pins, and the lent GPU machine's).
+#: The same tile needs more registers there than under 3.7.1 / 3.9 (the compile gate's counts,
+#: docs/gpu.md), so the kernel files whose configs spill under 3.6 pick their config lists and
+#: register caps by this flag, the one version check.
+TRITON_BEFORE_3_7: bool = _major_minor(triton.__version__) < (3, 7)
 
 
 def _autotune_from_env() -> bool:

@@ -33,7 +33,7 @@ import triton.language as tl
 from ..layout import acc_dtype
 from ..layout import output_memory_format as _memory_format
 from . import _workspace
-from ._launch import INTERPRET, acc, device_ctx, launch, np2, plane_tile
+from ._launch import INTERPRET, TRITON_BEFORE_3_7, acc, device_ctx, launch, np2, plane_tile
 from ._workspace import accumulate, item_run, used_rows_jit
 
 __all__ = [
@@ -290,7 +290,7 @@ def _dw_wgrad_reduce_kernel(
 # ---------------------------------------------------------------------------
 
 
-def _tile_configs():
+def _tile_configs(before_3_7: bool = TRITON_BEFORE_3_7):
     # (BLOCK_H, BLOCK_W, num_warps).  BLOCK_W >= 32 keeps a warp on one row
     # segment for NCHW; the 8x32 tile comes first because it is the cheapest
     # in the interpreter and the safest for tiny planes.
@@ -301,7 +301,16 @@ def _tile_configs():
     # (16x64 and 32x32 at 4 warps) spill 8-104 B at KW >= 7 once padding taps
     # are skipped with a select (Triton 3.7.1 and 3.9), so 32x32 runs at 8 warps.
     shapes = [(8, 32, 4), (16, 32, 4), (32, 32, 8), (16, 64, 8)]
-    return [triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=nw, num_stages=1, maxnreg=128)
+    maxnreg = 128
+    if before_3_7:
+        # Triton 3.6 needs more registers per element: at 128 its 4-element tiles spill
+        # 4-32 B at KW=7 and the weight gradient 184-256 B at KW=31 (still 4-16 B in fp64
+        # at 255), and 8x32 spills 4-8 B there.  So only 2-element tiles (8x32 at 4 warps,
+        # 16x32 at 8), under a cap of 160: the weight gradient uses all 160 at KW=31 without
+        # spilling (3 four-warp programs fit an SM's 64K registers at 160, 4 at 128).
+        shapes = [(8, 32, 4), (16, 32, 8)]
+        maxnreg = 160
+    return [triton.Config({"BLOCK_H": bh, "BLOCK_W": bw}, num_warps=nw, num_stages=1, maxnreg=maxnreg)
             for bh, bw, nw in shapes]
 
 

@@ -74,7 +74,7 @@ import triton.language as tl
 from ..layout import hlk_halos
 from ..layout import output_memory_format as _memory_format
 from . import _workspace
-from ._launch import INTERPRET, acc, device_ctx, launch, np2
+from ._launch import INTERPRET, TRITON_BEFORE_3_7, acc, device_ctx, launch, np2
 from ._workspace import accumulate, item_run
 
 __all__ = [
@@ -83,6 +83,7 @@ __all__ = [
     "BWD_GX_CONFIGS",
     "BWD_W_CONFIGS",
     "bwd_gx_configs",
+    "fwd_configs",
     "hlk_fwd",
     "hlk_bwd",
     "bwd_workspace_bytes",
@@ -521,6 +522,9 @@ _BWD_GX_SHAPES = [
     (16, 32, 16, 16, 8),
     (32, 16, 16, 16, 8),
 ]
+if TRITON_BEFORE_3_7:
+    # Triton 3.6 spills 384-664 B in the grad_x pass's 512-position tiles at 255 registers.
+    _BWD_GX_SHAPES = _BWD_GX_SHAPES[:1]
 # The weight passes are the heaviest kernels.  One tile only, which also fixes
 # the partial-sum split, for reproducibility across processes.  8-channel chunks (their
 # grad_y contraction is then outer products, _pw_grad_in): at 16 and a dot they sit at
@@ -547,6 +551,14 @@ BWD_W_CONFIGS = _configs(_BWD_W_SHAPES)
 # fp64 values take two registers: its grad_x pass runs the weight passes' 8-channel
 # chunks (16 and a dot spill up to 32 B) and only the 256-position tile (512 spill).
 BWD_GX_FP64_CONFIGS = BWD_W_CONFIGS
+# Under Triton 3.6 the fp64 forward spills 4 B on sm_90 at 16 channels: it takes the same
+# 8-channel chunks (its fp64 contraction goes one channel at a time, in the same order).
+FWD_FP64_CONFIGS = BWD_W_CONFIGS if TRITON_BEFORE_3_7 else FWD_CONFIGS
+
+
+def fwd_configs(dtype: torch.dtype) -> list:
+    """The forward configs for inputs of ``dtype`` (autotuned unless they are FWD_FP64_CONFIGS)."""
+    return FWD_FP64_CONFIGS if dtype == torch.float64 else FWD_CONFIGS
 
 
 def bwd_gx_configs(dtype: torch.dtype) -> list:
@@ -654,10 +666,12 @@ def hlk_fwd(x: torch.Tensor, w0: torch.Tensor, b0, w1: torch.Tensor, b1, w_pw: t
             *x.stride(), *y.stride())
     consts = dict(HAS_B0=b0 is not None, HAS_B1=b1 is not None, HAS_BPW=b_pw is not None,
                   ACC_DTYPE=acc_tl)
-    cands = _candidates(FWD_CONFIGS, halo, H, W, Og)
+    configs = fwd_configs(x.dtype)
+    cands = _candidates(configs, halo, H, W, Og)
     grid = lambda meta: (N * G * _tiles(H, W, halo, meta) * triton.cdiv(Og, meta["CO_BLOCK"]),)  # noqa: E731
     with device_ctx(x):
-        launch(_hlk_fwd_kernel, _fwd_tuned, cands, grid, args, consts)
+        # The autotuner knows FWD_CONFIGS only: other configs launch directly.
+        launch(_hlk_fwd_kernel, _fwd_tuned if configs is FWD_CONFIGS else None, cands, grid, args, consts)
     return y
 
 
@@ -785,7 +799,7 @@ _AOT_KS = "k1,k2 runtime (3,3)/(5,7)"
 def aot_specs() -> list[dict]:
     """Every kernel configuration the compile gate builds.
 
-    Built by :func:`._launch.aot_spec`.  Covered: every FWD / BWD_W config and every
+    Built by :func:`._launch.aot_spec`.  Covered: every :func:`fwd_configs` / BWD_W config and every
     :func:`bwd_gx_configs` config x {fp32, fp16, bf16, fp64} with all biases on; the
     backward kernel appears four times, as its grad_x pass and its three weight passes
     (the constexpr variants launched).
@@ -800,7 +814,7 @@ def aot_specs() -> list[dict]:
         p = "*" + dt.name
         wsp = dt.acc_ptr
         kernels = [
-            ("_hlk_fwd_kernel", _hlk_fwd_kernel, FWD_CONFIGS,
+            ("_hlk_fwd_kernel", _hlk_fwd_kernel, fwd_configs(dt.dtype),
              [("x_ptr", p), ("w0_ptr", p), ("b0_ptr", p), ("w1_ptr", p), ("b1_ptr", p),
               ("wpw_ptr", p), ("bpw_ptr", p), ("y_ptr", p)],
              geo + ["sxn", "sxc", "sxh", "sxw", "syn", "syc", "syh", "syw"],
