@@ -153,14 +153,17 @@ def paths(op: str, backend: str) -> list[Impl]:
     return [i for i in implementations(op).values() if i.backend == backend]
 
 
+def _path_verdict(record: Impl, call: dict, skip: Callable[[str], str]) -> tuple[bool, str]:
+    """Whether ``record`` takes the call: auto's preferences (``skip``) first, then its ``supports``."""
+    reason = skip(record.path)
+    return (False, reason) if reason else record.supports(**call)
+
+
 def _first_supporting(op: str, backend: str, call: dict,
                       skip: Callable[[str], str] = lambda path: "") -> tuple[Impl | None, str]:
     reasons = []
     for record in paths(op, backend):
-        reason = skip(record.path)
-        ok = not reason
-        if ok:
-            ok, reason = record.supports(**call)
+        ok, reason = _path_verdict(record, call, skip)
         if ok:
             return record, ""
         reasons.append(reason)
@@ -193,19 +196,24 @@ def _supports(op: str, call: dict, skip: Callable[[str], str]):
     return supports
 
 
+def _select(op: str, device: torch.device, dtype: torch.dtype, backend: str | None,
+            call: dict) -> tuple[str, Callable[[str], str]]:
+    """:func:`istd_kernels.backend.select`'s backend for the call, and auto's skips it used."""
+    skip = _skipper(op, device, backend, call)
+    return _backend.select(op, backends(op), device, dtype, backend, _supports(op, call, skip)), skip
+
+
 def choose(op: str, device: torch.device, dtype: torch.dtype, backend: str | None = None, **call) -> str:
     """The backend that runs this call of ``op`` (see :func:`istd_kernels.backend.select`,
     and :func:`prefer` for what ``auto`` skips); :func:`choose_path` gives its record."""
-    skip = _skipper(op, device, backend, call)
-    return _backend.select(op, backends(op), device, dtype, backend, _supports(op, call, skip))
+    return _select(op, device, dtype, backend, call)[0]
 
 
 def choose_path(op: str, device: torch.device, dtype: torch.dtype, backend: str | None = None, **call) -> Impl:
     """The record that runs this call of ``op``: :func:`choose`'s backend, and of its paths
     the first that ``auto``'s preferences (under ``auto``) and its ``supports`` leave.
     Raises as :func:`choose` does."""
-    skip = _skipper(op, device, backend, call)
-    name = _backend.select(op, backends(op), device, dtype, backend, _supports(op, call, skip))
+    name, skip = _select(op, device, dtype, backend, call)
     record, reasons = _first_supporting(op, name, call, skip)
     if record is None:
         raise ValueError(f"no {name} path of {op} takes this call: {reasons}")
@@ -236,10 +244,8 @@ def explain(op: str, device: torch.device | str = "cpu", dtype: torch.dtype = to
         for record in records:
             # The backend's own availability first, then auto's preferences, then the path's supports().
             ok, reason = _backend._fits(record.backend, device, dtype)
-            if ok and skip(record.path):
-                ok, reason = False, skip(record.path)
-            elif ok:
-                ok, reason = record.supports(**call)
+            if ok:
+                ok, reason = _path_verdict(record, call, skip)
             lines.append(f"  {record.path:<{width}} {'can run' if ok else 'skipped: ' + reason}")
     return "\n".join(lines)
 
