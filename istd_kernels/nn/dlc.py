@@ -21,6 +21,7 @@ from ..ops._checks import check_positive_int
 from ..ops.multiscale_maxpool import multiscale_maxpool
 from ..ops.split_attention import split_attention
 from .hlk import HLKConv
+from .pointwise import conv1x1
 
 
 def _norm(dim: int) -> nn.GroupNorm:
@@ -85,7 +86,8 @@ class DLCAttention(nn.Module):
 
     1. ``v = V(x)``: 1x1 conv ``dim -> dim`` with bias.
     2. ``u = T(x)``: the per-group transform, a 1x1 conv ``dim -> dim`` with ``groups``
-       groups; ``u`` is group-major: channel ``(k * radix + j) * c + i`` is channel ``i`` of
+       groups (both 1x1s run by :func:`~istd_kernels.nn.pointwise.conv1x1`: a batched matmul
+       on the CPU); ``u`` is group-major: channel ``(k * radix + j) * c + i`` is channel ``i`` of
        branch ``j`` of group ``k``.
     3. ``logits = S(u)``: ``HLKConv(dim, out_dim=groups*radix, groups=groups)``, one logit per
        group, branch and pixel (``[N, groups*radix, H, W]``, group-major).
@@ -159,8 +161,8 @@ class DLCAttention(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must have shape [N, {self.dim}, H, W] for DLCAttention(dim={self.dim}); got {shape}")
-        v = self.v(x)
-        u = self.transform(x)
+        v = conv1x1(self.v, x)
+        u = conv1x1(self.transform, x)
         logits = self.score(u)
         pooled = self._pool_levels(u)
         branches = [conv(p) for conv, p in zip(self.branches, pooled)]
