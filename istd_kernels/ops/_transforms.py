@@ -5,7 +5,9 @@ The autograd that ``register_autograd`` gives a ``torch.library`` custom op is a
 function transform an op therefore runs its custom op inside an ``autograd.Function`` that
 has one (the op's own ``setup_context`` and ``backward``) and generates its vmap rule; the
 custom ops get a vmap rule that runs them once per batch entry. Outside transforms the
-custom op is called directly, so ``torch.compile`` and ``opcheck`` see it unchanged.
+custom op is called directly, so ``torch.compile`` and ``opcheck`` see it unchanged; a plain
+eager call with nothing for autograd to record (:func:`plain_eager`) skips the custom op and
+runs the function it wraps.
 
 The kernel backwards are not differentiable: a second derivative raises a RuntimeError
 naming ``backend="torch"``, whose plain-PyTorch ops differentiate any number of times.
@@ -16,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
 
 def transforming() -> bool:
@@ -26,6 +29,32 @@ def transforming() -> bool:
     interpreter stack of its own while tracing).
     """
     return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def _tensors(args: Sequence):
+    for a in args:
+        if isinstance(a, Tensor):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            yield from (t for t in a if isinstance(t, Tensor))
+
+
+def plain_eager(args: Sequence) -> bool:
+    """Whether a call with ``args`` may run a custom op's function without the custom op.
+
+    The custom op's dispatcher round trip and autograd wrapper cost about 0.1 ms a call on
+    the CPU, several milliseconds per LCRNet forward (docs/performance.md, issue 30), and do
+    nothing for a call that autograd does not record. True when: no ``torch.compile`` or JIT
+    trace, transform, dispatch or function mode (fake tensors, op recorders) or profiler (its
+    tables name the custom ops) is active, and every tensor is a plain tensor or parameter on
+    the CPU or a GPU that autograd will not record (grad mode off, or none requires grad).
+    """
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or transforming() or is_in_torch_dispatch_mode()
+            or torch._C._is_torch_function_mode_enabled() or torch.autograd._profiler_enabled()):
+        return False
+    recording = torch.is_grad_enabled()
+    return all(type(t) in (Tensor, nn.Parameter) and t.device.type in ("cpu", "cuda")
+               and not (recording and t.requires_grad) for t in _tensors(args))
 
 
 def current() -> str:
@@ -73,10 +102,11 @@ def _raise_double_backward(op: str) -> Callable:
     return backward
 
 
-def backward_op(op, name: str) -> Callable:
-    """``op`` (a custom op computing a kernel backward) made transform-ready and closed to a
-    second derivative: the returned callable runs it, inside an ``autograd.Function`` under
-    transforms; differentiating its result raises :func:`double_backward_error`."""
+def backward_op(op, name: str, direct: Callable) -> Callable:
+    """``op`` (a custom op computing a kernel backward, made from the function ``direct``)
+    made transform-ready and closed to a second derivative: the returned callable runs it,
+    inside an ``autograd.Function`` under transforms, and ``direct`` itself for a
+    :func:`plain_eager` call; differentiating its result raises :func:`double_backward_error`."""
     op.register_autograd(_raise_double_backward(name), setup_context=lambda ctx, inputs, output: None)
     register_loop_vmap(op)
 
@@ -90,7 +120,7 @@ def backward_op(op, name: str) -> Callable:
 
         backward = staticmethod(_raise_double_backward(name))
 
-    return _under_transforms_via(op, Backward)
+    return _under_transforms_via(op, Backward, direct)
 
 
 def _forward_on_flat(op) -> staticmethod:
@@ -103,9 +133,12 @@ def _forward_on_flat(op) -> staticmethod:
     return staticmethod(forward)
 
 
-def _under_transforms_via(op, function: type) -> Callable:
-    """``op`` outside transforms; under them, ``function.apply`` on the spread arguments."""
+def _under_transforms_via(op, function: type, direct: Callable) -> Callable:
+    """``direct`` for a :func:`plain_eager` call, else ``op`` outside transforms; under them,
+    ``function.apply`` on the spread arguments."""
     def call(*args):
+        if plain_eager(args):
+            return direct(*args)
         if not transforming():
             return op(*args)
         out = function.apply(*_flatten(args))
@@ -148,11 +181,13 @@ def _spread(spec: tuple, grouped: Sequence) -> list:
     return out
 
 
-def differentiable_op(op, setup_context: Callable, backward: Callable) -> Callable:
-    """``op`` (a custom op with ``register_autograd(backward, setup_context=setup_context)``)
-    as a callable that also runs under ``torch.func`` transforms.
+def differentiable_op(op, setup_context: Callable, backward: Callable, direct: Callable) -> Callable:
+    """``op`` (a custom op made from the function ``direct``, with
+    ``register_autograd(backward, setup_context=setup_context)``) as a callable that also runs
+    under ``torch.func`` transforms.
 
-    Outside transforms it is ``op``. Under them, an ``autograd.Function`` runs ``op`` with the
+    A :func:`plain_eager` call runs ``direct``; any other call outside transforms runs ``op``.
+    Under them, an ``autograd.Function`` runs ``op`` with the
     same ``setup_context`` and ``backward``; list-of-tensor inputs are spread into separate
     arguments (a Function tracks only direct tensor arguments) and a list output becomes a
     tuple, both regrouped for ``setup_context`` and ``backward``.
@@ -180,4 +215,4 @@ def differentiable_op(op, setup_context: Callable, backward: Callable) -> Callab
                 ctx.needs_input_grad = flat_need
             return (None, *_spread(spec, grouped))
 
-    return _under_transforms_via(op, Function)
+    return _under_transforms_via(op, Function, direct)

@@ -181,10 +181,12 @@ _dispatch.register(OP, "triton", _dispatch.lazy("depthwise", "depthwise_fwd"),
                                   _dispatch.lazy("depthwise", "depthwise_bwd_weight")))
 
 
-@torch.library.custom_op("istd::depthwise_conv2d", mutates_args=())
-def _depthwise_op(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], padding: list[int],
-                  dilation: list[int], backend: str) -> Tensor:
+def _depthwise_run(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], padding: list[int],
+                   dilation: list[int], backend: str) -> Tensor:
     return _dispatch.impl(OP, backend).forward(x, weight, bias, tuple(stride), tuple(padding), tuple(dilation))
+
+
+_depthwise_op = torch.library.custom_op("istd::depthwise_conv2d", _depthwise_run, mutates_args=())
 
 
 @_depthwise_op.register_fake
@@ -193,15 +195,18 @@ def _(x, weight, bias, stride, padding, dilation, backend):
     return empty_output(x, (x.shape[0], x.shape[1], ho, wo))
 
 
-@torch.library.custom_op("istd::depthwise_conv2d_backward", mutates_args=())
-def _depthwise_backward_op(grad_y: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
-                           dilation: list[int], backend: str, output_mask: list[bool]
-                           ) -> tuple[Tensor, Tensor, Tensor]:
+def _depthwise_backward_run(grad_y: Tensor, x: Tensor, weight: Tensor, stride: list[int], padding: list[int],
+                            dilation: list[int], backend: str, output_mask: list[bool]
+                            ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (x, weight, bias); a gradient not asked for in ``output_mask`` is an empty tensor."""
     grads = _dispatch.impl(OP, backend).backward(grad_y, x, weight, tuple(stride), tuple(padding), tuple(dilation),
                                                  output_mask)
     # Outputs of a custom op may not alias one another: one fresh empty tensor per unused slot.
     return tuple(g if g is not None else grad_y.new_empty(0) for g in grads)
+
+
+_depthwise_backward_op = torch.library.custom_op("istd::depthwise_conv2d_backward", _depthwise_backward_run,
+                                                 mutates_args=())
 
 
 @_depthwise_backward_op.register_fake
@@ -229,8 +234,8 @@ def _backward(ctx, grad_y):
 
 
 _depthwise_op.register_autograd(_backward, setup_context=_setup_context)
-_depthwise_backward = _transforms.backward_op(_depthwise_backward_op, OP)
-_depthwise = _transforms.differentiable_op(_depthwise_op, _setup_context, _backward)
+_depthwise_backward = _transforms.backward_op(_depthwise_backward_op, OP, _depthwise_backward_run)
+_depthwise = _transforms.differentiable_op(_depthwise_op, _setup_context, _backward, _depthwise_run)
 
 
 def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,

@@ -300,11 +300,13 @@ _dispatch.register(OP, "triton", partial(_composed_forward, "triton"), partial(_
                    path="triton-composed")
 
 
-@torch.library.custom_op("istd::hlk_conv", mutates_args=())
-def _hlk_op(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | None, w_pw: Tensor,
-            b_pw: Tensor | None, dilation: int, groups: int, backend: str) -> Tensor:
+def _hlk_run(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | None, w_pw: Tensor,
+             b_pw: Tensor | None, dilation: int, groups: int, backend: str) -> Tensor:
     return _dispatch.impl(OP, backend, **_geometry(w0, w1, dilation)).forward(x, w0, b0, w1, b1, w_pw, b_pw,
                                                                               dilation, groups)
+
+
+_hlk_op = torch.library.custom_op("istd::hlk_conv", _hlk_run, mutates_args=())
 
 
 @_hlk_op.register_fake
@@ -312,10 +314,9 @@ def _(x, w0, b0, w1, b1, w_pw, b_pw, dilation, groups, backend):
     return empty_output(x, (x.shape[0], w_pw.shape[0], x.shape[2], x.shape[3]))
 
 
-@torch.library.custom_op("istd::hlk_conv_backward", mutates_args=())
-def _hlk_backward_op(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor,
-                     b1: Tensor | None, w_pw: Tensor, dilation: int, groups: int, backend: str,
-                     output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _hlk_backward_run(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor,
+                      b1: Tensor | None, w_pw: Tensor, dilation: int, groups: int, backend: str,
+                      output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of (x, w0, b0, w1, b1, w_pw, b_pw); one not asked for in ``output_mask`` is empty."""
     mask = HlkGrads(*(bool(m) for m in output_mask))
     grads = _dispatch.impl(OP, backend, **_geometry(w0, w1, dilation)).backward(grad_y, x, w0, b0, w1, b1, w_pw,
@@ -325,6 +326,9 @@ def _hlk_backward_op(grad_y: Tensor, x: Tensor, w0: Tensor, b0: Tensor | None, w
     # parameter gradients into one; those are small).
     grads = [g if (m and g is not None) else grad_y.new_empty(0) for g, m in zip(grads, output_mask)]
     return tuple(unaliased(grads, (grad_y, x, w0, b0, w1, b1, w_pw)))
+
+
+_hlk_backward_op = torch.library.custom_op("istd::hlk_conv_backward", _hlk_backward_run, mutates_args=())
 
 
 @_hlk_backward_op.register_fake
@@ -353,8 +357,8 @@ def _backward(ctx, grad_y):
 
 
 _hlk_op.register_autograd(_backward, setup_context=_setup_context)
-_hlk_backward = _transforms.backward_op(_hlk_backward_op, OP)
-_hlk = _transforms.differentiable_op(_hlk_op, _setup_context, _backward)
+_hlk_backward = _transforms.backward_op(_hlk_backward_op, OP, _hlk_backward_run)
+_hlk = _transforms.differentiable_op(_hlk_op, _setup_context, _backward, _hlk_run)
 
 
 def hlk_conv(x: Tensor, w0: Tensor, b0: Tensor | None, w1: Tensor, b1: Tensor | None, w_pw: Tensor,

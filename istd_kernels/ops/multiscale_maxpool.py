@@ -147,10 +147,12 @@ _dispatch.register(OP, "triton", _dispatch.lazy("multiscale_maxpool", "mmp_fwd")
                    _dispatch.lazy("multiscale_maxpool", "mmp_bwd"))
 
 
-@torch.library.custom_op("istd::multiscale_maxpool", mutates_args=())
-def _mmp_op(u: Tensor, groups: int, radix: int, scales: list[int], backend: str) -> list[Tensor]:
+def _mmp_run(u: Tensor, groups: int, radix: int, scales: list[int], backend: str) -> list[Tensor]:
     """``radix`` pooled levels, then their ``radix`` window-offset tensors (for the backward)."""
     return _dispatch.impl(OP, backend).forward(u, groups, radix, scales)
+
+
+_mmp_op = torch.library.custom_op("istd::multiscale_maxpool", _mmp_run, mutates_args=())
 
 
 @_mmp_op.register_fake
@@ -164,12 +166,14 @@ def _(u, groups, radix, scales, backend):
             + [torch.empty(sh, dtype=idt, device=u.device, memory_format=fmt) for sh in shapes])
 
 
-@torch.library.custom_op("istd::multiscale_maxpool_backward", mutates_args=())
-def _mmp_backward_op(grads: list[Tensor], indices: list[Tensor], d: int, h: int, w: int, groups: int, radix: int,
-                     scales: list[int], channels_last: bool, backend: str) -> Tensor:
+def _mmp_backward_run(grads: list[Tensor], indices: list[Tensor], d: int, h: int, w: int, groups: int, radix: int,
+                      scales: list[int], channels_last: bool, backend: str) -> Tensor:
     """grad_u ``[N, d, h, w]`` from the level gradients and the stored window offsets."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return _dispatch.impl(OP, backend).backward(grads, indices, d, h, w, groups, radix, scales, fmt)
+
+
+_mmp_backward_op = torch.library.custom_op("istd::multiscale_maxpool_backward", _mmp_backward_run, mutates_args=())
 
 
 @_mmp_backward_op.register_fake
@@ -199,8 +203,8 @@ def _backward(ctx, grads):
 
 
 _mmp_op.register_autograd(_backward, setup_context=_setup_context)
-_mmp_backward = _transforms.backward_op(_mmp_backward_op, OP)
-_mmp = _transforms.differentiable_op(_mmp_op, _setup_context, _backward)
+_mmp_backward = _transforms.backward_op(_mmp_backward_op, OP, _mmp_backward_run)
+_mmp = _transforms.differentiable_op(_mmp_op, _setup_context, _backward, _mmp_run)
 
 
 def multiscale_maxpool(u: Tensor, groups: int, radix: int, scales: Sequence[int] | None = None,

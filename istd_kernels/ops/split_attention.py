@@ -218,10 +218,12 @@ _dispatch.register(OP, "triton", _dispatch.lazy("split_attention", "split_attent
                    _triton_supports)
 
 
-@torch.library.custom_op("istd::split_attention", mutates_args=())
-def _sa_op(branches: list[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor, v: Tensor,
-           groups: int, scales: list[int], backend: str) -> Tensor:
+def _sa_run(branches: list[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor, v: Tensor,
+            groups: int, scales: list[int], backend: str) -> Tensor:
     return _dispatch.impl(OP, backend).forward(branches, logits, temperature, residual, v, groups, scales)
+
+
+_sa_op = torch.library.custom_op("istd::split_attention", _sa_run, mutates_args=())
 
 
 @_sa_op.register_fake
@@ -229,9 +231,8 @@ def _(branches, logits, temperature, residual, v, groups, scales, backend):
     return empty_output(residual, residual.shape)
 
 
-@torch.library.custom_op("istd::split_attention_backward", mutates_args=())
-def _sa_backward_op(grad_z: Tensor, branches: list[Tensor], logits: Tensor, temperature: Tensor,
-                    residual: Tensor, v: Tensor, groups: int, scales: list[int], backend: str) -> list[Tensor]:
+def _sa_backward_run(grad_z: Tensor, branches: list[Tensor], logits: Tensor, temperature: Tensor,
+                     residual: Tensor, v: Tensor, groups: int, scales: list[int], backend: str) -> list[Tensor]:
     """``[grad_branches[0], ..., grad_branches[r-1], grad_logits, grad_temperature, grad_residual, grad_v]``.
 
     Every gradient is contiguous with its input's shape and dtype (one flat list: a custom
@@ -241,6 +242,9 @@ def _sa_backward_op(grad_z: Tensor, branches: list[Tensor], logits: Tensor, temp
     # Outputs may not alias inputs or each other; the torch path's grads are fresh tensors,
     # contiguous() makes their layout match the fake.
     return [g.contiguous() for g in (*grads.branches, *grads[1:])]
+
+
+_sa_backward_op = torch.library.custom_op("istd::split_attention_backward", _sa_backward_run, mutates_args=())
 
 
 @_sa_backward_op.register_fake
@@ -270,8 +274,8 @@ def _backward(ctx, grad_z):
 
 
 _sa_op.register_autograd(_backward, setup_context=_setup_context)
-_sa_backward = _transforms.backward_op(_sa_backward_op, OP)
-_sa = _transforms.differentiable_op(_sa_op, _setup_context, _backward)
+_sa_backward = _transforms.backward_op(_sa_backward_op, OP, _sa_backward_run)
+_sa = _transforms.differentiable_op(_sa_op, _setup_context, _backward, _sa_run)
 
 
 def split_attention(branches: Sequence[Tensor], logits: Tensor, temperature: Tensor, residual: Tensor, v: Tensor,
