@@ -31,7 +31,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(in_dim, out_dim, 2, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(self.norm(x))
+        return self.conv(norm_silu(self.norm, x, silu=False))
 
 
 class Upsample(nn.Module):

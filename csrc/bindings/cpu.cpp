@@ -15,6 +15,7 @@
 #include "../cpu/components_cpu.h"
 #include "../cpu/depthwise_cpu.h"
 #include "../cpu/hlk_cpu.h"
+#include "../cpu/norm_cpu.h"
 #include "../cpu/overlap_cpu.h"
 #include "../cpu/pool_attn_cpu.h"
 #include "../cpu/run_components.h"
@@ -176,6 +177,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> component_stats(const at::Tensor&
   istd::cpu::component_stats(labels.data_ptr<int32_t>(), N, H, W, M, area.data_ptr<int64_t>(),
                              centroid.data_ptr<double>(), bbox.data_ptr<int64_t>());
   return std::make_tuple(area, centroid, bbox);
+}
+
+// (y, mean, rstd): y = GroupNorm(x) (then SiLU when silu) of a contiguous float32/float64
+// [N, C, *] CPU tensor with [C] weight and bias (or none) of its dtype; mean and rstd are
+// [N, groups] (native_group_norm's, for its backward).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd(const at::Tensor& x, const c10::optional<at::Tensor>& weight,
+                          const c10::optional<at::Tensor>& bias, int64_t groups, double eps, bool silu) {
+  TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
+                  x.dim() >= 2 && x.is_contiguous(),
+              "istd _C: group_norm_fwd takes a contiguous float32/float64 [N, C, *] CPU tensor, got ", x.sizes(), " ",
+              x.scalar_type());
+  const int64_t N = x.size(0), C = x.size(1), HW = C ? x.numel() / std::max<int64_t>(N * C, 1) : 0;
+  TORCH_CHECK(groups > 0 && C % groups == 0, "istd _C: groups must divide C=", C, ", got ", groups);
+  for (const auto* t : {&weight, &bias}) {
+    TORCH_CHECK(!t->has_value() || ((*t)->scalar_type() == x.scalar_type() && (*t)->dim() == 1 &&
+                                    (*t)->size(0) == C && (*t)->is_contiguous() && (*t)->device().is_cpu()),
+                "istd _C: group_norm_fwd's weight and bias must be contiguous [C] CPU tensors of x's dtype");
+  }
+  TORCH_CHECK(istd::cpu::group_norm_runs_here(), "istd _C: group_norm_fwd needs a CPU with AVX2 and FMA");
+  at::Tensor y = at::empty_like(x);
+  at::Tensor mean = at::empty({N, groups}, x.options()), rstd = at::empty({N, groups}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_fwd", [&] {
+    const auto ptr = [](const c10::optional<at::Tensor>& t) { return t.has_value() ? t->data_ptr<scalar_t>() : nullptr; };
+    istd::cpu::group_norm_forward<scalar_t>(x.data_ptr<scalar_t>(), ptr(weight), ptr(bias), y.data_ptr<scalar_t>(),
+                                            mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), N, C, HW, groups,
+                                            eps, silu);
+  });
+  return std::make_tuple(y, mean, rstd);
 }
 
 std::tuple<at::Tensor, at::Tensor> mask_overlap(const at::Tensor& pred, const at::Tensor& target) {
@@ -453,6 +482,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("hlk_fwd", &hlk_fwd, "Fused HLKConv forward: depthwise k1, dilated depthwise k2, split grouped 1x1",
         py::arg("x"), py::arg("w0"), py::arg("b0"), py::arg("w1"), py::arg("b1"), py::arg("w_pw"), py::arg("b_pw"),
         py::arg("dilation"), py::arg("groups"));
+  m.def("group_norm_fwd", &group_norm_fwd, "(y, mean, rstd): GroupNorm forward of a contiguous [N, C, *] tensor, then SiLU when silu",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("groups"), py::arg("eps"), py::arg("silu"));
+  m.def("group_norm_runs_here", &istd::cpu::group_norm_runs_here,
+        "Whether this CPU runs group_norm_fwd (compiled for AVX2 + FMA on x86-64)");
   m.def("mask_overlap", &mask_overlap, "Per-image |P and T| and |P or T| of 0/1 uint8 masks", py::arg("pred"),
         py::arg("target"));
   m.def("connected_components", &connected_components,

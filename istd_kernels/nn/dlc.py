@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops._checks import check_positive_int
+from ..ops.group_norm import group_norm_silu
 from ..ops.multiscale_maxpool import multiscale_maxpool
 from ..ops.split_attention import split_attention
 from .hlk import HLKConv
@@ -30,15 +31,22 @@ def _norm(dim: int) -> nn.GroupNorm:
     return nn.GroupNorm(1, dim)
 
 
-def norm_silu(norm: nn.Module, x: Tensor) -> Tensor:
-    """``SiLU(norm(x))``, the same shape as ``x``; ``norm`` must return a new tensor (a norm layer).
+def norm_silu(norm: nn.Module, x: Tensor, silu: bool = True) -> Tensor:
+    """``SiLU(norm(x))`` (``norm(x)`` when ``silu`` is False), the same shape as ``x``; ``norm``
+    must return a new tensor (a norm layer).
 
-    Without autograd recording (``no_grad``/``inference_mode``) the SiLU overwrites the norm's
-    fresh output instead of allocating a second plane, which measured faster on the CPU
-    (docs/performance.md); with autograd it stays out of place (an in-place SiLU would make
-    autograd keep a copy of its input).
+    An ``nn.GroupNorm`` runs as the routed ``istd.group_norm_silu`` op
+    (:mod:`istd_kernels.ops.group_norm`: on the CPU a multi-threaded kernel with the SiLU
+    fused for eager calls without autograd). Any other norm runs itself, then the SiLU; both
+    overwrite the norm's fresh output with the SiLU when autograd is not recording
+    (``no_grad``/``inference_mode``) instead of allocating a second plane, which measured
+    faster on the CPU (docs/performance.md); with autograd it stays out of place (an in-place
+    SiLU would make autograd keep a copy of its input).
     """
-    return F.silu(norm(x), inplace=not torch.is_grad_enabled())
+    if isinstance(norm, nn.GroupNorm):
+        return group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps, silu)
+    y = norm(x)
+    return F.silu(y, inplace=not torch.is_grad_enabled()) if silu else y
 
 
 class LayerScale(nn.Module):
@@ -243,5 +251,5 @@ class C2FBlock(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must have shape [N, {self.dim}, H, W] for C2FBlock(dim={self.dim}); got {shape}")
-        x = self.scale1.residual(x, self.attn(self.norm(x)))
+        x = self.scale1.residual(x, self.attn(norm_silu(self.norm, x, silu=False)))
         return self.scale2.residual(x, self.ffn(x))

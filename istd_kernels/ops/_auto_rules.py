@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from . import _dispatch
 from .depthwise import OP as DEPTHWISE
+from .group_norm import CPP_MIN_ELEMENTS
+from .group_norm import OP as GROUP_NORM
 from .hlk_conv import OP as HLK_CONV
 
 # The CPU (docs/performance.md, "The default path on the CPU"): on the project's 2-core x86-64
@@ -24,6 +26,15 @@ from .hlk_conv import OP as HLK_CONV
 _dispatch.prefer(HLK_CONV, "cpu", "cpp-composed", over=("cpp",),
                  why="the cpp depthwise kernels with batched matmuls measured faster than the fused cpp HLKConv (and "
                      "than oneDNN's convolutions) at every LCRNet shape on the CPU (docs/performance.md)")
+
+# The cpp group norm (+ SiLU) measured faster than ATen's from 64 x 64 x 64 elements up at
+# LCRNet's levels (forward, 2 threads; docs/performance.md); below CPP_MIN_ELEMENTS ATen won,
+# and calls that are traced, transformed, profiled or recorded by autograd keep torch (the cpp
+# path is an autograd.Function: a graph break under torch.compile, and its backward is ATen's).
+_dispatch.prefer(GROUP_NORM, "cpu", "torch", over=("cpp",),
+                 why=f"ATen's group norm for calls below {CPP_MIN_ELEMENTS} elements or not plain eager without "
+                     "autograd (the cpp kernel measured faster only for the others; docs/performance.md)",
+                 when=lambda plain=True, elements=CPP_MIN_ELEMENTS, **_: not plain or elements < CPP_MIN_ELEMENTS)
 
 # CUDA (benchmarks/results/nvidia-h200/2026-12-04-machine/report.md: H200, torch 2.11, Triton
 # 3.6, forward float32 at batch 8 on LCRNet's four levels, medians of 7; backward was not
