@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import statistics
 import time
 
@@ -64,21 +65,31 @@ def _call_in(path: str, fn):
     return run
 
 
-def _interleaved(fns: dict, rounds: int = ROUNDS) -> dict[str, float]:
-    """Median seconds of each callable, timed round-robin after one warm-up call each."""
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _interleaved(fns: dict, rounds: int = ROUNDS) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds of each callable, timed round-robin after one warm-up call each, and the
+    median minor page faults of its calls (fresh pages the allocator mapped: glibc returns freed
+    heap memory to the system, and refaulting it cost LCRNet's eager paths up to ~100 ms of
+    system time per forward; docs/performance.md)."""
     for fn in fns.values():
         fn()
-    times = {k: [] for k in fns}
+    times, faults = {k: [] for k in fns}, {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
-            start = time.perf_counter()
+            before, start = _minor_faults(), time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+            faults[k].append(_minor_faults() - before)
+    return ({k: statistics.median(v) for k, v in times.items()},
+            {k: statistics.median(v) for k, v in faults.items()})
 
 
-def _record(benchmark, label: str, medians: dict[str, float], timed) -> None:
+def _record(benchmark, label: str, measured: tuple[dict[str, float], dict[str, float]], timed) -> None:
     """pytest-benchmark times ``timed`` (the default path); the interleaved medians go to extra_info."""
+    medians, faults = measured
     benchmark.pedantic(timed, rounds=1, iterations=1)
     info = benchmark.extra_info
     info["load_average"] = os.getloadavg()[0]
@@ -86,10 +97,12 @@ def _record(benchmark, label: str, medians: dict[str, float], timed) -> None:
     for k, v in medians.items():
         info[f"{k}_median_ms"] = round(v * 1e3, 2)
         info[f"{k}_vs_eager"] = round(base / v, 3)
+        info[f"{k}_minor_faults"] = faults[k]
     info["speedup"] = info["default_vs_eager"]
     _rows.append((label, medians))
     # One line per case as it ends (seen with -s), so a stopped run still reports.
-    print(f"\n{label}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in medians.items()), flush=True)
+    print(f"\n{label}: " + ", ".join(f"{k} {v * 1e3:.1f} ms ({faults[k]:.0f} faults)" for k, v in medians.items()),
+          flush=True)
 
 
 def _model_step(name: str, model, x, mode: str):
@@ -126,8 +139,7 @@ def test_cpu_model(benchmark, case):
         net = torch.compile(model) if path.startswith("compiled") else model
         step = _model_step(name, net, x, mode)
         fns[path] = _call_in(path, step)
-    medians = _interleaved(fns)
-    _record(benchmark, benchmark.group.removeprefix("cpu e2e: "), medians, fns["default"])
+    _record(benchmark, benchmark.group.removeprefix("cpu e2e: "), _interleaved(fns), fns["default"])
 
 
 def _layer(layer: str, c: int):
@@ -153,8 +165,7 @@ def test_cpu_layer(benchmark, case):
 
     step = fwd if mode == "fwd" else fwd_bwd
     fns = {path: _call_in(path, step) for path in ("eager", "default")}
-    medians = _interleaved(fns)
-    _record(benchmark, benchmark.group.removeprefix("cpu layer: "), medians, fns["default"])
+    _record(benchmark, benchmark.group.removeprefix("cpu layer: "), _interleaved(fns), fns["default"])
 
 
 @pytest.fixture(scope="module", autouse=True)
