@@ -181,7 +181,7 @@ def _summary(request):
     tr.write_line("|---|" + "---:|" * (len(PATHS) + 2))
     ratios = []
     for label, med in _rows:
-        cells = [f"{med[p] * 1e3:.1f}" for p in PATHS]
+        cells = [f"{med[p] * 1e3:.1f}" if p in med else "-" for p in PATHS]  # layer cases time two paths
         vs_eager = med["eager"] / med["default"]
         ratios.append(vs_eager)
         vs_comp = f"{med['compiled-eager'] / med['default']:.2f}x" if "compiled-eager" in med else "-"
