@@ -21,7 +21,7 @@ def conv1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
 
     Shapes: ``x`` ``[N, Cin, H, W]`` -> ``[N, Cout, H, W]``, ``N >= 0``. On contiguous (NCHW)
     float32/float64 CPU tensors outside autocast it runs as one ``baddbmm``/``bmm`` over
-    (image, group): oneDNN's NCHW 1x1 convolution measured 1.3-14x slower forward and up to
+    (image, group): oneDNN's NCHW 1x1 convolution measured 1.4-14x slower forward and up to
     2.5x slower forward+backward than the product at DLC-Attention's shapes (batch 1 and 8,
     docs/performance.md). Any other input (CUDA, channels_last, half types, autocast, a wrong
     shape, which ``conv`` then reports) goes to ``conv`` itself, and so does tracing by

@@ -29,8 +29,9 @@ from ._transforms import plain_eager, transforming
 
 OP = "istd.group_norm_silu"
 #: The fewest elements ``auto`` runs on the cpp path. Below, ATen's single-threaded norm won:
-#: a call's fixed cost (routing, the OpenMP team) outweighed the work (2 threads, medians:
-#: 64 x 32 x 32 0.02 ms ATen vs 0.04 ms cpp; 64 x 64 x 64 0.15 vs 0.09; docs/performance.md).
+#: a call's fixed cost (routing, the OpenMP team) outweighed the work (2 threads, medians of
+#: 50, norm + SiLU: 64 x 32 x 32 0.04 ms ATen vs 0.06 ms cpp, 128 x 16 x 16 0.02 vs 0.04;
+#: 64 x 64 x 64 0.17 vs 0.14; docs/performance.md).
 CPP_MIN_ELEMENTS = 1 << 17
 
 
