@@ -42,6 +42,13 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def per_image(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``t`` (``[G, R, K]``: one matrix per group) repeated for each of ``n`` images as
+    ``[n*G, R, K]``, the batch layout of a ``bmm`` over (image, group) (the grouped 1x1 steps
+    of HLKConv's composed paths and of :func:`istd_kernels.nn.pointwise.conv1x1`)."""
+    return t.expand(n, *t.shape).reshape(n * t.shape[0], *t.shape[1:])
+
+
 def hlk_halos(k1: int, k2: int, dilation: int) -> tuple[int, int]:
     """``(forward, backward)`` halo of an HLKConv tile: the forward reads ``d``'s taps,
     ``dilation * (k2 // 2)`` around an output pixel; the backward adds ``a``'s ``k1 // 2``.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..layout import per_image
+
 # The dtypes whose batched products accumulate like oneDNN's convolution (in their own width):
 # half types keep nn.Conv2d, so their rounding stays the convolution's.
 _MATMUL_DTYPES = (torch.float32, torch.float64)
@@ -35,14 +37,10 @@ def conv1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
     n, c, h, w = x.shape
     g, cout = conv.groups, conv.out_channels
     og, cg = cout // g, c // g
-
-    def per_image(t: Tensor, cols: int) -> Tensor:  # [g, og, cols] repeated for every image
-        return t.view(1, g, og, cols).expand(n, g, og, cols).reshape(n * g, og, cols)
-
     xs = x.view(n * g, cg, h * w)
-    weight = per_image(conv.weight, cg)
+    weight = per_image(conv.weight.view(g, og, cg), n)
     if conv.bias is None:
         y = torch.bmm(weight, xs)
     else:
-        y = torch.baddbmm(per_image(conv.bias, 1), weight, xs)
+        y = torch.baddbmm(per_image(conv.bias.view(g, og, 1), n), weight, xs)
     return y.view(n, cout, h, w)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..layout import acc_dtype
 from . import _dispatch
 from ._transforms import plain_eager, transforming
 
@@ -50,7 +51,7 @@ class _CppGroupNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, groups, weight, bias, eps, silu):
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        acc = acc_dtype(x.dtype)
         xa, wa, ba = _as(acc, x), _as(acc, weight), _as(acc, bias)
         y, mean, rstd = _dispatch.extension_kernel("cpp", "group_norm_fwd")(xa, wa, ba, groups, eps, silu)
         ctx.save_for_backward(xa, wa, ba, mean, rstd)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layout import acc_dtype, empty_output, hlk_halos, output_memory_format
+from ..layout import acc_dtype, empty_output, hlk_halos, output_memory_format, per_image
 from ..limits import DW_MAX_DILATION, DW_MAX_KERNEL
 from . import _dispatch, _transforms
 from . import depthwise as _dw
@@ -224,15 +224,10 @@ def _composed_forward(backend: str, x, w0, b0, w1, b1, w_pw, b_pw, dilation: int
     a, d = _Chain.of(backend, w0, w1, dilation).a_and_d(*_cast(acc, x, w0, b0, w1, b1))
     # Two batched matmuls over (image, group), the second accumulating into the first's output
     # (with the bias as its start): no concat of a and d, and no pass for the sum or the bias.
-    og = wa.shape[1]
-
-    def per_batch(t: Tensor, rows: int) -> Tensor:
-        return t.expand(n, groups, rows, t.shape[-1]).reshape(n * groups, rows, t.shape[-1])
-
-    start = per_batch(b_pw.to(acc).view(groups, og, 1), og) if b_pw is not None else None
+    start = per_image(b_pw.to(acc).view(groups, wa.shape[1], 1), n) if b_pw is not None else None
     a, d = (t.reshape(n * groups, c // groups, h * w) for t in (a, d))
-    y = torch.bmm(per_batch(wa, og), a) if start is None else torch.baddbmm(start, per_batch(wa, og), a)
-    y = y.baddbmm_(per_batch(wd, og), d).reshape(n, w_pw.shape[0], h, w)
+    y = torch.bmm(per_image(wa, n), a) if start is None else torch.baddbmm(start, per_image(wa, n), a)
+    y = y.baddbmm_(per_image(wd, n), d).reshape(n, w_pw.shape[0], h, w)
     return y.to(x.dtype).contiguous(memory_format=output_memory_format(x))
 
 
