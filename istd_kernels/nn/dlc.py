@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops._checks import check_positive_int
-from ..ops.group_norm import group_norm_silu
+from ..ops.group_norm import group_norm_silu, silu_of_fresh
 from ..ops.multiscale_maxpool import multiscale_maxpool
 from ..ops.split_attention import split_attention
 from .hlk import HLKConv
@@ -46,7 +45,7 @@ def norm_silu(norm: nn.Module, x: Tensor, silu: bool = True) -> Tensor:
     if isinstance(norm, nn.GroupNorm):
         return group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps, silu)
     y = norm(x)
-    return F.silu(y, inplace=not torch.is_grad_enabled()) if silu else y
+    return silu_of_fresh(y) if silu else y
 
 
 class LayerScale(nn.Module):

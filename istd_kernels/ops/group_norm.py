@@ -36,10 +36,17 @@ OP = "istd.group_norm_silu"
 CPP_MIN_ELEMENTS = 1 << 17
 
 
+def silu_of_fresh(y: Tensor) -> Tensor:
+    """``F.silu(y)`` for a ``y`` nothing else holds (a norm's new output): in place when autograd
+    is not recording, which measured faster on the CPU (no second plane), out of place
+    otherwise (an in-place SiLU would make autograd keep a copy of its input)."""
+    return F.silu(y, inplace=not torch.is_grad_enabled())
+
+
 def _torch_forward(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
                    silu: bool) -> Tensor:
     y = F.group_norm(x, groups, weight, bias, eps)
-    return F.silu(y, inplace=not torch.is_grad_enabled()) if silu else y
+    return silu_of_fresh(y) if silu else y
 
 
 def _as(dtype: torch.dtype, t: Tensor | None) -> Tensor | None:
