@@ -22,8 +22,8 @@ namespace istd {
 namespace cpu {
 namespace {
 
-// Elements per statistics chunk: 64 KiB of float, so the second pass over a chunk (the
-// squared deviations from its own mean) reads it from L2.
+// Elements per statistics chunk (64 KiB of float): the unit of the parallel split, so the
+// statistics do not depend on the thread count.
 constexpr int64_t kChunk = 16384;
 // Elements per normalisation task.
 constexpr int64_t kBlock = 4096;

@@ -29,9 +29,9 @@ _dispatch.prefer(HLK_CONV, "cpu", "cpp-composed", over=("cpp",),
 
 # The cpp group norm + SiLU measured faster than ATen's from 64 x 64 x 64 elements up at
 # LCRNet's levels (forward, 2 threads; the norm alone about level; docs/performance.md); below
-# CPP_MIN_ELEMENTS ATen won,
-# and calls that are traced, transformed, profiled or recorded by autograd keep torch (the cpp
-# path is an autograd.Function: a graph break under torch.compile, and its backward is ATen's).
+# CPP_MIN_ELEMENTS ATen won, and calls that are traced, transformed, profiled or recorded by
+# autograd keep torch (the cpp path is an autograd.Function: a graph break under
+# torch.compile, and its backward is ATen's).
 _dispatch.prefer(GROUP_NORM, "cpu", "torch", over=("cpp",),
                  why=f"ATen's group norm for calls below {CPP_MIN_ELEMENTS} elements or not plain eager without "
                      "autograd (the cpp kernel measured faster only for the others; docs/performance.md)",
