@@ -15,6 +15,7 @@
 #include "../cpu/components_cpu.h"
 #include "../cpu/depthwise_cpu.h"
 #include "../cpu/hlk_cpu.h"
+#include "../cpu/nhwc_cpu.h"
 #include "../cpu/norm_cpu.h"
 #include "../cpu/overlap_cpu.h"
 #include "../cpu/pool_attn_cpu.h"
@@ -179,15 +180,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> component_stats(const at::Tensor&
   return std::make_tuple(area, centroid, bbox);
 }
 
-// (y, mean, rstd): y = GroupNorm(x) (then SiLU when silu) of a contiguous float32/float64
-// [N, C, *] CPU tensor with [C] weight and bias (or none) of its dtype; mean and rstd are
+// (y, mean, rstd): y = GroupNorm(x) (then SiLU when silu) of a float32/float64 [N, C, *] CPU
+// tensor, contiguous or channels_last, with [C] weight and bias (or none) of its dtype; y is
+// channels_last when x is or when channels_last is set (4-D x only); mean and rstd are
 // [N, groups] (native_group_norm's, for its backward).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd(const at::Tensor& x, const c10::optional<at::Tensor>& weight,
-                          const c10::optional<at::Tensor>& bias, int64_t groups, double eps, bool silu) {
+                          const c10::optional<at::Tensor>& bias, int64_t groups, double eps, bool silu,
+                          bool channels_last) {
+  // An NHWC x: 4-D, channels_last-contiguous and not also NCHW-contiguous (C = 1 or H = W = 1
+  // are both, and then the layouts coincide).
+  const bool x_nhwc = x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
   TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
-                  x.dim() >= 2 && x.is_contiguous(),
-              "istd _C: group_norm_fwd takes a contiguous float32/float64 [N, C, *] CPU tensor, got ", x.sizes(), " ",
-              x.scalar_type());
+                  x.dim() >= 2 && (x.is_contiguous() || x_nhwc) && (!channels_last || x.dim() == 4),
+              "istd _C: group_norm_fwd takes a float32/float64 [N, C, *] CPU tensor, contiguous or (4-D) "
+              "channels_last, and channels_last output only for 4-D x; got ", x.sizes(), " ", x.scalar_type(),
+              " strides ", x.strides());
   const int64_t N = x.size(0), C = x.size(1), HW = C ? x.numel() / std::max<int64_t>(N * C, 1) : 0;
   TORCH_CHECK(groups > 0 && C % groups == 0, "istd _C: groups must divide C=", C, ", got ", groups);
   for (const auto* t : {&weight, &bias}) {
@@ -195,16 +202,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd(const at::Tensor& 
                                     (*t)->size(0) == C && (*t)->is_contiguous() && (*t)->device().is_cpu()),
                 "istd _C: group_norm_fwd's weight and bias must be contiguous [C] CPU tensors of x's dtype");
   }
-  TORCH_CHECK(istd::cpu::group_norm_runs_here(), "istd _C: group_norm_fwd needs a CPU with AVX2 and FMA");
-  at::Tensor y = at::empty_like(x);
+  TORCH_CHECK(istd::cpu::avx2_kernels_run_here(), "istd _C: group_norm_fwd needs a CPU with AVX2 and FMA");
+  const bool y_nhwc = x_nhwc || channels_last;
+  at::Tensor y = at::empty_like(x, y_nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   at::Tensor mean = at::empty({N, groups}, x.options()), rstd = at::empty({N, groups}, x.options());
+  const istd::cpu::GroupNormArgs args{N, C, HW, groups, eps, silu, x_nhwc, y_nhwc};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "group_norm_fwd", [&] {
     const auto ptr = [](const c10::optional<at::Tensor>& t) { return t.has_value() ? t->data_ptr<scalar_t>() : nullptr; };
     istd::cpu::group_norm_forward<scalar_t>(x.data_ptr<scalar_t>(), ptr(weight), ptr(bias), y.data_ptr<scalar_t>(),
-                                            mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), N, C, HW, groups,
-                                            eps, silu);
+                                            mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), args);
   });
   return std::make_tuple(y, mean, rstd);
+}
+
+// x + gamma[c] * y: x a contiguous (NCHW) float32/float64 [N, C, H, W] CPU tensor, y the same
+// shape, dtype and device, contiguous or channels_last; gamma [C] contiguous of their dtype.
+// Returns NCHW.
+at::Tensor scaled_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+  TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
+                  x.dim() == 4 && x.is_contiguous(),
+              "istd _C: scaled_residual takes a contiguous float32/float64 [N, C, H, W] CPU x, got ", x.sizes(), " ",
+              x.scalar_type());
+  TORCH_CHECK(y.sizes() == x.sizes() && y.scalar_type() == x.scalar_type() && y.device().is_cpu() &&
+                  (y.is_contiguous() || y.is_contiguous(at::MemoryFormat::ChannelsLast)),
+              "istd _C: scaled_residual's y must be a contiguous or channels_last CPU tensor of x's shape and dtype, "
+              "got ", y.sizes(), " ", y.scalar_type(), " strides ", y.strides());
+  TORCH_CHECK(gamma.dim() == 1 && gamma.size(0) == x.size(1) && gamma.scalar_type() == x.scalar_type() &&
+                  gamma.is_contiguous() && gamma.device().is_cpu(),
+              "istd _C: scaled_residual's gamma must be a contiguous [C] CPU tensor of x's dtype");
+  TORCH_CHECK(istd::cpu::avx2_kernels_run_here(), "istd _C: scaled_residual needs a CPU with AVX2 and FMA");
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "scaled_residual", [&] {
+    istd::cpu::scaled_residual<scalar_t>(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), gamma.data_ptr<scalar_t>(),
+                                         out.data_ptr<scalar_t>(), x.size(0), x.size(1), x.size(2) * x.size(3),
+                                         !y.is_contiguous());
+  });
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> mask_overlap(const at::Tensor& pred, const at::Tensor& target) {
@@ -352,6 +385,7 @@ std::vector<at::Tensor> measure_pair(const at::Tensor& pred, const c10::optional
 // and rounds once, like the other backends.
 
 std::vector<at::Tensor> mmp_fwd(const at::Tensor& u, int64_t groups, int64_t radix, std::vector<int64_t> scales) {
+  TORCH_CHECK(istd::cpu::avx2_kernels_run_here(), "istd _C: mmp_fwd needs a CPU with AVX2 and FMA");
   check_cpu_float(u, "u");
   TORCH_CHECK(u.dim() == 4, "istd _C: u must be 4-D [N, D, H, W], got ", u.sizes());
   const istd::MmpGeometry g =
@@ -376,6 +410,7 @@ std::vector<at::Tensor> mmp_fwd(const at::Tensor& u, int64_t groups, int64_t rad
 
 at::Tensor mmp_bwd(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& indices, int64_t D, int64_t H,
                    int64_t W, int64_t groups, int64_t radix, std::vector<int64_t> scales, bool channels_last) {
+  TORCH_CHECK(istd::cpu::avx2_kernels_run_here(), "istd _C: mmp_bwd needs a CPU with AVX2 and FMA");
   TORCH_CHECK(!grads.empty(), "istd _C: mmp_bwd needs at least one level gradient");
   for (const at::Tensor& g : grads) check_cpu_float(g, "grads");
   const istd::MmpGeometry g =
@@ -414,6 +449,7 @@ void check_sa_cpu(const std::vector<at::Tensor>& branches, const at::Tensor& log
 at::Tensor split_attn_fwd(const std::vector<at::Tensor>& branches, const at::Tensor& logits,
                           const at::Tensor& temperature, const at::Tensor& residual, const at::Tensor& v,
                           int64_t groups, std::vector<int64_t> scales) {
+  TORCH_CHECK(istd::cpu::avx2_kernels_run_here(), "istd _C: split_attn_fwd needs a CPU with AVX2 and FMA");
   check_sa_cpu(branches, logits, temperature, residual, v);
   const istd::SaGeometry g =
       istd_binding::sa_geometry("istd _C", branches, logits, temperature, residual, v, groups, scales);
@@ -435,6 +471,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, at::Tens
     const at::Tensor& grad_z, const std::vector<at::Tensor>& branches, const at::Tensor& logits,
     const at::Tensor& temperature, const at::Tensor& residual, const at::Tensor& v, int64_t groups,
     std::vector<int64_t> scales) {
+  TORCH_CHECK(istd::cpu::avx2_kernels_run_here(), "istd _C: split_attn_bwd needs a CPU with AVX2 and FMA");
   check_sa_cpu(branches, logits, temperature, residual, v);
   check_cpu_float(grad_z, "grad_z");
   TORCH_CHECK(grad_z.scalar_type() == residual.scalar_type() && grad_z.sizes() == residual.sizes(),
@@ -482,10 +519,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("hlk_fwd", &hlk_fwd, "Fused HLKConv forward: depthwise k1, dilated depthwise k2, split grouped 1x1",
         py::arg("x"), py::arg("w0"), py::arg("b0"), py::arg("w1"), py::arg("b1"), py::arg("w_pw"), py::arg("b_pw"),
         py::arg("dilation"), py::arg("groups"));
-  m.def("group_norm_fwd", &group_norm_fwd, "(y, mean, rstd): GroupNorm forward of a contiguous [N, C, *] tensor, then SiLU when silu",
-        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("groups"), py::arg("eps"), py::arg("silu"));
-  m.def("group_norm_runs_here", &istd::cpu::group_norm_runs_here,
-        "Whether this CPU runs group_norm_fwd (compiled for AVX2 + FMA on x86-64)");
+  m.def("group_norm_fwd", &group_norm_fwd,
+        "(y, mean, rstd): GroupNorm forward of a contiguous or channels_last [N, C, *] tensor, then SiLU when silu; "
+        "y channels_last when x is or channels_last is set",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("groups"), py::arg("eps"), py::arg("silu"),
+        py::arg("channels_last"));
+  m.def("avx2_kernels_run_here", &istd::cpu::avx2_kernels_run_here,
+        "Whether this CPU runs the kernels compiled for AVX2 + FMA on x86-64)");
+  m.def("scaled_residual", &scaled_residual, "x + gamma[c] * y of an NCHW x and an NCHW or channels_last y, NCHW",
+        py::arg("x"), py::arg("y"), py::arg("gamma"));
   m.def("mask_overlap", &mask_overlap, "Per-image |P and T| and |P or T| of 0/1 uint8 masks", py::arg("pred"),
         py::arg("target"));
   m.def("connected_components", &connected_components,

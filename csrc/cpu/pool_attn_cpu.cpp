@@ -8,8 +8,12 @@
 #endif
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+// Compiled for AVX2 + FMA: the 8-wide sigmoids and softmax made split_attention's forward
+// 1.4-1.6x faster than the SSE2 ones at LCRNet's levels (docs/performance.md).
+#include "avx2_target.h"
 #include "vec_math.h"
 
 namespace istd {
@@ -35,6 +39,32 @@ std::vector<int64_t> sa_columns(const SaInputs& in, const SaGeometry& g) {
   return col;
 }
 
+#ifdef ISTD_CPU_AVX2
+// a[x] += w[x] * up(b)[x] for the first W / 8 * 8 columns of a unit-stride branch row with a
+// power-of-two scale s <= 16 (LCRNet's), 8 at a time; returns the columns done (0 for other
+// rows, which keep the gather loop). Each block of 8 starts at a multiple of 8, so its cells are
+// b[x0 / s ...], within the row: a block needs cells up to (x0 + 7) / s < ceil(W / s). The
+// index gather of every element was about a third of the forward.
+ISTD_INLINE int64_t combine8(float* a, const float* w, const float* b, int64_t b_stride, int s, int64_t W) {
+  if (b_stride != 1 || s > 16 || (s & (s - 1))) return 0;
+  const __m256i pairs = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+  const int64_t end = W / 8 * 8;
+  for (int64_t x0 = 0; x0 < end; x0 += 8) {
+    __m256 up;
+    if (s == 1)
+      up = _mm256_loadu_ps(b + x0);
+    else if (s == 2)
+      up = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(b + x0 / 2)), pairs);
+    else if (s == 4)
+      up = _mm256_setr_m128(_mm_set1_ps(b[x0 / 4]), _mm_set1_ps(b[x0 / 4 + 1]));
+    else  // 8 or 16: one cell for the whole block
+      up = _mm256_set1_ps(b[x0 / s]);
+    _mm256_storeu_ps(a + x0, _mm256_fmadd_ps(_mm256_loadu_ps(w + x0), up, _mm256_loadu_ps(a + x0)));
+  }
+  return end;
+}
+#endif
+
 // A of one channel row: a[x] = residual[x] + sum_j w_j[x] up_j[x] (w_j[x] = wbuf[j * wstride
 // + x]), summed in sa_combine's order (residual first, then the branches in order), one
 // branch at a time over the row.
@@ -49,12 +79,16 @@ ISTD_INLINE void sa_combine_row(const SaInputs& in, const SaGeometry& g, const i
     const T* b = at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], 0);
     const T* wj = wbuf + j * wstride;
     const int64_t* cj = col + j * W;
-    for (int64_t x = 0; x < W; ++x) a[x] += wj[x] * b[cj[x]];
+    int64_t x = 0;
+#ifdef ISTD_CPU_AVX2
+    if constexpr (std::is_same<T, float>::value) x = combine8(a, wj, b, in.branch_s[j].w, g.scales[j], W);
+#endif
+    for (; x < W; ++x) a[x] += wj[x] * b[cj[x]];
   }
 }
 
-// The row's softmax weights, branch-major: wbuf[j * wstride + x], wstride >= W a multiple of 4
-// (softmax_columns' blocks; the padding columns hold finite values).
+// The row's softmax weights, branch-major: wbuf[j * wstride + x], wstride >= W a multiple of
+// kSoftmaxBlock (softmax_columns' blocks; the padding columns hold finite values).
 template <int R, typename T>
 ISTD_INLINE void sa_weights_row(const SaInputs& in, const SaGeometry& g, T inv_t, int64_t n, int64_t k, int64_t y,
                                 T* wbuf, int64_t wstride) {
@@ -80,7 +114,7 @@ void sa_forward_r(const SaInputs& in, T* z, Strides4 zs, const SaGeometry& g) {
   const T inv_t = T(1) / *static_cast<const T*>(in.temperature);
   const int64_t rows = N * G * H;
   const std::vector<int64_t> col = sa_columns(in, g);
-  const int64_t wstride = (W + 3) / 4 * 4;
+  const int64_t wstride = (W + kSoftmaxBlock - 1) / kSoftmaxBlock * kSoftmaxBlock;
 #pragma omp parallel
   {
     std::vector<T> buf(static_cast<size_t>(R * wstride + 4 * W));  // zeroed: the padding columns stay finite
@@ -103,6 +137,43 @@ void sa_forward_r(const SaInputs& in, T* z, Strides4 zs, const SaGeometry& g) {
   }
 }
 
+// The windows of one output row that lie wholly inside the image's width (W / s of them),
+// unit-stride rows: the cells are visited in every window's row-major order at once (one pass
+// over the columns per cell offset), with mmp_window_argmax's update rule, so each window
+// records the same cell; the column loops have a compile-time stride the compiler vectorises
+// (a call per window of four cells was most of the pooling's time: 1.75 -> 0.74 ms at C16 256 x
+// 256).
+template <int S, typename T, typename Idx>
+void mmp_row_windows(const T* u, int64_t rs, int64_t count, int64_t hlen, T* out, Idx* idx) {
+  for (int64_t ow = 0; ow < count; ++ow) {
+    out[ow] = u[ow * S];
+    idx[ow] = 0;
+  }
+  for (int64_t dy = 0; dy < hlen; ++dy)
+    for (int dx = (dy == 0 ? 1 : 0); dx < S; ++dx) {
+      const T* cells = u + dy * rs + dx;
+      const Idx off = static_cast<Idx>(dy * S + dx);
+      for (int64_t ow = 0; ow < count; ++ow) {
+        const T v = cells[ow * S];
+        const bool take = v > out[ow] || v != v;
+        out[ow] = take ? v : out[ow];
+        idx[ow] = take ? off : idx[ow];
+      }
+    }
+}
+
+// Runs mmp_row_windows for the scales 2, 4, 8 and 16 (LCRNet's); returns the windows done (0 for
+// other scales, which keep the per-window loop).
+template <typename T, typename Idx>
+int64_t mmp_row_full_windows(const T* u, int64_t rs, int64_t W, int s, int64_t hlen, T* out, Idx* idx) {
+  if (s == 2) mmp_row_windows<2>(u, rs, W / 2, hlen, out, idx);
+  else if (s == 4) mmp_row_windows<4>(u, rs, W / 4, hlen, out, idx);
+  else if (s == 8) mmp_row_windows<8>(u, rs, W / 8, hlen, out, idx);
+  else if (s == 16) mmp_row_windows<16>(u, rs, W / 16, hlen, out, idx);
+  else return 0;
+  return W / s;
+}
+
 // Rows per backward task: a multiple of every scale (so tasks own whole footprints), or
 // the whole height when the scales' lcm reaches it.
 int64_t sa_band_rows(const SaGeometry& g) {
@@ -122,10 +193,11 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
   const std::vector<int64_t> col = sa_columns(in, g);
 #pragma omp parallel
   {
-    // Branch j's weights and weight gradients of the band at j * px4 (a multiple of 4: the
-    // softmax runs down softmax_columns' blocks; zeroed, so the padding stays finite).
-    const size_t px = static_cast<size_t>(band * W), px4 = (px + 3) / 4 * 4;
-    std::vector<T> wbuf(R * px4), gwbuf(R * px4), gabuf(px), rows(static_cast<size_t>(5 * W));
+    // Branch j's weights and weight gradients of the band at j * pxb (a multiple of
+    // kSoftmaxBlock: the softmax runs down softmax_columns' blocks; zeroed, so the padding
+    // stays finite).
+    const size_t px = static_cast<size_t>(band * W), pxb = (px + kSoftmaxBlock - 1) / kSoftmaxBlock * kSoftmaxBlock;
+    std::vector<T> wbuf(R * pxb), gwbuf(R * pxb), gabuf(px), rows(static_cast<size_t>(5 * W));
     T *a = rows.data(), *v = a + W, *gzr = v + W, *sa = gzr + W, *sv = sa + W;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -137,18 +209,18 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
       for (int64_t y = y0; y < y1; ++y)
         for (int j = 0; j < R; ++j) {
           const T* l = at4<T>(in.logits, in.logits_s, n, k * R + j, y, 0);
-          const size_t p = j * px4 + static_cast<size_t>((y - y0) * W);
+          const size_t p = j * pxb + static_cast<size_t>((y - y0) * W);
           for (int64_t x = 0; x < W; ++x) {
             wbuf[p + x] = l[x * in.logits_s.w] * inv_t;
             gwbuf[p + x] = T(0);
           }
         }
-      softmax_columns<R, T>(wbuf.data(), static_cast<int64_t>(px4));
+      softmax_columns<R, T>(wbuf.data(), static_cast<int64_t>(pxb));
       for (int64_t ci = 0; ci < Dg; ++ci) {
         const int64_t c = k * Dg + ci;
         for (int64_t y = y0; y < y1; ++y) {
           const size_t p = static_cast<size_t>((y - y0) * W);
-          sa_combine_row<R, T>(in, g, col.data(), wbuf.data() + p, px4, n, c, y, a);
+          sa_combine_row<R, T>(in, g, col.data(), wbuf.data() + p, pxb, n, c, y, a);
           load_row(at4<T>(in.v, in.v_s, n, c, y, 0), in.v_s.w, W, v);
           load_row(gz + n * gzs.n + c * gzs.c + y * gzs.h, gzs.w, W, gzr);
           sigmoid_row(a, sa, W);
@@ -165,13 +237,13 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
           for (int j = 0; j < R; ++j) {
             const T* brow = at4<T>(in.branch[j], in.branch_s[j], n, c, y / g.scales[j], 0);
             const int64_t* cj = col.data() + j * W;
-            T* gw = gwbuf.data() + j * px4 + p;
+            T* gw = gwbuf.data() + j * pxb + p;
             for (int64_t x = 0; x < W; ++x) gw[x] += ga[x] * brow[cj[x]];
           }
         }
         for (int j = 0; j < R; ++j) {
           const int s = g.scales[j];
-          const T* wj = wbuf.data() + j * px4;
+          const T* wj = wbuf.data() + j * pxb;
           for (int64_t py = y0 / s; py * s < y1; ++py)
             for (int64_t qx = 0; qx < g.Wb[j]; ++qx) {
               // The footprint clipped to the image: the cells beyond it contribute zeros, so
@@ -195,8 +267,8 @@ T sa_backward_r(const T* gz, Strides4 gzs, const SaInputs& in, const SaGrads& ou
           T e[R], w[R], gw[R], gl[R];
           for (int j = 0; j < R; ++j) {
             e[j] = logit_at(y, x)(j) * inv_t;
-            w[j] = wbuf[j * px4 + p];
-            gw[j] = gwbuf[j * px4 + p];
+            w[j] = wbuf[j * pxb + p];
+            gw[j] = gwbuf[j * pxb + p];
           }
           tsum += sa_logit_grads<R, T>(e, w, gw, inv_t, gl);
           for (int j = 0; j < R; ++j) *at4w<T>(out.logits, out.logits_s, n, k * R + j, y, x) = gl[j];
@@ -218,18 +290,23 @@ void mmp_forward(const T* u, Strides4 us, const MmpGeometry& g, const MmpLevel* 
     const MmpLevel& L = levels[j];
     const int s = L.s;
     const int64_t rows = g.N * GC * L.Ho;
+    const bool unit = us.w == 1 && L.data_s.w == 1 && L.idx_s.w == 1;
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < rows; ++t) {
       const int64_t oh = t % L.Ho, p = t / L.Ho, n = p / GC, r = p % GC, k = r / g.C, i = r % g.C;
       const int64_t uch = (k * g.radix + j) * g.C + i;
       const int64_t ih0 = oh * s, hlen = std::min<int64_t>(s, g.H - ih0);
-      for (int64_t ow = 0; ow < L.Wo; ++ow) {
+      const T* urow = u + n * us.n + uch * us.c + ih0 * us.h;
+      T* out = at4w<T>(L.data, L.data_s, n, r, oh, 0);
+      Idx* idx = at4w<Idx>(L.idx, L.idx_s, n, r, oh, 0);
+      // The row's whole windows at once where the rows are unit-stride, the rest one window at a time.
+      const int64_t ow0 = unit ? mmp_row_full_windows(urow, us.h, g.W, s, hlen, out, idx) : 0;
+      for (int64_t ow = ow0; ow < L.Wo; ++ow) {
         const int64_t iw0 = ow * s, wlen = std::min<int64_t>(s, g.W - iw0);
         T m;
-        const int arg = mmp_window_argmax<T, T, int64_t, int64_t>(u + n * us.n + uch * us.c + ih0 * us.h + iw0 * us.w,
-                                                                  us.h, us.w, hlen, wlen, s, &m);
-        *at4w<T>(L.data, L.data_s, n, r, oh, ow) = m;
-        *at4w<Idx>(L.idx, L.idx_s, n, r, oh, ow) = static_cast<Idx>(arg);
+        const int arg = mmp_window_argmax<T, T, int64_t, int64_t>(urow + iw0 * us.w, us.h, us.w, hlen, wlen, s, &m);
+        out[ow * L.data_s.w] = m;
+        idx[ow * L.idx_s.w] = static_cast<Idx>(arg);
       }
     }
   }

@@ -14,6 +14,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#ifdef ISTD_CPU_AVX2
+#include "vec_math_avx2.h"
+#endif
 
 namespace istd {
 namespace cpu {
@@ -57,30 +60,59 @@ ISTD_INLINE __m128 sigmoid_ps(__m128 x) {
   return _mm_div_ps(one, _mm_add_ps(one, exp_ps(_mm_sub_ps(_mm_setzero_ps(), x))));
 }
 
-// The tail runs through the same 4-wide code (zero-padded), so a value's result does not
-// depend on where in the row it sits.
+// The tail runs through the same vector code (zero-padded), so a value's result does not
+// depend on where in the row it sits. 8-wide where the translation unit is compiled for AVX2
+// (csrc/cpu/avx2_target.h): split_attention's two sigmoids per element were most of its time.
 template <>
 ISTD_INLINE void sigmoid_row<float>(const float* x, float* out, int64_t n) {
+#ifdef ISTD_CPU_AVX2
+  const auto step = [](const float* in, float* o) { _mm256_storeu_ps(o, sigmoid256(_mm256_loadu_ps(in))); };
+  constexpr int64_t kW = 8;
+#else
+  const auto step = [](const float* in, float* o) { _mm_storeu_ps(o, sigmoid_ps(_mm_loadu_ps(in))); };
+  constexpr int64_t kW = 4;
+#endif
   int64_t i = 0;
-  for (; i + 4 <= n; i += 4) _mm_storeu_ps(out + i, sigmoid_ps(_mm_loadu_ps(x + i)));
+  for (; i + kW <= n; i += kW) step(x + i, out + i);
   if (i < n) {
-    float tail[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float tail[kW] = {};
     std::memcpy(tail, x + i, static_cast<size_t>(n - i) * sizeof(float));
-    _mm_storeu_ps(tail, sigmoid_ps(_mm_loadu_ps(tail)));
+    step(tail, tail);
     std::memcpy(out + i, tail, static_cast<size_t>(n - i) * sizeof(float));
   }
 }
 #endif
 
+// Columns per block of softmax_columns: callers pad their rows to a multiple of it.
+#ifdef ISTD_CPU_AVX2
+constexpr int64_t kSoftmaxBlock = 8;
+#else
+constexpr int64_t kSoftmaxBlock = 4;
+#endif
+
 // Softmax down the R rows of w (row j at w + j * stride, on entry logit_j / t) for every
 // column x < stride, in place: sa_softmax's steps per column (max, exp of the difference,
-// sum in branch order, one reciprocal). float runs 4 columns at a time with exp_ps, so
-// stride must be a multiple of 4 (the caller pads the rows). Scalar, this was a libm exp per
-// output element of split_attention's forward (R per pixel and group, shared by D/G = R
-// channels in LCRNet); vectorised, the forward ran 1.0-1.3x faster (docs/performance.md).
+// sum in branch order, one reciprocal). float runs kSoftmaxBlock columns at a time (exp256
+// under AVX2, else exp_ps), so stride must be a multiple of it (the caller pads the rows).
+// Scalar, this was a libm exp per output element of split_attention's forward (R per pixel
+// and group, shared by D/G = R channels in LCRNet); vectorised, the forward ran 1.0-1.3x
+// faster (docs/performance.md).
 template <int R, typename T>
 ISTD_INLINE void softmax_columns(T* w, int64_t stride) {
-#if defined(__SSE2__)
+#ifdef ISTD_CPU_AVX2
+  if constexpr (std::is_same<T, float>::value) {
+    for (int64_t x = 0; x < stride; x += 8) {
+      __m256 e[R];
+      __m256 m = e[0] = _mm256_loadu_ps(w + x);
+      for (int j = 1; j < R; ++j) m = _mm256_max_ps(m, e[j] = _mm256_loadu_ps(w + j * stride + x));
+      __m256 sum = _mm256_setzero_ps();
+      for (int j = 0; j < R; ++j) sum = _mm256_add_ps(sum, e[j] = exp256(_mm256_sub_ps(e[j], m)));
+      const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), sum);
+      for (int j = 0; j < R; ++j) _mm256_storeu_ps(w + j * stride + x, _mm256_mul_ps(e[j], inv));
+    }
+    return;
+  }
+#elif defined(__SSE2__)
   if constexpr (std::is_same<T, float>::value) {
     for (int64_t x = 0; x < stride; x += 4) {
       __m128 e[R];

@@ -38,6 +38,12 @@ ISTD_INLINE __m256 exp256(__m256 x) {
   return _mm256_blendv_ps(y, x, nan);
 }
 
+// 1 / (1 + exp(-x)) of 8 floats (vec_math.h's sigmoid_ps, 8 wide).
+ISTD_INLINE __m256 sigmoid256(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
 // x * sigmoid(x) of 8 floats (SiLU(-inf) = NaN, as in PyTorch: -inf * 0).
 ISTD_INLINE __m256 silu256(__m256 x) {
   const __m256 one = _mm256_set1_ps(1.0f);

@@ -1,6 +1,6 @@
 """The ops: public functions with a plain-PyTorch reference (``*_ref``) and fast backends."""
 
-from . import _auto_rules, group_norm, mask_stats  # noqa: F401  (auto's preferences; routed ops of the models and metrics)
+from . import _auto_rules, group_norm, mask_stats, residual  # noqa: F401  (auto's preferences; routed ops of the models and metrics)
 from .components import (
                          ComponentStats,
                          component_stats,

@@ -14,6 +14,7 @@ from .depthwise import OP as DEPTHWISE
 from .group_norm import CPP_MIN_ELEMENTS
 from .group_norm import OP as GROUP_NORM
 from .hlk_conv import OP as HLK_CONV
+from .residual import OP as RESIDUAL
 
 # The CPU (docs/performance.md, "The default path on the CPU"): on the project's 2-core x86-64
 # machine the fused cpp HLKConv forward lost to oneDNN's convolution chain above 16x16 (its
@@ -36,6 +37,14 @@ _dispatch.prefer(GROUP_NORM, "cpu", "torch", over=("cpp",),
                  why=f"ATen's group norm for calls below {CPP_MIN_ELEMENTS} elements or not plain eager without "
                      "autograd (the cpp kernel measured faster only for the others; docs/performance.md)",
                  when=lambda plain=True, elements=CPP_MIN_ELEMENTS, **_: not plain or elements < CPP_MIN_ELEMENTS)
+
+# The cpp residual is an autograd.Function too (a graph break under torch.compile), and with
+# matching layouts addcmul is as fast; auto takes it for plain eager calls with a channels_last y
+# (1.5 -> 0.4 ms at C16 256 x 256; docs/performance.md).
+_dispatch.prefer(RESIDUAL, "cpu", "torch", over=("cpp",),
+                 why="torch.addcmul unless the call is plain eager without autograd and y is channels_last (the "
+                     "cpp path is an autograd.Function; it measured faster only for mixed layouts)",
+                 when=lambda plain=True, channels_last_y=False, **_: not plain or not channels_last_y)
 
 # CUDA (benchmarks/results/nvidia-h200/2026-12-04-machine/report.md: H200, torch 2.11, Triton
 # 3.6, forward float32 at batch 8 on LCRNet's four levels, medians of 7; backward was not

@@ -18,14 +18,13 @@ of at least :data:`CPP_MIN_ELEMENTS` elements (``ops/_auto_rules.py``);
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..layout import acc_dtype
 from . import _dispatch
+from ._cpu import AVX2_MISSING, avx2_kernels_run_here
 from ._transforms import plain_eager, transforming
 
 OP = "istd.group_norm_silu"
@@ -44,7 +43,9 @@ def silu_of_fresh(y: Tensor) -> Tensor:
 
 
 def _torch_forward(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float,
-                   silu: bool) -> Tensor:
+                   silu: bool, channels_last: bool = False) -> Tensor:
+    # channels_last is a hint the torch path does not take: a separate layout copy measured
+    # slower than the NCHW convolution it would speed up (docs/performance.md).
     y = F.group_norm(x, groups, weight, bias, eps)
     return silu_of_fresh(y) if silu else y
 
@@ -53,14 +54,23 @@ def _as(dtype: torch.dtype, t: Tensor | None) -> Tensor | None:
     return None if t is None else t.to(dtype).contiguous()
 
 
+def _kernel_layout(x: Tensor) -> torch.memory_format:
+    """The layout the kernel reads ``x`` in: channels_last for a 4-D tensor dense in that layout
+    only (one dense in both, C = 1 or H = W = 1, has the same memory either way), else NCHW."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class _CppGroupNorm(torch.autograd.Function):
     """The cpp kernel's forward; ATen's group-norm backward on its statistics."""
 
     @staticmethod
-    def forward(ctx, x, groups, weight, bias, eps, silu):
-        acc = acc_dtype(x.dtype)
-        xa, wa, ba = _as(acc, x), _as(acc, weight), _as(acc, bias)
-        y, mean, rstd = _dispatch.extension_kernel("cpp", "group_norm_fwd")(xa, wa, ba, groups, eps, silu)
+    def forward(ctx, x, groups, weight, bias, eps, silu, channels_last):
+        acc, layout = acc_dtype(x.dtype), _kernel_layout(x)
+        xa, wa, ba = x.to(acc).contiguous(memory_format=layout), _as(acc, weight), _as(acc, bias)
+        y, mean, rstd = _dispatch.extension_kernel("cpp", "group_norm_fwd")(
+            xa, wa, ba, groups, eps, silu, channels_last and x.dim() == 4)
         ctx.save_for_backward(xa, wa, ba, mean, rstd)
         ctx.conf = (groups, silu, x.dtype, weight is not None and weight.dtype, bias is not None and bias.dtype)
         return y.to(x.dtype)
@@ -70,7 +80,8 @@ class _CppGroupNorm(torch.autograd.Function):
         xa, wa, ba, mean, rstd = ctx.saved_tensors
         groups, silu, x_dtype, w_dtype, b_dtype = ctx.conf
         n, c = xa.shape[0], xa.shape[1]
-        g = grad_y.to(xa.dtype)
+        # ATen's backward reads grad in x's layout (its channels_last kernel for an NHWC x).
+        g = grad_y.to(xa.dtype).contiguous(memory_format=_kernel_layout(xa))
         if silu:  # d SiLU(p)/dp = s (1 + p (1 - s)) on the recomputed pre-activation p
             shape = (n, groups, -1)
             p = ((xa.reshape(shape) - mean.unsqueeze(-1)) * rstd.unsqueeze(-1)).reshape(xa.shape)
@@ -80,22 +91,17 @@ class _CppGroupNorm(torch.autograd.Function):
             g = g * s * (1 + p * (1 - s))
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[2] and wa is not None,
                 ctx.needs_input_grad[3] and ba is not None]
-        gx, gw, gb = torch.ops.aten.native_group_norm_backward(g.contiguous(), xa, mean, rstd, wa, n, c,
+        gx, gw, gb = torch.ops.aten.native_group_norm_backward(g, xa, mean, rstd, wa, n, c,
                                                                xa[0, 0].numel() if n and c else 0, groups, mask)
         return (None if gx is None else gx.to(x_dtype), None, None if gw is None else gw.to(w_dtype),
-                None if gb is None else gb.to(b_dtype), None, None)
-
-
-@functools.cache
-def _runs_here() -> bool:
-    return bool(_dispatch.extension_kernel("cpp", "group_norm_runs_here")())
+                None if gb is None else gb.to(b_dtype), None, None, None)
 
 
 def _cpp_supports(transformed: bool = False, **_) -> tuple[bool, str]:
     if transformed:
         return False, "the cpp group norm is an autograd.Function without a vmap rule (torch.func transforms)"
-    if not _runs_here():
-        return False, "the cpp group norm is compiled for AVX2 + FMA, which this CPU lacks"
+    if not avx2_kernels_run_here():
+        return False, f"the cpp group norm is {AVX2_MISSING}"
     return True, ""
 
 
@@ -104,17 +110,20 @@ _dispatch.register(OP, "cpp", _CppGroupNorm.apply, supports=_cpp_supports)
 
 
 def group_norm_silu(x: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, silu: bool,
-                    backend: str | None = None) -> Tensor:
+                    backend: str | None = None, channels_last: bool = False) -> Tensor:
     """``F.group_norm(x, groups, weight, bias, eps)``, then ``F.silu`` when ``silu``.
 
     Shapes: ``x`` ``[N, C, *]`` (``groups`` divides C), ``weight`` and ``bias`` ``[C]`` or
-    None -> a new tensor of ``x``'s shape and dtype (contiguous). Invalid arguments raise
-    ``F.group_norm``'s error. The routing is the module docstring's; ``backend`` as everywhere
-    (:mod:`istd_kernels.backend`).
+    None -> a new tensor of ``x``'s shape and dtype. Its layout: ``x``'s (channels_last stays
+    channels_last); ``channels_last=True`` asks for a channels_last result of a 4-D ``x`` where
+    the path writes one at no extra pass (the cpp path does; the torch path keeps ``x``'s
+    layout), for a consumer that runs faster in it (oneDNN's convolutions). Values never
+    depend on the layout. Invalid arguments raise ``F.group_norm``'s error. The routing is
+    the module docstring's; ``backend`` as everywhere (:mod:`istd_kernels.backend`).
     """
     if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[1] % groups or any(
             p is not None and tuple(p.shape) != (x.shape[1],) for p in (weight, bias)):
         return _torch_forward(x, groups, weight, bias, eps, silu)  # F.group_norm names what is wrong
     record = _dispatch.choose_path(OP, x.device, x.dtype, backend, transformed=transforming(), elements=x.numel(),
                                    plain=plain_eager([x, weight, bias]))
-    return record.forward(x, groups, weight, bias, eps, silu)
+    return record.forward(x, groups, weight, bias, eps, silu, channels_last)

@@ -34,6 +34,7 @@ from ..layout import index_dtype, output_memory_format
 from ..limits import MMP_MAX_SCALE
 from . import _dispatch, _transforms
 from ._checks import check_int, check_tensor, is_int
+from ._cpu import AVX2_MISSING, avx2_kernels_run_here
 
 OP = "istd.multiscale_maxpool"
 #: Window offsets are stored as int32 at worst: s*s must stay far below 2**31.
@@ -137,7 +138,12 @@ def _register_extension(backend: str) -> None:
     def backward(grads, indices, d, h, w, groups, radix, scales, fmt):
         return bwd(list(grads), list(indices), d, h, w, groups, radix, list(scales), fmt == torch.channels_last)
 
-    _dispatch.register(OP, backend, forward, backward)
+    def supports(**_) -> tuple[bool, str]:
+        if backend == "cpp" and not avx2_kernels_run_here():
+            return False, f"the cpp multiscale_maxpool is {AVX2_MISSING}"
+        return True, ""
+
+    _dispatch.register(OP, backend, forward, backward, supports)
 
 
 _dispatch.register(OP, "torch", _torch_fwd, _torch_bwd)

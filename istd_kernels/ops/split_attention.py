@@ -31,6 +31,7 @@ from ..layout import acc_dtype, empty_output, output_memory_format
 from ..limits import SA_CUDA_MAX_LCM, SA_MAX_BRANCHES, SA_MAX_SCALE
 from . import _dispatch, _transforms
 from ._checks import autocast_cast, check_int, check_same, check_tensor, is_int
+from ._cpu import AVX2_MISSING, avx2_kernels_run_here
 
 OP = "istd.split_attention"
 #: Branches the cpp and cuda kernels handle (per-branch state lives in fixed-size arrays).
@@ -154,6 +155,8 @@ def _kernel_supports(backend: str):
         if r > MAX_KERNEL_BRANCHES:
             return False, (f"the {backend} backend of split_attention supports at most {MAX_KERNEL_BRANCHES} "
                            f"branches (len(branches) <= {MAX_KERNEL_BRANCHES}); got {r}")
+        if backend == "cpp" and not avx2_kernels_run_here():
+            return False, f"the cpp split_attention is {AVX2_MISSING}"
         if backend == "cuda" and _lcm(scales) > CUDA_MAX_LCM:
             return False, (f"the cuda backend of split_attention needs scales whose least common multiple is "
                            f"<= {CUDA_MAX_LCM} (its backward tiles by it); got scales={tuple(scales)}")

@@ -1,0 +1,84 @@
+"""``x + gamma[c] * y``, a LayerScaled residual: the routed op ``istd.scaled_residual`` (not
+public API; :meth:`istd_kernels.nn.dlc.LayerScale.residual` runs it).
+
+Two paths. ``torch``: ``torch.addcmul`` (any layouts, autograd, every transform). ``cpp``
+(``csrc/cpu/nhwc_cpu.cpp``): an NCHW ``x`` with an NCHW or channels_last ``y``, float32 or
+float64; a channels_last ``y`` (a C2FBlock's branch ending in a channels_last convolution on the
+CPU) is read through L1-sized transposed tiles in the same pass, where ``addcmul`` of the mixed
+layouts measured 1.5 ms against 0.3 ms for matching ones (C16 at 256 x 256,
+docs/performance.md).
+
+The cpp path is an ``autograd.Function``, not a custom op, and with matching layouts it is no
+faster than ``addcmul``; so ``auto`` takes it only for plain eager calls
+(:func:`._transforms.plain_eager`) with a channels_last ``y`` (``ops/_auto_rules.py``);
+``python -m istd_kernels.info --explain istd.scaled_residual`` prints why.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _dispatch
+from ._cpu import AVX2_MISSING, avx2_kernels_run_here
+from ._transforms import plain_eager, transforming
+
+OP = "istd.scaled_residual"
+
+
+def _torch_forward(x: Tensor, y: Tensor, gamma: Tensor) -> Tensor:
+    return torch.addcmul(x, y, gamma.view(1, -1, 1, 1))
+
+
+class _CppResidual(torch.autograd.Function):
+    """The cpp kernel's forward; the backward is three element-wise expressions."""
+
+    @staticmethod
+    def forward(ctx, x, y, gamma):
+        ctx.save_for_backward(y, gamma)
+        return _dispatch.extension_kernel("cpp", "scaled_residual")(x, y, gamma.contiguous())
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, gamma = ctx.saved_tensors
+        gy = grad * gamma.view(1, -1, 1, 1) if ctx.needs_input_grad[1] else None
+        gg = (grad * y).sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
+        return grad, gy, gg
+
+
+def _cpp_supports(transformed: bool = False, kernel_layout: bool = True, **_) -> tuple[bool, str]:
+    if transformed:
+        return False, "the cpp residual is an autograd.Function without a vmap rule (torch.func transforms)"
+    if not kernel_layout:
+        return False, ("the cpp residual takes float32/float64 [N, C, H, W] CPU tensors, x contiguous (NCHW), y "
+                       "contiguous or channels_last, gamma [C]")
+    if not avx2_kernels_run_here():
+        return False, f"the cpp residual is {AVX2_MISSING}"
+    return True, ""
+
+
+_dispatch.register(OP, "torch", _torch_forward)
+_dispatch.register(OP, "cpp", _CppResidual.apply, supports=_cpp_supports)
+
+
+def _kernel_layout(x: Tensor, y: Tensor, gamma: Tensor) -> bool:
+    """Whether the cpp kernel takes the call (see ``_cpp_supports``)."""
+    return (x.dim() == 4 and x.is_contiguous() and y.shape == x.shape and y.dtype == x.dtype == gamma.dtype
+            and x.dtype in (torch.float32, torch.float64) and tuple(gamma.shape) == (x.shape[1],)
+            and (y.is_contiguous() or y.is_contiguous(memory_format=torch.channels_last))
+            and x.device.type == y.device.type == gamma.device.type == "cpu")
+
+
+def scaled_residual(x: Tensor, y: Tensor, gamma: Tensor, backend: str | None = None) -> Tensor:
+    """``x + gamma.view(1, C, 1, 1) * y``.
+
+    Shapes: ``x`` and ``y`` ``[N, C, H, W]``, ``gamma`` ``[C]``; a new tensor of ``x``'s shape
+    (NCHW when ``x`` is). Arguments ``torch.addcmul`` cannot take raise its error. The routing
+    is the module docstring's; ``backend`` as everywhere (:mod:`istd_kernels.backend`).
+    """
+    if not all(isinstance(t, Tensor) for t in (x, y, gamma)) or gamma.dim() != 1:
+        return _torch_forward(x, y, gamma)  # addcmul / view names what is wrong
+    record = _dispatch.choose_path(OP, x.device, x.dtype, backend, transformed=transforming(),
+                                   kernel_layout=_kernel_layout(x, y, gamma),
+                                   channels_last_y=not y.is_contiguous(), plain=plain_eager([x, y, gamma]))
+    return record.forward(x, y, gamma)
