@@ -122,3 +122,55 @@ def test_lcrnet_default_forward_matches_eager():
         with use_backend("torch"):
             want = model(x, return_logits=True)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+CL = torch.channels_last
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape,groups", [((2, 16, 9, 13), 1), ((1, 12, 5, 17), 3), ((2, 3, 4, 4), 3),
+                                          ((1, 24, 33, 2), 4), ((0, 8, 3, 3), 2)])
+@pytest.mark.parametrize("x_cl", [False, True])
+def test_cpp_channels_last_layouts(dtype, shape, groups, x_cl):
+    # NCHW -> NHWC (the hint), NHWC -> NHWC (x channels_last, with several groups the strided
+    # statistics): the same values as the NCHW kernel, in the promised layout.
+    x, w, b = _inputs(shape, dtype)
+    xin = x.contiguous(memory_format=CL) if x_cl else x
+    with torch.no_grad():
+        got = group_norm_silu(xin, groups, w, b, 1e-5, True, backend="cpp", channels_last=True)
+        plain = group_norm_silu(x, groups, w, b, 1e-5, True, backend="cpp")
+        _assert_as_accurate_as_aten(got, x, groups, w, b, 1e-5, True)
+    assert got.is_contiguous(memory_format=CL) and got.dtype == dtype
+    torch.testing.assert_close(got, plain, rtol=0, atol=SLACK[dtype] if dtype != torch.float32 else 1e-6)
+
+
+def test_channels_last_hint_is_the_cpp_paths_only():
+    x, w, b = _inputs((1, 8, 6, 6), torch.float32)
+    with torch.no_grad():
+        assert group_norm_silu(x, 1, w, b, 1e-5, True, backend="torch", channels_last=True).is_contiguous()
+        assert group_norm_silu(x, 1, w, b, 1e-5, True, backend="cpp").is_contiguous()
+        y3 = group_norm_silu(x[:, :, 0], 1, w, b, 1e-5, True, backend="cpp", channels_last=True)
+    assert y3.is_contiguous()  # 3-D: no channels_last layout; the hint is ignored
+
+
+@pytest.mark.parametrize("silu", [False, True])
+def test_cpp_backward_of_a_channels_last_input(silu):
+    x, w, b = _inputs((2, 8, 5, 7), torch.float32)
+    x = x.contiguous(memory_format=CL).requires_grad_()
+    params = [x, w.requires_grad_(), b.requires_grad_()]
+    grad = torch.randn(2, 8, 5, 7)
+    got = group_norm_silu(x, 2, w, b, 1e-5, silu, backend="cpp", channels_last=True)
+    want = group_norm_silu(x, 2, w, b, 1e-5, silu, backend="torch")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.autograd.grad(got, params, grad), torch.autograd.grad(want, params, grad),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_without_avx2_refuses_the_cpp_path(monkeypatch):
+    from istd_kernels.ops import _cpu
+
+    monkeypatch.setattr(_cpu, "_ANSWER", [False])
+    x = torch.randn(1, 4, 3, 3)
+    with pytest.raises(ValueError, match="AVX2"):
+        group_norm_silu(x, 1, None, None, 1e-5, True, backend="cpp")
+    assert "AVX2" in _dispatch.explain(OP, plain=True, elements=CPP_MIN_ELEMENTS, transformed=False)

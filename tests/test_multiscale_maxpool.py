@@ -178,6 +178,21 @@ def check_nan_and_inf(backend, device="cpu"):
 def test_nan_and_inf_like_max_pool2d(backend):
     check_nan_and_inf(backend)
 
+def test_cpp_row_windows_ties_and_nans_at_every_scale():
+    # LCRNet's four scales with many whole windows per row (the cpp path's row-wise loop) and a
+    # clipped last one: plateaus, NaNs (two in one window) and -inf planes, values and
+    # gradients exactly as F.max_pool2d gives them.
+    gen = torch.Generator().manual_seed(5)
+    u = torch.randint(0, 3, (2, 8, 37, 70), generator=gen).float()
+    u[0, 0, 5, 7] = u[0, 0, 4, 6] = u[1, 5, 33, 69] = float("nan")
+    u[0, 2, :16, :16] = -float("inf")
+    u[1, 3, 16:32, 16:32] = float("nan")
+    ys, g, rs, gr = _pool_ties_nan(u, 2, 4, "cpp")
+    for y, r in zip(ys, rs):
+        assert torch.equal(y.isnan(), r.isnan()) and torch.equal(y.nan_to_num(), r.nan_to_num())
+    assert torch.equal(g, gr)
+
+
 @pytest.mark.parametrize("backend", KERNELS)
 def test_backward_keeps_offsets_not_u(backend):
     # The kernel paths save one uint8 offset per pooled value; u itself is not kept.
@@ -275,3 +290,14 @@ def test_unrunnable_backend_is_refused():
 
     with pytest.raises(BackendUnavailableError, match="cuda"):
         multiscale_maxpool(torch.randn(1, 4, 4, 4), 1, 2, backend="cuda")
+
+
+def test_cpu_without_avx2_refuses_the_cpp_path(monkeypatch):
+    from istd_kernels.ops import _cpu
+
+    monkeypatch.setattr(_cpu, "_ANSWER", [False])
+    u = make_u((1, 1, 2, 2, 9, 13), torch.float32)
+    with pytest.raises(ValueError, match="AVX2"):
+        multiscale_maxpool(u, 1, 2, backend="cpp")
+    ys = multiscale_maxpool(u, 1, 2)  # auto: the torch path
+    assert all(torch.equal(y, r) for y, r in zip(ys, multiscale_maxpool_ref(u, 1, 2)))

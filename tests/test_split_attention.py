@@ -14,13 +14,14 @@ from istd_kernels.ops import _dispatch
 from istd_kernels.ops.split_attention import OP, default_scales, split_attention, split_attention_ref
 
 # (N, D, H, W, groups, r): odd sizes so every pooled size is a ceil; 1x1 is smaller than
-# every scale. Several backward tiles: test_triton_multi_tile_and_deterministic.
+# every scale; 41 columns cover the cpp forward's vector blocks. Several backward tiles: test_triton_multi_tile_and_deterministic.
 CASES = [
     (2, 4, 9, 13, 1, 2),
     (1, 16, 5, 7, 4, 4),
     (1, 4, 1, 1, 4, 4),
     (2, 16, 9, 13, 4, 2),
     (1, 4, 5, 7, 1, 4),
+    (1, 16, 19, 41, 4, 4),  # several 8-column blocks per row at every power-of-two scale, then a tail
 ]
 DTYPES = {"torch": [torch.float32, torch.float16], "triton": [torch.float32, torch.float16],
           "cpp": [torch.float32, torch.float64, torch.float16, torch.bfloat16]}
@@ -343,3 +344,14 @@ def test_bad_input(over, exc, match):
             split_attention(**args, backend=backend)
     with pytest.raises(exc, match=match):
         split_attention_ref(**args)
+
+
+def test_cpu_without_avx2_refuses_the_cpp_path(monkeypatch):
+    from istd_kernels.ops import _cpu
+
+    monkeypatch.setattr(_cpu, "_ANSWER", [False])
+    branches, logits, temperature, residual, v = make_inputs((1, 16, 5, 7, 4, 4), torch.float32)
+    with pytest.raises(ValueError, match="AVX2"):
+        split_attention(branches, logits, temperature, residual, v, 4, backend="cpp")
+    torch.testing.assert_close(split_attention(branches, logits, temperature, residual, v, 4),
+                               split_attention_ref(branches, logits, temperature, residual, v, 4))

@@ -73,11 +73,15 @@ def scaled_residual(x: Tensor, y: Tensor, gamma: Tensor, backend: str | None = N
     """``x + gamma.view(1, C, 1, 1) * y``.
 
     Shapes: ``x`` and ``y`` ``[N, C, H, W]``, ``gamma`` ``[C]``; a new tensor of ``x``'s shape
-    (NCHW when ``x`` is). Arguments ``torch.addcmul`` cannot take raise its error. The routing
+    (NCHW when ``x`` is). A ``gamma`` of another shape raises ValueError; arguments
+    ``torch.addcmul`` cannot take raise its error. The routing
     is the module docstring's; ``backend`` as everywhere (:mod:`istd_kernels.backend`).
     """
-    if not all(isinstance(t, Tensor) for t in (x, y, gamma)) or gamma.dim() != 1:
+    if not all(isinstance(t, Tensor) for t in (x, y, gamma)) or x.dim() < 2:
         return _torch_forward(x, y, gamma)  # addcmul / view names what is wrong
+    if tuple(gamma.shape) != (x.shape[1],):
+        raise ValueError(f"gamma must have shape ({x.shape[1]},) (one scale per channel of x); got "
+                         f"{tuple(gamma.shape)}")
     record = _dispatch.choose_path(OP, x.device, x.dtype, backend, transformed=transforming(),
                                    kernel_layout=_kernel_layout(x, y, gamma),
                                    channels_last_y=not y.is_contiguous(), plain=plain_eager([x, y, gamma]))
