@@ -14,7 +14,8 @@ from istd_kernels.ops import _dispatch
 from istd_kernels.ops.split_attention import OP, default_scales, split_attention, split_attention_ref
 
 # (N, D, H, W, groups, r): odd sizes so every pooled size is a ceil; 1x1 is smaller than
-# every scale; 41 columns cover the cpp forward's vector blocks. Several backward tiles: test_triton_multi_tile_and_deterministic.
+# every scale; 41 columns cover the cpp forward's vector blocks. Several backward tiles:
+# test_triton_multi_tile_and_deterministic.
 CASES = [
     (2, 4, 9, 13, 1, 2),
     (1, 16, 5, 7, 4, 4),
