@@ -90,3 +90,42 @@ def test_transforms_and_missing_avx2_refuse_the_cpp_path(monkeypatch):
     monkeypatch.setattr(_cpu, "_ANSWER", [False])
     with pytest.raises(ValueError, match="AVX2"):
         scaled_residual(x, y, g, backend="cpp")
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("into,y_cl", [("x", False), ("x", True), ("y", False)])
+def test_into_writes_the_result_into_the_operand(backend, into, y_cl):
+    x, y, g = _inputs((1, 8, 6, 7), y_cl=y_cl)
+    want = torch.addcmul(x, y, g.view(1, -1, 1, 1))
+    target = x if into == "x" else y
+    with torch.no_grad():
+        got = scaled_residual(x, y, g, backend=backend, into=into)
+    assert got.data_ptr() == target.data_ptr() and got.is_contiguous()
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_into_is_ignored_where_it_cannot_hold(backend):
+    # A channels_last y cannot hold the NCHW result, and under autograd nothing is overwritten.
+    x, y, g = _inputs((1, 8, 6, 7), y_cl=True)
+    y0 = y.clone()
+    with torch.no_grad():
+        got = scaled_residual(x, y, g, backend=backend, into="y")
+    assert got.data_ptr() not in (x.data_ptr(), y.data_ptr()) and torch.equal(y, y0)
+    x.requires_grad_()
+    x0 = x.detach().clone()
+    got = scaled_residual(x, y, g, backend=backend, into="x")
+    assert got.data_ptr() != x.data_ptr() and torch.equal(x.detach(), x0)
+    with pytest.raises(ValueError, match="into must be"):
+        scaled_residual(x, y, g, into="z")
+
+
+def test_c2f_block_never_overwrites_its_input():
+    from istd_kernels.nn.dlc import C2FBlock
+
+    block = C2FBlock(16).eval()
+    x = torch.randn(1, 16, 12, 10)
+    x0 = x.clone()
+    with torch.no_grad():
+        block(x)
+    assert torch.equal(x, x0)

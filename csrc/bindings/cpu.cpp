@@ -217,8 +217,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_fwd(const at::Tensor& 
 
 // x + gamma[c] * y: x a contiguous (NCHW) float32/float64 [N, C, H, W] CPU tensor, y the same
 // shape, dtype and device, contiguous or channels_last; gamma [C] contiguous of their dtype.
-// Returns NCHW.
-at::Tensor scaled_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+// Returns NCHW: out (x, or an NCHW y) when given, else a new tensor.
+at::Tensor scaled_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma,
+                           const c10::optional<at::Tensor>& out) {
   TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
                   x.dim() == 4 && x.is_contiguous(),
               "istd _C: scaled_residual takes a contiguous float32/float64 [N, C, H, W] CPU x, got ", x.sizes(), " ",
@@ -231,13 +232,17 @@ at::Tensor scaled_residual(const at::Tensor& x, const at::Tensor& y, const at::T
                   gamma.is_contiguous() && gamma.device().is_cpu(),
               "istd _C: scaled_residual's gamma must be a contiguous [C] CPU tensor of x's dtype");
   TORCH_CHECK(istd::cpu::avx2_kernels_run_here(), "istd _C: scaled_residual needs a CPU with AVX2 and FMA");
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  // out may be x itself, or y when y is NCHW: every element is read before its own position is
+  // written (an NHWC y is read through tiles, so writing into it would clobber unread values).
+  TORCH_CHECK(!out.has_value() || out->is_same(x) || (out->is_same(y) && y.is_contiguous()),
+              "istd _C: scaled_residual's out must be x, or y when y is contiguous (NCHW)");
+  at::Tensor result = out.has_value() ? *out : at::empty_like(x, at::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "scaled_residual", [&] {
     istd::cpu::scaled_residual<scalar_t>(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), gamma.data_ptr<scalar_t>(),
-                                         out.data_ptr<scalar_t>(), x.size(0), x.size(1), x.size(2) * x.size(3),
+                                         result.data_ptr<scalar_t>(), x.size(0), x.size(1), x.size(2) * x.size(3),
                                          !y.is_contiguous());
   });
-  return out;
+  return result;
 }
 
 std::tuple<at::Tensor, at::Tensor> mask_overlap(const at::Tensor& pred, const at::Tensor& target) {
@@ -527,7 +532,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("avx2_kernels_run_here", &istd::cpu::avx2_kernels_run_here,
         "Whether this CPU runs the kernels compiled for AVX2 + FMA on x86-64)");
   m.def("scaled_residual", &scaled_residual, "x + gamma[c] * y of an NCHW x and an NCHW or channels_last y, NCHW",
-        py::arg("x"), py::arg("y"), py::arg("gamma"));
+        py::arg("x"), py::arg("y"), py::arg("gamma"), py::arg("out") = py::none());
   m.def("mask_overlap", &mask_overlap, "Per-image |P and T| and |P or T| of 0/1 uint8 masks", py::arg("pred"),
         py::arg("target"));
   m.def("connected_components", &connected_components,

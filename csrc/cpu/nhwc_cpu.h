@@ -18,7 +18,8 @@ template <typename T>
 void transpose_block(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst, int64_t dst_stride);
 
 // out = x + gamma[c] * y per element: x and out NCHW, y NHWC when y_nhwc (a LayerScaled
-// residual whose branch ends in a channels_last convolution), else NCHW; gamma [C].
+// residual whose branch ends in a channels_last convolution), else NCHW; gamma [C]. out may be
+// x, or y when y is NCHW (each element is read before its position is written).
 template <typename T>
 void scaled_residual(const T* x, const T* y, const T* gamma, T* out, int64_t N, int64_t C, int64_t HW, bool y_nhwc);
 

@@ -61,15 +61,17 @@ class LayerScale(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gamma.view(1, -1, 1, 1)
 
-    def residual(self, x: Tensor, y: Tensor) -> Tensor:
-        """``x + gamma[c] * y[:, c]``, both ``[N, dim, H, W]`` -> same shape, in one pass.
+    def residual(self, x: Tensor, y: Tensor, into: str | None = None) -> Tensor:
+        """``x + gamma[c] * y[:, c]``, both ``[N, dim, H, W]`` -> same shape, in one pass;
+        ``into`` as :func:`~istd_kernels.ops.residual.scaled_residual`'s (the result may be
+        written into the operand the caller hands over).
 
         The routed ``istd.scaled_residual`` op (``torch.addcmul`` on its torch path) instead of
         ``x + self(y)``: no intermediate for the scaled branch and one pass over the plane
         fewer; its cpp path reads a channels_last ``y`` (a branch ending in a channels_last
         convolution) without a layout copy (docs/performance.md).
         """
-        return scaled_residual(x, y, self.gamma)
+        return scaled_residual(x, y, self.gamma, into=into)
 
 
 class PreActBlock(nn.Module):
@@ -258,5 +260,7 @@ class C2FBlock(nn.Module):
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must have shape [N, {self.dim}, H, W] for C2FBlock(dim={self.dim}); got {shape}")
-        x = self.scale1.residual(x, self.attn(norm_silu(self.norm, x, silu=False)))
-        return self.scale2.residual(x, self.ffn(x))
+        # Each residual may reuse a fresh operand for its result (the attention's output, then
+        # the first residual's): never x, the caller's tensor (a U-Net skip holds it).
+        x = self.scale1.residual(x, self.attn(norm_silu(self.norm, x, silu=False)), into="y")
+        return self.scale2.residual(x, self.ffn(x), into="x")

@@ -26,24 +26,25 @@ from ._transforms import plain_eager, transforming
 OP = "istd.scaled_residual"
 
 
-def _torch_forward(x: Tensor, y: Tensor, gamma: Tensor) -> Tensor:
-    return torch.addcmul(x, y, gamma.view(1, -1, 1, 1))
+def _torch_forward(x: Tensor, y: Tensor, gamma: Tensor, out: Tensor | None = None) -> Tensor:
+    g = gamma.view(1, -1, 1, 1)
+    return torch.addcmul(x, y, g) if out is None else torch.addcmul(x, y, g, out=out)
 
 
 class _CppResidual(torch.autograd.Function):
     """The cpp kernel's forward; the backward is three element-wise expressions."""
 
     @staticmethod
-    def forward(ctx, x, y, gamma):
+    def forward(ctx, x, y, gamma, out=None):
         ctx.save_for_backward(y, gamma)
-        return _dispatch.extension_kernel("cpp", "scaled_residual")(x, y, gamma.contiguous())
+        return _dispatch.extension_kernel("cpp", "scaled_residual")(x, y, gamma.contiguous(), out)
 
     @staticmethod
     def backward(ctx, grad):
         y, gamma = ctx.saved_tensors
         gy = grad * gamma.view(1, -1, 1, 1) if ctx.needs_input_grad[1] else None
         gg = (grad * y).sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        return grad, gy, gg
+        return grad, gy, gg, None
 
 
 def _cpp_supports(transformed: bool = False, kernel_layout: bool = True, **_) -> tuple[bool, str]:
@@ -69,20 +70,38 @@ def _kernel_layout(x: Tensor, y: Tensor, gamma: Tensor) -> bool:
             and x.device.type == y.device.type == gamma.device.type == "cpu")
 
 
-def scaled_residual(x: Tensor, y: Tensor, gamma: Tensor, backend: str | None = None) -> Tensor:
+def _reusable(x: Tensor, y: Tensor, into: str | None) -> Tensor | None:
+    """The operand ``into`` names, where the result may be written into it: autograd does not
+    record the call, and it has ``x``'s shape and strides (so the result keeps ``x``'s layout)."""
+    if into not in ("x", "y"):
+        if into is not None:
+            raise ValueError(f"into must be None, 'x' or 'y'; got {into!r}")
+        return None
+    target = x if into == "x" else y
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, y)):
+        return None
+    return target if target.shape == x.shape and target.stride() == x.stride() and target.dtype == x.dtype else None
+
+
+def scaled_residual(x: Tensor, y: Tensor, gamma: Tensor, backend: str | None = None, into: str | None = None) -> Tensor:
     """``x + gamma.view(1, C, 1, 1) * y``.
 
-    Shapes: ``x`` and ``y`` ``[N, C, H, W]``, ``gamma`` ``[C]``; a new tensor of ``x``'s shape
-    (NCHW when ``x`` is). A ``gamma`` of another shape raises ValueError; arguments
-    ``torch.addcmul`` cannot take raise its error. The routing
-    is the module docstring's; ``backend`` as everywhere (:mod:`istd_kernels.backend`).
+    Shapes: ``x`` and ``y`` ``[N, C, H, W]``, ``gamma`` ``[C]``; a tensor of ``x``'s shape
+    (NCHW when ``x`` is). ``into="x"`` or ``"y"``: the caller hands that operand over (it is a
+    fresh intermediate nothing else reads); when autograd does not record the call and the
+    operand has ``x``'s layout, the result is written into it and returned instead of a new
+    tensor (one allocation fewer, whose fresh pages cost faults on the CPU; docs/performance.md).
+    A ``gamma`` of another shape raises ValueError; arguments ``torch.addcmul`` cannot take raise
+    its error. The routing is the module docstring's; ``backend`` as everywhere
+    (:mod:`istd_kernels.backend`).
     """
     if not all(isinstance(t, Tensor) for t in (x, y, gamma)) or x.dim() < 2:
         return _torch_forward(x, y, gamma)  # addcmul / view names what is wrong
     if tuple(gamma.shape) != (x.shape[1],):
         raise ValueError(f"gamma must have shape ({x.shape[1]},) (one scale per channel of x); got "
                          f"{tuple(gamma.shape)}")
+    out = _reusable(x, y, into)
     record = _dispatch.choose_path(OP, x.device, x.dtype, backend, transformed=transforming(),
                                    kernel_layout=_kernel_layout(x, y, gamma),
                                    channels_last_y=not y.is_contiguous(), plain=plain_eager([x, y, gamma]))
-    return record.forward(x, y, gamma)
+    return record.forward(x, y, gamma, out)
