@@ -1,6 +1,6 @@
 // Kernels between the NCHW ([N, C, HW]) and NHWC ([N, HW, C]) layouts on raw pointers (no
 // PyTorch types), for float and double. LCRNet's 3x3 convolutions run channels_last on the CPU
-// (oneDNN measured up to 2.8x faster in it) inside blocks whose other ops keep NCHW; these
+// (oneDNN measured 1.25-1.65x faster in it) inside blocks whose other ops keep NCHW; these
 // kernels move between the two inside a pass that runs anyway (docs/performance.md).
 #pragma once
 

@@ -89,7 +89,7 @@ class PreActBlock(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        # channels_last: oneDNN's 3x3 convolution measured 1.3-2.8x faster in it at LCRNet's
+        # channels_last: oneDNN's 3x3 convolution measured 1.25-1.65x faster in it at LCRNet's
         # levels, and the cpp norm writes it in the same pass; the output then stays
         # channels_last (docs/performance.md).
         return self.conv(norm_silu(self.norm, x, channels_last=True))

@@ -40,7 +40,7 @@ _dispatch.prefer(GROUP_NORM, "cpu", "torch", over=("cpp",),
 
 # The cpp residual is an autograd.Function too (a graph break under torch.compile), and with
 # matching layouts addcmul is as fast; auto takes it for plain eager calls with a channels_last y
-# (1.5 -> 0.4 ms at C16 256 x 256; docs/performance.md).
+# (1.87 -> 0.43 ms at C16 256 x 256; docs/performance.md).
 _dispatch.prefer(RESIDUAL, "cpu", "torch", over=("cpp",),
                  why="torch.addcmul unless the call is plain eager without autograd and y is channels_last (the "
                      "cpp path is an autograd.Function; it measured faster only for mixed layouts)",
