@@ -1,6 +1,6 @@
 """The cpp split_attention's vectorised softmax (csrc/cpu/vec_math.h, softmax_columns): rows whose
 width is not a multiple of the blocks (8 wide with AVX2, else 4), every branch count, and logits far apart enough to
-saturate the softmax (weights of exactly 0 and 1, exp arguments past exp_ps's clamp), forward
+saturate the softmax (weights of exactly 0 and 1, exp arguments past exp256's clamp), forward
 and backward (whose band of weights is padded to the blocks too)."""
 
 import pytest
