@@ -2,8 +2,8 @@
 public API; :meth:`istd_kernels.nn.dlc.LayerScale.residual` runs it).
 
 Two paths. ``torch``: ``torch.addcmul`` (any layouts, autograd, every transform). ``cpp``
-(``csrc/cpu/nhwc_cpu.cpp``): an NCHW ``x`` with an NCHW or channels_last ``y``, float32 or
-float64; a channels_last ``y`` (a C2FBlock's branch ending in a channels_last convolution on the
+(``csrc/cpu/nhwc_cpu.cpp``): an NCHW ``x`` with an NCHW or channels_last ``y`` (half types run
+in float32); a channels_last ``y`` (a C2FBlock's branch ending in a channels_last convolution on the
 CPU) is read through L1-sized transposed tiles in the same pass, where ``addcmul`` of the mixed
 layouts measured 1.87 ms against 0.30 ms for matching ones and 0.43 ms here (C16 at 256 x 256,
 docs/performance.md).
@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..layout import acc_dtype
 from . import _dispatch
 from ._cpu import AVX2_MISSING, avx2_kernels_run_here
 from ._transforms import plain_eager, transforming
@@ -32,26 +33,34 @@ def _torch_forward(x: Tensor, y: Tensor, gamma: Tensor, out: Tensor | None = Non
 
 
 class _CppResidual(torch.autograd.Function):
-    """The cpp kernel's forward; the backward is three element-wise expressions."""
+    """The cpp kernel's forward in float32/float64 (half types and mixed dtypes, as under
+    autocast, are promoted as ``addcmul`` promotes them, computed in float32 and rounded once);
+    the backward is three element-wise expressions."""
 
     @staticmethod
     def forward(ctx, x, y, gamma, out=None):
+        dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), gamma.dtype)
+        acc = acc_dtype(dtype)
         ctx.save_for_backward(y, gamma)
-        return _dispatch.extension_kernel("cpp", "scaled_residual")(x, y, gamma.contiguous(), out)
+        ctx.dtypes = (x.dtype, y.dtype, gamma.dtype)
+        out = out if out is not None and out.dtype == acc == dtype else None
+        z = _dispatch.extension_kernel("cpp", "scaled_residual")(x.to(acc), y.to(acc), gamma.to(acc).contiguous(), out)
+        return z.to(dtype)
 
     @staticmethod
     def backward(ctx, grad):
         y, gamma = ctx.saved_tensors
-        gy = grad * gamma.view(1, -1, 1, 1) if ctx.needs_input_grad[1] else None
-        gg = (grad * y).sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        return grad, gy, gg, None
+        x_dtype, y_dtype, g_dtype = ctx.dtypes
+        gy = (grad * gamma.view(1, -1, 1, 1)).to(y_dtype) if ctx.needs_input_grad[1] else None
+        gg = (grad * y).sum((0, 2, 3)).to(g_dtype) if ctx.needs_input_grad[2] else None
+        return grad.to(x_dtype), gy, gg, None
 
 
 def _cpp_supports(transformed: bool = False, kernel_layout: bool = True, **_) -> tuple[bool, str]:
     if transformed:
         return False, "the cpp residual is an autograd.Function without a vmap rule (torch.func transforms)"
     if not kernel_layout:
-        return False, ("the cpp residual takes float32/float64 [N, C, H, W] CPU tensors, x contiguous (NCHW), y "
+        return False, ("the cpp residual takes floating-point [N, C, H, W] CPU tensors, x contiguous (NCHW), y "
                        "contiguous or channels_last, gamma [C]")
     if not avx2_kernels_run_here():
         return False, f"the cpp residual is {AVX2_MISSING}"
@@ -64,8 +73,8 @@ _dispatch.register(OP, "cpp", _CppResidual.apply, supports=_cpp_supports)
 
 def _kernel_layout(x: Tensor, y: Tensor, gamma: Tensor) -> bool:
     """Whether the cpp kernel takes the call (see ``_cpp_supports``)."""
-    return (x.dim() == 4 and x.is_contiguous() and y.shape == x.shape and y.dtype == x.dtype == gamma.dtype
-            and x.dtype in (torch.float32, torch.float64) and tuple(gamma.shape) == (x.shape[1],)
+    return (x.dim() == 4 and x.is_contiguous() and y.shape == x.shape and tuple(gamma.shape) == (x.shape[1],)
+            and all(t.is_floating_point() for t in (x, y, gamma))
             and (y.is_contiguous() or y.is_contiguous(memory_format=torch.channels_last))
             and x.device.type == y.device.type == gamma.device.type == "cpu")
 
