@@ -137,6 +137,18 @@ def test_into_is_ignored_where_it_cannot_hold(backend):
         scaled_residual(x, y, g, into="z")
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_into_never_changes_the_result_dtype(backend):
+    # bf16 activations with a float32 scale (CPU autocast) give a float32 result: a bf16
+    # operand cannot hold it, so it is not reused.
+    x, y, g = _inputs((1, 8, 6, 7), y_cl=False)
+    x, y = x.bfloat16(), y.bfloat16()
+    y0 = y.clone()
+    with torch.no_grad():
+        got = scaled_residual(x, y, g, backend=backend, into="y")
+    assert got.dtype == torch.float32 and torch.equal(y, y0)
+
+
 def test_c2f_block_never_overwrites_its_input():
     from istd_kernels.nn.dlc import C2FBlock
 

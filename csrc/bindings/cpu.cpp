@@ -530,7 +530,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("groups"), py::arg("eps"), py::arg("silu"),
         py::arg("channels_last"));
   m.def("avx2_kernels_run_here", &istd::cpu::avx2_kernels_run_here,
-        "Whether this CPU runs the kernels compiled for AVX2 + FMA on x86-64)");
+        "Whether this CPU runs the kernels compiled for AVX2 + FMA (true off x86-64)");
   m.def("scaled_residual", &scaled_residual, "x + gamma[c] * y of an NCHW x and an NCHW or channels_last y, NCHW",
         py::arg("x"), py::arg("y"), py::arg("gamma"), py::arg("out") = py::none());
   m.def("mask_overlap", &mask_overlap, "Per-image |P and T| and |P or T| of 0/1 uint8 masks", py::arg("pred"),

@@ -1,9 +1,6 @@
 // NCHW <-> NHWC kernels (nhwc_cpu.h). Both layouts' data pass through small tiles that stay in
 // L1: a separate layout copy (Tensor.contiguous) cost a pass over memory and, at LCRNet's first
 // level, more than the channels_last convolution saved.
-#include <algorithm>
-#include <vector>
-
 #include "avx2_target.h"
 #include "nhwc_cpu.h"
 
@@ -14,11 +11,6 @@
 namespace istd {
 namespace cpu {
 namespace {
-
-// Elements per tile (64 KiB of float at most with the buffer of its transpose).
-constexpr int64_t kTile = 4096;
-// Below this many elements one thread runs (waking the OpenMP team cost more than the work).
-constexpr int64_t kParallelMin = int64_t(1) << 17;
 
 template <typename T>
 void transpose_scalar(const T* src, int64_t ss, int64_t r0, int64_t rows, int64_t c0, int64_t cols, T* dst,
@@ -74,24 +66,16 @@ void transpose_block<float>(const float* src, int64_t ss, int64_t rows, int64_t 
 
 template <typename T>
 void scaled_residual(const T* x, const T* y, const T* gamma, T* out, int64_t N, int64_t C, int64_t HW, bool y_nhwc) {
-  // Tiles of P pixels of one image; an NHWC y's tile is first transposed into an L1 buffer.
-  const int64_t P = std::max<int64_t>(8, kTile / std::max<int64_t>(C, 1)), blocks = (HW + P - 1) / P;
-  const int64_t tasks = N * blocks;
-#pragma omp parallel if (N * C * HW >= kParallelMin)
-  {
-    std::vector<T> buf(y_nhwc ? static_cast<size_t>(C * P) : 0);
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t n = t / blocks, p0 = (t % blocks) * P, np = std::min(P, HW - p0);
-      if (y_nhwc) transpose_block(y + (n * HW + p0) * C, C, np, C, buf.data(), P);
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t off = (n * C + c) * HW + p0;
-        const T g = gamma[c], *b = y_nhwc ? buf.data() + c * P : y + off, *xr = x + off;
-        T* o = out + off;
-        for (int64_t p = 0; p < np; ++p) o[p] = xr[p] + g * b[p];
-      }
+  // An NHWC y's tile is first transposed into the L1 buffer; an NCHW y is read in place.
+  for_each_pixel_tile<T>(N, C, HW, [&](int64_t n, int64_t p0, int64_t np, T* buf, int64_t P) {
+    if (y_nhwc) transpose_block(y + (n * HW + p0) * C, C, np, C, buf, P);
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t off = (n * C + c) * HW + p0;
+      const T g = gamma[c], *b = y_nhwc ? buf + c * P : y + off, *xr = x + off;
+      T* o = out + off;
+      for (int64_t p = 0; p < np; ++p) o[p] = xr[p] + g * b[p];
     }
-  }
+  });
 }
 
 template void transpose_block<float>(const float*, int64_t, int64_t, int64_t, float*, int64_t);

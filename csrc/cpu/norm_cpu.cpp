@@ -20,11 +20,8 @@ namespace {
 // Elements per statistics chunk (64 KiB of float): the unit of the parallel split, so the
 // statistics do not depend on the thread count.
 constexpr int64_t kChunk = 16384;
-// Elements per normalisation task.
-constexpr int64_t kBlock = 4096;
-// Below this many elements one thread is faster: waking the OpenMP team cost more than the
-// work at LCRNet's deepest level (64 x 32 x 32 measured 2x slower than ATen in parallel).
-constexpr int64_t kParallelMin = int64_t(1) << 17;
+// The normalisation's task size and parallel threshold are nhwc_cpu.h's kTileElements and
+// kParallelMin, shared with the residual.
 
 struct Moments {
   double count = 0.0, mean = 0.0, m2 = 0.0;
@@ -216,21 +213,21 @@ void affine_coefficients(const T* gamma, const T* beta, const std::vector<double
   }
 }
 
-// NCHW -> NCHW: blocks of kBlock elements of one channel row.
+// NCHW -> NCHW: blocks of kTileElements elements of one channel row.
 template <typename T>
 void apply_nchw(const T* x, T* y, const T* scale, const T* shift, const GroupNormArgs& a) {
-  const int64_t blocks = (a.HW + kBlock - 1) / kBlock, tasks = a.N * a.C * blocks;
+  const int64_t blocks = (a.HW + kTileElements - 1) / kTileElements, tasks = a.N * a.C * blocks;
 #pragma omp parallel for schedule(static) if (a.N * a.C * a.HW >= kParallelMin)
   for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t row = t / blocks, begin = (t % blocks) * kBlock, off = row * a.HW + begin;
-    normalize_block(x + off, y + off, std::min(kBlock, a.HW - begin), scale[row], shift[row], a.silu);
+    const int64_t row = t / blocks, begin = (t % blocks) * kTileElements, off = row * a.HW + begin;
+    normalize_block(x + off, y + off, std::min(kTileElements, a.HW - begin), scale[row], shift[row], a.silu);
   }
 }
 
-// NHWC -> NHWC: blocks of whole pixels (about kBlock elements).
+// NHWC -> NHWC: blocks of whole pixels (about kTileElements elements).
 template <typename T>
 void apply_nhwc(const T* x, T* y, const T* scale, const T* shift, const GroupNormArgs& a) {
-  const int64_t px = std::max<int64_t>(1, kBlock / a.C), blocks = (a.HW + px - 1) / px, tasks = a.N * blocks;
+  const int64_t px = std::max<int64_t>(1, kTileElements / a.C), blocks = (a.HW + px - 1) / px, tasks = a.N * blocks;
 #pragma omp parallel for schedule(static) if (a.N * a.C * a.HW >= kParallelMin)
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t n = t / blocks, p0 = (t % blocks) * px, p1 = std::min(a.HW, p0 + px);
@@ -241,25 +238,18 @@ void apply_nhwc(const T* x, T* y, const T* scale, const T* shift, const GroupNor
   }
 }
 
-// NCHW -> NHWC: a tile of P pixels of every channel is normalised row by row into a buffer
-// (kBlock elements, L1-resident), then written out transposed; the transposition costs a pass
-// over L1 instead of a second pass over memory (a separate channels_last copy).
+// NCHW -> NHWC: a tile of pixels of every channel is normalised row by row into the L1
+// buffer, then written out transposed; the transposition costs a pass over L1 instead of a
+// second pass over memory (a separate channels_last copy).
 template <typename T>
 void apply_nchw_to_nhwc(const T* x, T* y, const T* scale, const T* shift, const GroupNormArgs& a) {
-  const int64_t P = std::max<int64_t>(8, kBlock / a.C), blocks = (a.HW + P - 1) / P, tasks = a.N * blocks;
-#pragma omp parallel if (a.N * a.C * a.HW >= kParallelMin)
-  {
-    std::vector<T> buf(static_cast<size_t>(a.C * P));
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t n = t / blocks, p0 = (t % blocks) * P, np = std::min(P, a.HW - p0);
-      for (int64_t c = 0; c < a.C; ++c) {
-        const int64_t row = n * a.C + c;
-        normalize_block(x + row * a.HW + p0, buf.data() + c * P, np, scale[row], shift[row], a.silu);
-      }
-      transpose_block(buf.data(), P, a.C, np, y + (n * a.HW + p0) * a.C, a.C);
+  for_each_pixel_tile<T>(a.N, a.C, a.HW, [&](int64_t n, int64_t p0, int64_t np, T* buf, int64_t P) {
+    for (int64_t c = 0; c < a.C; ++c) {
+      const int64_t row = n * a.C + c;
+      normalize_block(x + row * a.HW + p0, buf + c * P, np, scale[row], shift[row], a.silu);
     }
-  }
+    transpose_block(buf, P, a.C, np, y + (n * a.HW + p0) * a.C, a.C);
+  });
 }
 
 }  // namespace

@@ -27,6 +27,12 @@ from ._transforms import plain_eager, transforming
 OP = "istd.scaled_residual"
 
 
+def _result_dtype(x: Tensor, y: Tensor, gamma: Tensor) -> torch.dtype:
+    """The dtype ``addcmul`` gives ``x, y, gamma`` (bfloat16 activations with a float32 scale,
+    as under CPU autocast: float32)."""
+    return torch.promote_types(torch.promote_types(x.dtype, y.dtype), gamma.dtype)
+
+
 def _torch_forward(x: Tensor, y: Tensor, gamma: Tensor, out: Tensor | None = None) -> Tensor:
     g = gamma.view(1, -1, 1, 1)
     return torch.addcmul(x, y, g) if out is None else torch.addcmul(x, y, g, out=out)
@@ -39,11 +45,11 @@ class _CppResidual(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, gamma, out=None):
-        dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), gamma.dtype)
+        dtype = _result_dtype(x, y, gamma)
         acc = acc_dtype(dtype)
         ctx.save_for_backward(y, gamma)
         ctx.dtypes = (x.dtype, y.dtype, gamma.dtype)
-        out = out if out is not None and out.dtype == acc == dtype else None
+        out = out if acc == dtype else None  # the kernel writes acc; a half-type out cannot take it
         z = _dispatch.extension_kernel("cpp", "scaled_residual")(x.to(acc), y.to(acc), gamma.to(acc).contiguous(), out)
         return z.to(dtype)
 
@@ -71,7 +77,7 @@ _dispatch.register(OP, "torch", _torch_forward)
 _dispatch.register(OP, "cpp", _CppResidual.apply, supports=_cpp_supports)
 
 
-def _kernel_layout(x: Tensor, y: Tensor, gamma: Tensor) -> bool:
+def _kernel_takes(x: Tensor, y: Tensor, gamma: Tensor) -> bool:
     """Whether the cpp kernel takes the call (see ``_cpp_supports``)."""
     return (x.dim() == 4 and x.is_contiguous() and y.shape == x.shape and tuple(gamma.shape) == (x.shape[1],)
             and all(t.is_floating_point() for t in (x, y, gamma))
@@ -79,9 +85,10 @@ def _kernel_layout(x: Tensor, y: Tensor, gamma: Tensor) -> bool:
             and x.device.type == y.device.type == gamma.device.type == "cpu")
 
 
-def _reusable(x: Tensor, y: Tensor, into: str | None) -> Tensor | None:
+def _reusable(x: Tensor, y: Tensor, gamma: Tensor, into: str | None) -> Tensor | None:
     """The operand ``into`` names, where the result may be written into it: autograd does not
-    record the call, and it has ``x``'s shape and strides (so the result keeps ``x``'s layout)."""
+    record the call, and it has ``x``'s shape and strides (so the result keeps ``x``'s layout)
+    and the result's dtype (so reusing it never changes what the call returns)."""
     if into not in ("x", "y"):
         if into is not None:
             raise ValueError(f"into must be None, 'x' or 'y'; got {into!r}")
@@ -89,7 +96,8 @@ def _reusable(x: Tensor, y: Tensor, into: str | None) -> Tensor | None:
     target = x if into == "x" else y
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, y)):
         return None
-    return target if target.shape == x.shape and target.stride() == x.stride() and target.dtype == x.dtype else None
+    fits = target.shape == x.shape and target.stride() == x.stride() and target.dtype == _result_dtype(x, y, gamma)
+    return target if fits else None
 
 
 def scaled_residual(x: Tensor, y: Tensor, gamma: Tensor, backend: str | None = None, into: str | None = None) -> Tensor:
@@ -109,8 +117,8 @@ def scaled_residual(x: Tensor, y: Tensor, gamma: Tensor, backend: str | None = N
     if tuple(gamma.shape) != (x.shape[1],):
         raise ValueError(f"gamma must have shape ({x.shape[1]},) (one scale per channel of x); got "
                          f"{tuple(gamma.shape)}")
-    out = _reusable(x, y, into)
+    out = _reusable(x, y, gamma, into)
     record = _dispatch.choose_path(OP, x.device, x.dtype, backend, transformed=transforming(),
-                                   kernel_layout=_kernel_layout(x, y, gamma),
+                                   kernel_layout=_kernel_takes(x, y, gamma),
                                    channels_last_y=not y.is_contiguous(), plain=plain_eager([x, y, gamma]))
     return record.forward(x, y, gamma, out)
